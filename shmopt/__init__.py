@@ -1,0 +1,19 @@
+"""shmopt: a shared-memory, multi-process, Hogwild-style training engine for PyTorch.
+
+Parameters and optimizer state live in shared memory; worker processes update them lock-free
+(APAM, Hogwild) or through one applier (sync and K-of-P variants).
+
+>>> import shmopt
+>>> result = shmopt.train("logreg", algo="apam", workers=2, steps=2000)   # doctest: +SKIP
+"""
+__version__ = "0.1.0"
+
+from .api import Result, train
+from .config import Config
+from .engine.supervisor import Engine, Sample
+from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
+from .problems import Problem, load_problem
+
+__all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Problem",
+           "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
+           "WorkerError"]

@@ -1,0 +1,57 @@
+"""The Python front end: ``train()`` in one call, or ``Engine`` for start/watch/stop control."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .config import Config
+from .engine.supervisor import Engine, Sample
+from .errors import ConfigError
+from .problems import Problem, load_problem
+
+
+@dataclass
+class Result:
+    """What a run returns: the trained model (a normal, private nn.Module), the error-runtime
+    history (one dict per evaluation: t, updates, loss, ...) and the summary statistics."""
+
+    model: torch.nn.Module
+    history: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.stats.get("final_loss")
+
+
+def make_config(**options: Any) -> Config:
+    unknown = set(options) - Config.field_names()
+    if unknown:
+        raise ConfigError(f"unknown option {sorted(unknown)[0]!r}: accepted are "
+                          f"{', '.join(sorted(Config.field_names()))}")
+    return Config(**options)
+
+
+def train(problem: Problem | str, *, problem_options: dict[str, Any] | None = None,
+          on_sample: Callable[[Sample], None] | None = None, **options: Any) -> Result:
+    """Train ``problem`` with shared-memory workers and return the :class:`Result`.
+
+    ``problem`` is a :class:`Problem`, a built-in name (``"logreg"``), a path to a .py file with
+    ``problem(**options)`` or ``"module:function"``. ``options`` are :class:`Config` fields, e.g.
+    ``train("logreg", algo="apam", workers=2, steps=2000, lr=0.02)``. Everything is validated
+    before any process starts (ConfigError); a failing worker raises WorkerError; the shared
+    memory is released in every case.
+
+    User code that calls ``train`` must sit under ``if __name__ == "__main__":`` (workers are
+    started with spawn/forkserver, which re-import the main module).
+    """
+    source = None
+    if isinstance(problem, str):
+        source = problem
+        problem = load_problem(problem, **(problem_options or {}))
+    elif problem_options:
+        raise ConfigError("problem_options apply only when problem is given by name or path")
+    config = make_config(**options)
+    return Engine(problem, config, source=source, on_sample=on_sample).run()

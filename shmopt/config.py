@@ -1,0 +1,180 @@
+"""Run configuration: every option, validated eagerly (before any process or segment exists).
+
+:class:`Config` is what users set (CLI flags and ``train()`` keywords map 1:1 onto it);
+:func:`resolve` checks it against the problem and returns a :class:`Plan` with every default
+filled in (rule object, protocol, K, learning rate...). The plan is what the engine runs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ConfigError
+from .problems import Problem
+from .rules import Rule, make_rule
+from .strategies import LrPolicy, get_algorithm, make_lr_policy
+from .strategies.server import KAggregator
+
+READ_MODES = ("snapshot", "inplace")
+START_METHODS = ("forkserver", "spawn")
+DEFAULT_STEPS = 5000
+
+
+@dataclass
+class Config:
+    algo: str = "apam"
+    workers: int = 2
+    steps: int | None = None            # max updates; DEFAULT_STEPS when no stop criterion is given
+    time_limit: float | None = None     # seconds of training (start-up excluded)
+    target_loss: float | None = None    # stop when an evaluation reaches it
+    lr: float | None = None             # None: the problem's suggestion for the rule, else the rule's
+    batch_size: int | None = None       # None: the problem's
+    rule: str | None = None             # None: the algorithm's default
+    protocol: str | None = None         # None: the algorithm's default
+    k: int | None = None                # server protocols: K of K-of-P (None: the algorithm's)
+    max_staleness: int | None = None    # drop gradients staler than this (None: no bound)
+    momentum: float = 0.0               # sgd
+    betas: tuple[float, float] = (0.9, 0.999)   # amsgrad / adam
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    bias_correction: bool = True        # False: the paper-exact APAM rule
+    lr_policy: str = "constant"
+    lr_c: float | None = None
+    lr_max: float | None = None
+    read: str = "snapshot"              # how a worker reads the shared parameters
+    seed: int = 0
+    threads: int | None = None          # torch threads per worker (None: max(1, cores // workers))
+    pin: bool = False                   # pin worker i to core i mod cores (psutil)
+    eval_interval: float = 0.5          # seconds between evaluations of the shared parameters
+    eval_samples: int = 8192            # evaluate on at most this many eval rows
+    log: str | None = None              # JSONL file of samples
+    start_method: str = "forkserver"
+    heartbeat_timeout: float = 120.0    # a worker silent this long is reported as hung
+    startup_timeout: float = 120.0
+    check_finite: bool = True           # skip (and count) NaN/Inf gradients
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated configuration with every default resolved."""
+
+    config: Config
+    algo: str
+    rule: Rule
+    protocol: str
+    variant: str
+    k: int
+    lr: float
+    batch_size: int
+    steps: int | None
+    threads: int
+    lr_policy: LrPolicy
+    asynchronous: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def workers(self) -> int:
+        return self.config.workers
+
+
+def _check_int(name: str, value, lo: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"invalid {name}={value!r}: must be an integer >= {lo}{hint}")
+
+
+def _check_pos(name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}: must be a finite number "
+                          f"{'>= 0' if allow_zero else '> 0'}")
+
+
+def resolve(config: Config, problem: Problem) -> Plan:
+    """Validate ``config`` against ``problem``; raise ConfigError naming the first bad option."""
+    c = config
+    spec = get_algorithm(c.algo)
+    _check_int("workers", c.workers, 1)
+    if c.workers > 256:
+        raise ConfigError(f"invalid workers={c.workers}: at most 256 are supported")
+    if c.steps is not None:
+        _check_int("steps", c.steps, 1)
+    if c.time_limit is not None:
+        _check_pos("time-limit", c.time_limit)
+    if c.target_loss is not None and (not isinstance(c.target_loss, (int, float))
+                                      or not math.isfinite(c.target_loss)):
+        raise ConfigError(f"invalid target-loss={c.target_loss!r}: must be a finite number")
+    if c.lr is not None:
+        _check_pos("lr", c.lr)
+    n = len(problem.train[0])
+    batch = problem.batch_size if c.batch_size is None else c.batch_size
+    _check_int("batch-size", batch, 1)
+    if batch > n:
+        raise ConfigError(f"invalid batch-size={batch}: larger than the training data ({n} rows)")
+    if c.max_staleness is not None:
+        _check_int("max-staleness", c.max_staleness, 0)
+    _check_int("seed", c.seed, 0)
+    if c.threads is not None:
+        _check_int("threads", c.threads, 1)
+    _check_pos("eval-interval", c.eval_interval)
+    _check_int("eval-samples", c.eval_samples, 1)
+    _check_pos("heartbeat-timeout", c.heartbeat_timeout)
+    _check_pos("startup-timeout", c.startup_timeout)
+    if c.read not in READ_MODES:
+        raise ConfigError(f"invalid read={c.read!r}: choose one of {', '.join(READ_MODES)}")
+    if c.start_method not in START_METHODS:
+        raise ConfigError(f"invalid start-method={c.start_method!r}: choose one of "
+                          f"{', '.join(START_METHODS)}")
+
+    rule_name = c.rule or spec.rule
+    if rule_name not in spec.rules:
+        raise ConfigError(f"invalid rule={rule_name!r} for {c.algo}: choose one of {', '.join(spec.rules)}")
+    protocol = c.protocol or spec.protocol
+    if protocol not in spec.protocols:
+        raise ConfigError(f"invalid protocol={protocol!r} for {c.algo}: choose one of "
+                          f"{', '.join(spec.protocols)}")
+    lr = c.lr if c.lr is not None else problem.lr.get(rule_name)
+    hyper: dict = {} if lr is None else {"lr": lr}
+    if rule_name == "sgd":
+        if c.momentum:
+            hyper["momentum"] = c.momentum
+        if c.weight_decay:
+            hyper["weight_decay"] = c.weight_decay
+    else:
+        hyper.update(betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay,
+                     bias_correction=c.bias_correction)
+        if rule_name == "sgd" or c.momentum:
+            raise ConfigError(f"invalid momentum={c.momentum}: momentum belongs to rule sgd, not {rule_name}")
+    rule = make_rule(rule_name, **hyper)
+
+    if protocol == "direct":
+        variant, k = "direct", 1
+        if c.k is not None:
+            raise ConfigError("--k applies to server protocols only (use --protocol server)")
+    else:
+        variant = spec.variant
+        k = c.k if c.k is not None else (c.workers if spec.k is None else spec.k)
+        _check_int("k", k, 1)
+        KAggregator(variant, c.workers, k, c.max_staleness)   # validates k against workers
+    policy = make_lr_policy(c.lr_policy, c.lr_c, c.lr_max)
+    if policy.name != "constant" and not spec.asynchronous:
+        raise ConfigError(f"the {policy.name} lr policy is for asynchronous algorithms, not {c.algo}")
+    if policy.needs_distance and c.read == "inplace" and protocol == "direct":
+        raise ConfigError("the dutta lr policy needs the parameters a gradient was read at: "
+                          "use --read snapshot")
+    steps = c.steps
+    if steps is None and c.time_limit is None and c.target_loss is None:
+        steps = DEFAULT_STEPS
+    threads = c.threads or max(1, (os.cpu_count() or 1) // c.workers)
+    return Plan(c, c.algo, rule, protocol, variant, k, rule.lr, batch, steps, threads, policy,
+                spec.asynchronous)

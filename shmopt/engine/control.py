@@ -1,0 +1,94 @@
+"""The control block: lock-free counters in shared memory, one single-writer slot per process.
+
+Every worker (and the server, if any, in the last slot) owns one :data:`SLOT` record and is its
+only writer, so no increment is ever lost (a shared ``+= 1`` from several processes loses
+updates). Slots are padded to 512 bytes: two workers never write the same cache line, nor an
+adjacent line pair (the spatial prefetcher fetches lines in pairs). The supervisor and other
+workers read without locks; 8-byte aligned fields are read whole on every platform we support.
+
+The :data:`GLOBAL` record is written by the supervisor (``stop``) and by the server
+(``version``, ``seq``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+HIST_BINS = 16     # staleness histogram: bin 0 = 0, bin b = [2^(b-1), 2^b - 1], last bin open
+LOSS_WINDOW = 16   # capacity of the per-worker ring of recent mini-batch losses
+
+
+def _padded(fields: list[tuple], size: int) -> np.dtype:
+    dt = np.dtype(fields, align=True)
+    if dt.itemsize > size:
+        raise AssertionError(f"control slot needs {dt.itemsize} > {size} bytes")
+    return np.dtype(fields + [("_pad", "u1", (size - dt.itemsize,))] if size > dt.itemsize else fields,
+                    align=True)
+
+
+# status codes
+STARTING, READY, RUNNING, DONE, FAILED = 0, 1, 2, 3, 4
+STATUS_NAMES = {STARTING: "starting", READY: "ready", RUNNING: "running", DONE: "done", FAILED: "failed"}
+
+SLOT = _padded([
+    ("pid", "i8"),
+    ("status", "i8"),
+    ("updates", "i8"),          # updates this process applied to the shared parameters
+    ("applied", "i8"),          # gradients this process applied (K per update in K-of-P)
+    ("pushed", "i8"),           # server protocols: gradients written into this learner's slots
+    ("grads", "i8"),            # gradients computed and offered (pushed or applied)
+    ("dropped", "i8"),          # gradients refused for staleness (> max_staleness) or cancelled
+    ("nonfinite", "i8"),        # gradients or losses that were NaN/Inf, never applied
+    ("samples", "i8"),          # training samples consumed
+    ("version_read", "i8"),     # version of the parameters the current gradient is computed on
+    ("stale_sum", "i8"),        # staleness of the gradients this process applied: sum, max, hist
+    ("stale_max", "i8"),
+    ("loss_count", "i8"),       # losses written so far into the ring `losses`
+    ("heartbeat", "f8"),        # time.time() of the last sign of life
+    ("t_ready", "f8"),
+    ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
+    ("lr_min", "f8"),
+    ("lr_max", "f8"),
+    ("stale_hist", "i8", (HIST_BINS,)),
+    ("losses", "f8", (LOSS_WINDOW,)),
+], 512)
+
+GLOBAL = _padded([
+    ("stop", "i8"),             # supervisor: 1 = every process stops at its next check
+    ("version", "i8"),          # server protocols: the applied update count (single writer)
+    ("seq", "i8"),              # server protocols: seqlock, odd while the parameters are written
+    ("t_go", "f8"),             # supervisor: time.time() when training started
+], 128)
+
+
+def staleness_bin(tau: int) -> int:
+    """Histogram bin of a staleness: 0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ...; capped."""
+    return min(int(tau).bit_length(), HIST_BINS - 1)
+
+
+def bin_label(b: int) -> str:
+    if b == 0:
+        return "0"
+    lo, hi = 1 << (b - 1), (1 << b) - 1
+    if b == HIST_BINS - 1:
+        return f"{lo}+"
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def record_applied(slot: np.void, tau: int, lr: float) -> None:
+    """Book one applied gradient into the writer's own slot (single writer, no lock); the
+    caller counts ``updates`` (one per change of the parameters)."""
+    slot["stale_sum"] += tau
+    if tau > slot["stale_max"]:
+        slot["stale_max"] = tau
+    slot["stale_hist"][staleness_bin(tau)] += 1
+    slot["lr_sum"] += lr
+    if slot["applied"] == 0 or lr < slot["lr_min"]:
+        slot["lr_min"] = lr
+    if lr > slot["lr_max"]:
+        slot["lr_max"] = lr
+    slot["applied"] += 1
+
+
+def record_loss(slot: np.void, loss: float) -> None:
+    slot["losses"][slot["loss_count"] % LOSS_WINDOW] = loss
+    slot["loss_count"] += 1

@@ -1,0 +1,59 @@
+"""The flat-parameter trick: a module's parameters (and their ``.grad``) as views into one flat
+float32 buffer, so one kernel call updates the whole model and nothing is concatenated per step."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ProblemError
+
+
+def parameters(model: nn.Module) -> list[nn.Parameter]:
+    params = list(model.parameters())
+    if not params:
+        raise ProblemError("the model has no parameters to train")
+    bad = [p.dtype for p in params if p.dtype != torch.float32]
+    if bad:
+        raise ProblemError(f"the model has parameters of dtype {bad[0]}: shmopt trains float32 "
+                           f"parameters (call .float() in the model factory)")
+    return params
+
+
+def numel(model: nn.Module) -> int:
+    return sum(p.numel() for p in parameters(model))
+
+
+def _check(model: nn.Module, flat: torch.Tensor) -> list[nn.Parameter]:
+    params = parameters(model)
+    n = sum(p.numel() for p in params)
+    if flat.numel() != n or flat.dim() != 1 or flat.dtype != torch.float32:
+        raise ProblemError(f"the model has {n} parameters but the flat buffer holds {flat.numel()}: "
+                           f"the model factory must build the same architecture every call")
+    return params
+
+
+def bind_params(model: nn.Module, flat: torch.Tensor, copy: bool = False) -> None:
+    """Make every parameter a view into ``flat`` (copying the current values in if ``copy``)."""
+    offset = 0
+    for p in _check(model, flat):
+        view = flat[offset:offset + p.numel()].view_as(p)
+        if copy:
+            view.copy_(p.data)
+        p.data = view
+        offset += p.numel()
+
+
+def bind_grads(model: nn.Module, flat: torch.Tensor) -> None:
+    """Make every ``.grad`` a view into ``flat``; zero ``flat`` (not ``zero_grad()``, which would
+    set the grads to None and break the binding) before each backward pass."""
+    offset = 0
+    for p in _check(model, flat):
+        p.grad = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+def unbind(model: nn.Module) -> None:
+    """Give the module private copies of its parameters (detach it from shared memory)."""
+    for p in model.parameters():
+        p.data = p.data.clone()
+        p.grad = None

@@ -1,0 +1,181 @@
+"""Where the arena's bytes live: the storage interface and its POSIX shared-memory backend.
+
+The engine only needs four things from a storage backend: create a block of ``nbytes`` (owner),
+attach to it from another process by a picklable handle (never tracked by the child), expose the
+bytes as a writable ``memoryview``, and release it (``close`` detaches, ``unlink`` removes the
+name). A CUDA-IPC backend would implement the same :class:`Storage` protocol.
+
+Lifecycle rules (CPU backend, ``multiprocessing.shared_memory``):
+
+* names are ``shmopt_<owner pid>_<16 random hex digits>``: recognisable, owner-stamped (so segments of
+  dead owners can be swept) and unguessable; POSIX segments are created with mode 0600;
+* only the creator registers the segment with multiprocessing's resource tracker (which also
+  unlinks it if the creator is SIGKILLed); children attach *untracked* (``track=False`` on
+  Python >= 3.13, registration suppressed before);
+* free space in /dev/shm is checked before allocating: tmpfs allocates lazily and a full /dev/shm
+  would otherwise kill a worker with SIGBUS long after start.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
+from typing import Protocol
+
+from ..errors import ShmSpaceError
+
+PREFIX = "shmopt_"
+SHM_DIR = "/dev/shm"
+_NAME_RE = re.compile(r"^shmopt_(\d+)_[0-9a-f]{16}$")
+_ZOMBIES: list[shared_memory.SharedMemory] = []   # detached-but-still-exported mappings (see close)
+
+
+@dataclass(frozen=True)
+class StorageHandle:
+    """Picklable reference to a block: enough for a child process to attach."""
+
+    backend: str
+    name: str
+    nbytes: int
+
+
+class Storage(Protocol):
+    handle: StorageHandle
+
+    @property
+    def buf(self) -> memoryview: ...
+    def close(self) -> None: ...
+    def unlink(self) -> None: ...
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes in /dev/shm, or None where there is no such directory (non-Linux)."""
+    if not os.path.isdir(SHM_DIR):
+        return None
+    return shutil.disk_usage(SHM_DIR).free
+
+
+def check_shm_space(nbytes: int, margin: float = 1.05) -> None:
+    """Raise ShmSpaceError when /dev/shm cannot hold ``nbytes`` (plus a 5% margin)."""
+    free = shm_free_bytes()
+    if free is not None and nbytes * margin > free:
+        raise ShmSpaceError(
+            f"not enough shared memory: the arena needs {_fmt_bytes(nbytes)} but {SHM_DIR} has "
+            f"{_fmt_bytes(free)} free; in Docker start the container with a larger --shm-size "
+            f"(e.g. --shm-size=2g) or --ipc=host, or use fewer workers or a smaller model")
+
+
+class ShmStorage:
+    """A POSIX shared-memory block (``multiprocessing.shared_memory``)."""
+
+    backend = "shm"
+
+    def __init__(self, shm: shared_memory.SharedMemory, nbytes: int, owner: bool) -> None:
+        self._shm = shm
+        self._closed = False
+        self.owner = owner
+        self.handle = StorageHandle(self.backend, shm.name, nbytes)
+
+    @classmethod
+    def create(cls, nbytes: int) -> "ShmStorage":
+        check_shm_space(nbytes)
+        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(8)}"
+        shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+        return cls(shm, nbytes, owner=True)
+
+    @classmethod
+    def attach(cls, handle: StorageHandle) -> "ShmStorage":
+        if sys.version_info >= (3, 13):
+            shm = shared_memory.SharedMemory(name=handle.name, track=False)
+        else:
+            # Children must not register: the tracker would unlink the segment (or warn about a
+            # "leak") when the child exits. Workers are single-threaded when they attach.
+            register = resource_tracker.register
+            resource_tracker.register = lambda *a, **k: None
+            try:
+                shm = shared_memory.SharedMemory(name=handle.name)
+            finally:
+                resource_tracker.register = register
+        return cls(shm, handle.nbytes, owner=False)
+
+    @property
+    def buf(self) -> memoryview:
+        if self._closed:
+            raise RuntimeError("storage is closed")
+        return self._shm.buf
+
+    def close(self) -> None:
+        """Detach; idempotent. If views are still exported the mapping is kept alive until
+        process exit (unlink the name first, so nothing is left behind in /dev/shm)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._shm.close()
+        except BufferError:
+            _ZOMBIES.append(self._shm)
+
+    def unlink(self) -> None:
+        """Remove the name (owner only); idempotent; works before or after close."""
+        if not self.owner:
+            return
+        self.owner = False
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:   # removed by someone else (a sweep): keep the tracker's books
+            try:
+                resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
+            except Exception:
+                pass
+
+
+def owner_pid(name: str) -> int | None:
+    m = _NAME_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def list_segments() -> list[str]:
+    """Names of every shmopt segment in /dev/shm (any owner)."""
+    if not os.path.isdir(SHM_DIR):
+        return []
+    return sorted(n for n in os.listdir(SHM_DIR) if _NAME_RE.match(n))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_segments(all_owners: bool = False) -> list[str]:
+    """Remove shmopt segments whose owner process is dead (or every one, with ``all_owners``).
+
+    Returns the removed names. Segments of live owners are never touched unless asked.
+    """
+    removed = []
+    for name in list_segments():
+        pid = owner_pid(name)
+        if pid is None or (not all_owners and (pid == os.getpid() or _pid_alive(pid))):
+            continue
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    return removed

@@ -1,0 +1,378 @@
+"""The supervisor: builds the arena, starts the processes, watches them, evaluates, stops.
+
+Shutdown protocol (``Engine.close``, idempotent, always reached through ``finally``/``__exit__``
+and a ``weakref.finalize`` safety net):
+
+1. ``glob.stop = 1``; set the start event and release every semaphore, so no process sleeps on
+   one. Every loop checks the flag at least every 0.1 s (``Context.check``/``Context.wait``).
+2. Join every process against one deadline (``join_timeout``, 5 s).
+3. ``terminate()`` what is still alive, join 1 s; ``kill()`` the rest and reap it.
+4. Copy the final parameters into a private model, drop every view of the arena, unlink its name
+   and detach. Nothing is left in /dev/shm, whatever happened before.
+
+Workers notice a dead supervisor within 0.1 s (``os.kill(pid, 0)``) and exit; the segment of a
+SIGKILLed supervisor is removed by multiprocessing's resource tracker when the last process
+holding it exits, else by the next start's sweep (``storage.sweep_stale_segments``) or by
+``shmopt clean``.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import os
+import pickle
+import signal
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..config import Config, Plan, resolve
+from ..errors import WorkerError
+from ..problems import Problem
+from .arena import Arena
+from .control import FAILED, READY, RUNNING, bin_label
+from .context import ProcessArgs
+from .flat import bind_params, numel
+from .layout import build_layout, data_names
+from .storage import sweep_stale_segments
+from .worker import process_main
+
+POLL_S = 0.01
+JOIN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Sample:
+    t: float                # seconds since training started
+    updates: int
+    loss: float | None
+    samples_per_s: float
+    staleness_mean: float
+    gradients: int
+    dropped: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _context(method: str):
+    if method == "forkserver" and "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "shmopt.engine.worker"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _release(arena: Arena | None, procs: list, sync: dict) -> None:
+    """Steps 1-4 of the shutdown protocol (also the finalizer: must not reference the Engine)."""
+    if arena is not None:
+        try:
+            arena.array("glob")[0]["stop"] = 1
+        except Exception:
+            pass
+    if sync:
+        sync["go"].set()
+        for sem in [sync["push"], *sync["release"]]:
+            sem.release()
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(1.0)
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+    if arena is not None:
+        arena.close()
+
+
+class Engine:
+    """Run one training job; a context manager.
+
+    >>> with Engine(problem, Config(algo="apam", workers=2, steps=1000)) as eng:
+    ...     result = eng.run()
+    """
+
+    def __init__(self, problem: Problem, config: Config | None = None, *, source: str | None = None,
+                 on_sample: Callable[[Sample], None] | None = None) -> None:
+        self.problem = problem
+        self.config = config or Config()
+        self.plan: Plan = resolve(self.config, problem)      # validates, no side effect
+        self.source = source
+        self.on_sample = on_sample
+        self.history: list[Sample] = []
+        self.arena: Arena | None = None
+        self.procs: list = []
+        self._sync: dict = {}
+        self._closed = False
+        self._started = False
+        self._finalizer: weakref.finalize | None = None
+        self.t_spawn = self.t_go = self.t_stop = 0.0
+        self.stop_reason: str | None = None
+        self.final_loss: float | None = None
+        self.model: torch.nn.Module | None = None
+        self._log = None
+
+    # ---------------------------------------------------------------- start
+    def start(self) -> "Engine":
+        if self._started:
+            raise RuntimeError("engine already started")
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        plan, problem, cfg = self.plan, self.problem, self.config
+        sweep_stale_segments()
+        torch.manual_seed(cfg.seed)
+        template = problem.model()
+        n = numel(template)
+        self.n_params = n
+        train = tuple(t.contiguous() for t in problem.train)
+        layout = build_layout(plan, n, plan.rule.state_names, train)
+        self.arena = arena = Arena.create(layout)
+        self._finalizer = weakref.finalize(self, _release, arena, self.procs, self._sync)
+        x = arena.tensor("x")
+        x.copy_(torch.cat([p.detach().reshape(-1) for p in template.parameters()]))
+        plan.rule.init({s: arena.tensor(f"state_{s}") for s in plan.rule.state_names})
+        names = data_names(train, "data")
+        for name, t in zip(names, train):
+            arena.tensor(name).copy_(t)
+        self._eval_setup(template)
+        if cfg.log:
+            self._log = open(cfg.log, "w", encoding="utf-8")
+        ctx = _context(cfg.start_method)
+        P = plan.workers
+        self._sync.update(go=ctx.Event(), push=ctx.Semaphore(0),
+                          release=[ctx.Semaphore(0) for _ in range(P)])
+        self._errors = ctx.SimpleQueue()
+        payload = pickle.dumps((problem.model, problem.loss, plan))
+        ranks = list(range(P + (1 if plan.protocol == "server" else 0)))
+        self.t_spawn = time.time()
+        for rank in ranks:
+            args = ProcessArgs(rank, arena.handle, payload, self.source, tuple(names), os.getpid())
+            p = ctx.Process(target=process_main, name=f"shmopt-{'server' if rank == P else rank}",
+                            args=(args, self._sync["go"], self._sync["push"], self._sync["release"],
+                                  self._errors), daemon=True)
+            p.start()
+            self.procs.append(p)
+        self._wait_ready()
+        self.t_go = time.time()
+        self._evaluate()                   # the initial parameters: the curve's first point
+        self.t_go = time.time()
+        arena.array("glob")[0]["t_go"] = self.t_go
+        self._sync["go"].set()
+
+    def _wait_ready(self) -> None:
+        ctrl = self.arena.array("ctrl")
+        deadline = time.monotonic() + self.config.startup_timeout
+        while True:
+            self._check_processes()
+            if all(ctrl[r]["status"] >= READY for r in range(len(self.procs))):
+                return
+            if time.monotonic() > deadline:
+                raise WorkerError(f"workers did not start within {self.config.startup_timeout} s "
+                                  f"(--startup-timeout)")
+            mpc.wait([p.sentinel for p in self.procs], timeout=POLL_S)
+
+    # ---------------------------------------------------------------- watch
+    def _check_processes(self) -> None:
+        """Raise WorkerError for a process that raised, died or hung."""
+        ctrl = self.arena.array("ctrl")
+        now = time.time()
+        for rank, p in enumerate(self.procs):
+            role = "server" if rank == self.plan.workers else f"worker {rank}"
+            if p.exitcode is not None and p.exitcode != 0:
+                tb, what = "", ""
+                while not self._errors.empty():
+                    r, pid, what_r, tb_r = self._errors.get()
+                    if r == rank:
+                        tb, what = tb_r, what_r
+                if what:
+                    msg = f"{role} (pid {p.pid}) raised {what}"
+                elif p.exitcode < 0:
+                    msg = f"{role} (pid {p.pid}) was killed by {_signal_name(p.exitcode)}"
+                else:
+                    msg = f"{role} (pid {p.pid}) exited with code {p.exitcode}"
+                raise WorkerError(msg, rank, p.pid, p.exitcode, tb)
+            st = ctrl[rank]
+            if p.exitcode is None and st["status"] == RUNNING \
+                    and now - st["heartbeat"] > self.config.heartbeat_timeout:
+                raise WorkerError(f"{role} (pid {p.pid}) sent no heartbeat for "
+                                  f"{now - st['heartbeat']:.1f} s (--heartbeat-timeout)", rank, p.pid)
+            if st["status"] == FAILED and p.exitcode is None:
+                continue   # it is reporting; the exit code follows
+
+    def updates(self) -> int:
+        ctrl = self.arena.array("ctrl")
+        if self.plan.protocol == "server":
+            return int(self.arena.array("glob")[0]["version"])
+        return int(ctrl["updates"][:self.plan.workers].sum())
+
+    def _eval_setup(self, template: torch.nn.Module) -> None:
+        data = tuple(t[:self.config.eval_samples] for t in self.problem.eval_data())
+        self._eval_data = data
+        self._eval_x = torch.empty(self.n_params)
+        self._eval_model = template
+        bind_params(template, self._eval_x)
+        self._next_eval = 0.0
+
+    def evaluate(self, x: torch.Tensor) -> float:
+        """Objective of the given flat parameters on the eval data (private copy, no grad)."""
+        self._eval_x.copy_(x)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                return float(self.problem.loss(self._eval_model, self._eval_data))
+        finally:
+            torch.set_num_threads(threads)
+
+    def _evaluate(self) -> Sample:
+        t = time.time()
+        loss = self.evaluate(self.arena.tensor("x"))
+        st = self.stats(partial=True)
+        s = Sample(round(max(t - self.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
+                   st["staleness_mean"], st["gradients"], st["dropped"])
+        self.history.append(s)
+        self._next_eval = time.monotonic() + self.config.eval_interval
+        if self._log:
+            self._log.write(json.dumps(s.to_dict()) + "\n")
+            self._log.flush()
+        if self.on_sample:
+            self.on_sample(s)
+        return s
+
+    def poll(self) -> str | None:
+        """One supervision step: check processes, evaluate when due; the stop reason or None."""
+        self._check_processes()
+        cfg, plan = self.config, self.plan
+        if plan.steps is not None and self.updates() >= plan.steps:
+            return "steps"
+        if cfg.time_limit is not None and time.time() - self.t_go >= cfg.time_limit:
+            return "time_limit"
+        if time.monotonic() >= self._next_eval:
+            s = self._evaluate()
+            if cfg.target_loss is not None and s.loss is not None and s.loss <= cfg.target_loss:
+                return "target_loss"
+        return None
+
+    def run(self) -> "Result":
+        """Start (if needed), supervise until a stop condition, close; return the result."""
+        from ..api import Result
+        try:
+            if not self._started:
+                self.start()
+            try:
+                while True:
+                    reason = self.poll()
+                    if reason:
+                        break
+                    mpc.wait([p.sentinel for p in self.procs], timeout=POLL_S)
+            except KeyboardInterrupt:
+                reason = "interrupted"
+                self.stop_reason = reason
+                raise
+            self.stop_reason = reason
+            self.t_stop = time.time()
+            self.arena.array("glob")[0]["stop"] = 1
+            self._evaluate()
+            self.final_loss = self.history[-1].loss
+            return Result(self.close(), [s.to_dict() for s in self.history], self.stats())
+        finally:
+            self.close()
+
+    # ---------------------------------------------------------------- stats
+    def stats(self, partial: bool = False) -> dict[str, Any]:
+        """Counters summed over the control block (lock-free reads) and derived figures."""
+        if getattr(self, "_final_stats", None) is not None:
+            return self._final_stats
+        P, plan = self.plan.workers, self.plan
+        ctrl = self.arena.array("ctrl")
+        applied = int(ctrl["applied"].sum())
+        t_end = self.t_stop or time.time()
+        wall = max(t_end - self.t_go, 1e-9) if self.t_go else 0.0
+        samples = int(ctrl["samples"][:P].sum())
+        updates = self.updates()
+        st = {
+            "algo": plan.algo, "rule": plan.rule.name, "protocol": plan.protocol,
+            "variant": plan.variant, "k": plan.k, "workers": P, "lr": plan.lr,
+            "batch_size": plan.batch_size, "parameters": self.n_params,
+            "updates": updates, "gradients": int(ctrl["grads"][:P].sum()), "applied": applied,
+            "dropped": int(ctrl["dropped"].sum()), "nonfinite": int(ctrl["nonfinite"].sum()),
+            "samples": samples,
+            "startup_s": round(self.t_go - self.t_spawn, 4) if self.t_go else None,
+            "wall_s": round(wall, 4),
+            "samples_per_s": samples / wall if wall else 0.0,
+            "iteration_time_mean_s": wall / updates if updates else None,
+            "staleness_mean": float(ctrl["stale_sum"].sum()) / applied if applied else 0.0,
+            "staleness_max": int(ctrl["stale_max"].max()),
+        }
+        if partial:
+            return st
+        hist = ctrl["stale_hist"].sum(axis=0)
+        lr_min = [float(ctrl[r]["lr_min"]) for r in range(len(ctrl)) if ctrl[r]["applied"]]
+        st.update({
+            "staleness_hist": {bin_label(b): int(c) for b, c in enumerate(hist) if c},
+            "lr_policy": plan.lr_policy.name,
+            "lr_mean": float(ctrl["lr_sum"].sum()) / applied if applied else None,
+            "lr_min": min(lr_min) if lr_min else None,
+            "lr_max": float(ctrl["lr_max"].max()) if applied else None,
+            "final_loss": self.final_loss,
+            "optimum": self.problem.optimum,
+            "stop_reason": self.stop_reason,
+            "arena": self.arena.name, "arena_bytes": self.arena.layout.nbytes,
+        })
+        return st
+
+    # ---------------------------------------------------------------- close
+    def close(self) -> torch.nn.Module | None:
+        """Stop every process and release the shared memory (idempotent). Returns the final
+        model: a private nn.Module holding the last shared parameters."""
+        if self._closed:
+            return self.model
+        self._closed = True
+        try:
+            if self.arena is not None:
+                self.arena.array("glob")[0]["stop"] = 1
+                _release(None, self.procs, self._sync)
+                self._final_stats = self.stats()
+                model = self._eval_model
+                bind_params(model, self.arena.tensor("x").clone())
+                self.model = model
+                self._eval_data = ()
+        finally:
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            if self.arena is not None:
+                self.arena.close()
+            if self._log:
+                self._log.close()
+            _release(None, self.procs, {})   # no-op unless the try block failed early
+        return self.model
+
+    def __enter__(self) -> "Engine":
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,41 @@
+"""Typed exceptions of shmopt.
+
+Every user mistake raises :class:`ConfigError` (a ``ValueError``) before any process or
+shared-memory segment exists; the CLI turns it into one line and exit code 2.
+"""
+from __future__ import annotations
+
+
+class ShmoptError(Exception):
+    """Base class of every error shmopt raises on purpose."""
+
+
+class ConfigError(ShmoptError, ValueError):
+    """An option, hyper-parameter or combination of them is invalid."""
+
+
+class ProblemError(ConfigError):
+    """A problem cannot be loaded or does not fit its data (missing file, no ``problem()``, ...)."""
+
+
+class ShmSpaceError(ConfigError):
+    """Not enough free shared memory (/dev/shm) for the requested arena."""
+
+
+class WorkerError(ShmoptError):
+    """A worker process raised, died by a signal, or stopped answering.
+
+    Attributes: ``rank``, ``pid``, ``exitcode`` (negative = killed by signal ``-exitcode``),
+    ``traceback`` (the worker's formatted traceback text, or ``""``).
+    """
+
+    def __init__(self, message: str, rank: int = -1, pid: int = -1, exitcode: int | None = None,
+                 traceback: str = "") -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.pid = pid
+        self.exitcode = exitcode
+        self.traceback = traceback
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.rank, self.pid, self.exitcode, self.traceback))

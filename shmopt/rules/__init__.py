@@ -1,0 +1,37 @@
+"""Update rules: in-place math over flat float32 tensors (no engine imports).
+
+``make_rule(name, **hyper)`` builds a rule from its registry name; every invalid
+hyper-parameter raises :class:`shmopt.errors.ConfigError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from shmopt.errors import ConfigError
+from shmopt.rules.adam import AMSGrad, Adam, fused_adam_available
+from shmopt.rules.base import Rule
+from shmopt.rules.sgd import SGD
+
+__all__ = ["Rule", "SGD", "Adam", "AMSGrad", "make_rule", "RULES", "fused_adam_available"]
+
+RULES: dict[str, type[Rule]] = {"sgd": SGD, "adam": Adam, "amsgrad": AMSGrad}
+
+# Order in which the names are listed in error messages (APAM's rule first).
+_LISTED = ("amsgrad", "adam", "sgd")
+
+
+def _listed() -> list[str]:
+    return [n for n in _LISTED if n in RULES] + sorted(n for n in RULES if n not in _LISTED)
+
+
+def make_rule(name: str, **hyper: object) -> Rule:
+    """Build the rule registered as ``name`` (case-insensitive) with the given hyper-parameters."""
+    cls = RULES.get(name.strip().lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"unknown rule {name!r}: choose one of {', '.join(_listed())}")
+    accepted = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = sorted(set(hyper) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameter{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} for rule {cls.name!r}: accepted are {', '.join(accepted)}")
+    return cls(**hyper)

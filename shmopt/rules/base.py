@@ -1,0 +1,151 @@
+"""The :class:`Rule` contract: an in-place update rule over flat float32 tensors.
+
+A rule maps one (possibly stale) gradient ``g`` to one update of the parameters ``x``
+and of its state buffers ``s_1, ..., s_k``::
+
+    (x, s) <- rule(x, g, s, step, lr)
+
+``x``, ``g`` and every ``s_i`` are 1-D contiguous float32 tensors of the same ``numel``;
+in the engine they are views into multiprocessing shared memory, so a rule only ever
+writes *into* them (never rebinds or reallocates them).  ``step`` is the 1-based global
+count of the update being applied (it drives bias corrections and "first step" logic).
+
+This module is pure math: it imports nothing from the engine.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from shmopt.errors import ConfigError
+
+__all__ = ["Rule"]
+
+# Name of the per-instance attribute that holds lazily allocated scratch tensors.  It is
+# not a dataclass field (so it is not part of __init__/__eq__/__repr__/hyper()) and it is
+# dropped from the pickled state (so a rule sent to a spawned worker stays tiny).
+_CACHE_ATTR = "_scratch_cache"
+
+
+class Rule(abc.ABC):
+    """Abstract base class of the update rules (concrete rules are small dataclasses).
+
+    Subclasses define ``name`` (a class constant), the dataclass field ``lr`` (the default
+    learning rate), :attr:`state_names` and :meth:`update`.  :meth:`init` and :meth:`hyper`
+    have generic implementations.  A rule instance caches scratch tensors lazily, so one
+    instance must not be used from several threads at once (one instance per process, as
+    the engine does, is fine).
+    """
+
+    name: ClassVar[str]
+    lr: float
+
+    # ------------------------------------------------------------------ contract
+    @property
+    @abc.abstractmethod
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the flat float32 state buffers (each of the same numel as the params)."""
+
+    def init(self, state: Mapping[str, Tensor]) -> None:
+        """Write the initial state (zeros) in place into the given buffers."""
+        for key in self.state_names:
+            state[key].zero_()
+
+    @abc.abstractmethod
+    def update(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
+               lr: float | None = None) -> None:
+        """Apply one update in place to ``params`` and the ``state`` buffers.
+
+        ``step`` is the 1-based global update count of *this* update; ``lr``, when given,
+        overrides :attr:`lr` for this call only.  ``grad`` is never modified.
+        """
+
+    def hyper(self) -> dict[str, object]:
+        """The hyper-parameters as a JSON-able dict; ``make_rule(rule.name, **rule.hyper())``
+        rebuilds an equal rule."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def check_buffers(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor]) -> None:
+        """Check that the tensors fit the contract (1-D, contiguous, float32, same numel,
+        every state buffer present).  Not called by :meth:`update` (too costly per call);
+        the engine may call it once when it lays out its buffers.  Raises ``ValueError``."""
+        n = params.numel()
+        named = [("params", params), ("grad", grad)]
+        for key in self.state_names:
+            if key not in state:
+                raise ValueError(f"state buffer {key!r} missing: {self.name} needs {self.state_names}")
+            named.append((f"state[{key!r}]", state[key]))
+        for what, t in named:
+            if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() != n:
+                raise ValueError(
+                    f"{what} must be a 1-D contiguous float32 tensor of numel {n}, got "
+                    f"dtype={t.dtype} shape={tuple(t.shape)} contiguous={t.is_contiguous()}")
+
+    def _cache(self) -> dict[str, Tensor]:
+        """The per-instance dict of cached tensors (created on first use, never pickled)."""
+        cache: dict[str, Tensor] | None = self.__dict__.get(_CACHE_ATTR)
+        if cache is None:
+            cache = {}
+            # object.__setattr__ also works on frozen dataclasses.
+            object.__setattr__(self, _CACHE_ATTR, cache)
+        return cache
+
+    def _scratch(self, key: str, like: Tensor) -> Tensor:
+        """A cached scratch tensor with the numel/dtype/device of ``like`` (allocated once)."""
+        cache = self._cache()
+        buf = cache.get(key)
+        if buf is None or buf.numel() != like.numel() or buf.dtype != like.dtype \
+                or buf.device != like.device:
+            buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+            cache[key] = buf
+        return buf
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop(_CACHE_ATTR, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+# ---------------------------------------------------------------------- validation helpers
+def real(name: str, value: object, accepted: str, ok: Any) -> float:
+    """Validate a finite real hyper-parameter; ``ok(x)`` tells whether it is in range.
+
+    Raises ``ConfigError("invalid <name>=<value>: must be <accepted>")``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # numpy scalars and friends: accept anything float() takes that is not a bool/str.
+        if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+            raise ConfigError(f"invalid {name}={value!r}: must be a real number {accepted}")
+    x = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(x):
+        raise ConfigError(f"invalid {name}={value!r}: must be a finite number {accepted}")
+    if not ok(x):
+        raise ConfigError(f"invalid {name}={value!r}: must be {accepted}")
+    return x
+
+
+def flag(name: str, value: object) -> bool:
+    """Validate a boolean hyper-parameter."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"invalid {name}={value!r}: must be True or False")
+    return value
+
+
+def step_error(step: object) -> ValueError:
+    return ValueError(f"invalid step={step!r}: must be the 1-based global update count (>= 1)")

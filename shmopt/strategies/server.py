@@ -1,0 +1,109 @@
+"""K-of-P aggregation for server protocols (Dutta et al., AISTATS 2018, table in section 3).
+
+One applier (the server) receives gradients from P learners and applies the average of K of them:
+``w_{j+1} = w_j − (η/K) Σ_{l=1..K} g(w_τ(l,j))``. The variants differ in what they count, whether
+stale gradients are kept, who is cancelled and who receives the new parameters:
+
+=============  ===================  ==============  ===============  =======================
+variant        counts               stale kept?     cancelled        who gets w_{j+1}
+=============  ===================  ==============  ===============  =======================
+k-sync         K distinct learners  no              the others       all P (restart)
+k-batch-sync   K mini-batches       no              the others       all P (restart)
+k-async        K distinct learners  yes             nobody           the K pushers
+k-batch-async  K mini-batches       yes             nobody           each pusher at once
+=============  ===================  ==============  ===============  =======================
+
+K = P of k-sync is fully synchronous SGD; K = 1 of k-async is asynchronous SGD (APAM's
+master-worker form). This module is pure bookkeeping over integers: the engine feeds it arrivals
+and carries out its decisions, and tests drive it with scripted arrival orders.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+VARIANTS = ("k-sync", "k-batch-sync", "k-async", "k-batch-async")
+
+
+class WorkerMode(enum.Enum):
+    """What a learner does right after pushing a gradient."""
+
+    WAIT = "wait"   # idle until the server releases it with new parameters
+    SAME = "same"   # compute another mini-batch on the same parameters (until cancelled)
+    PULL = "pull"   # read the current parameters and go on, never idle
+
+
+@dataclass(frozen=True)
+class Arrival:
+    rank: int
+    version: int        # version of the parameters the gradient was computed on
+    slot: int = 0       # which of the learner's gradient slots holds it
+
+
+@dataclass
+class Decision:
+    """Outcome of one update: the gradients to average and who to wake."""
+
+    batch: list[Arrival]
+    staleness: list[int]
+    release: list[int]              # ranks to wake (they read the new parameters)
+    discarded: list[Arrival] = field(default_factory=list)   # pending ones made obsolete
+
+
+@dataclass
+class KAggregator:
+    variant: str
+    workers: int
+    k: int
+    max_staleness: int | None = None
+    pending: list[Arrival] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {self.variant!r}: choose one of {', '.join(VARIANTS)}")
+        if not 1 <= self.k <= self.workers:
+            raise ConfigError(f"invalid k={self.k}: must be 1 <= k <= workers ({self.workers})")
+
+    @property
+    def synchronous(self) -> bool:
+        return self.variant in ("k-sync", "k-batch-sync")
+
+    @property
+    def per_batch(self) -> bool:
+        return self.variant in ("k-batch-sync", "k-batch-async")
+
+    @property
+    def mode(self) -> WorkerMode:
+        return {"k-sync": WorkerMode.WAIT, "k-async": WorkerMode.WAIT,
+                "k-batch-sync": WorkerMode.SAME, "k-batch-async": WorkerMode.PULL}[self.variant]
+
+    def offer(self, arrival: Arrival, version: int) -> str:
+        """Take one pushed gradient; returns ``"accepted"``, ``"obsolete"`` (sync variants: computed
+        on a version that is no longer current) or ``"stale"`` (beyond ``max_staleness``)."""
+        tau = version - arrival.version
+        if self.synchronous and tau != 0:
+            return "obsolete"
+        if self.max_staleness is not None and tau > self.max_staleness:
+            return "stale"
+        if not self.per_batch and any(a.rank == arrival.rank for a in self.pending):
+            raise RuntimeError(f"learner {arrival.rank} pushed twice before the update "
+                               f"({self.variant} counts distinct learners)")
+        self.pending.append(arrival)
+        return "accepted"
+
+    def ready(self) -> bool:
+        return len(self.pending) >= self.k
+
+    def take(self, version: int) -> Decision:
+        """Form the update from the first K pending gradients (call when ``ready()``)."""
+        batch, rest = self.pending[:self.k], self.pending[self.k:]
+        staleness = [version - a.version for a in batch]
+        if self.synchronous:
+            release, discarded, self.pending = list(range(self.workers)), rest, []
+        else:
+            self.pending = rest
+            discarded = []
+            release = sorted({a.rank for a in batch}) if self.mode is WorkerMode.WAIT else []
+        return Decision(batch, staleness, release, discarded)

@@ -1,0 +1,42 @@
+"""Problems that misbehave inside workers only (the supervisor's validation passes)."""
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import time
+
+import torch
+from torch import nn
+
+from shmopt.problems import Problem
+
+
+def _model() -> nn.Module:
+    return nn.Linear(4, 1)
+
+
+def _in_worker() -> bool:
+    return multiprocessing.parent_process() is not None
+
+
+def _loss(model: nn.Module, batch, mode: str, after: int) -> torch.Tensor:
+    x, y = batch
+    if _in_worker():
+        _loss.calls = getattr(_loss, "calls", 0) + 1
+        if _loss.calls > after and os.environ.get("SHMOPT_RANK") == "0":
+            if mode == "raise":
+                raise ValueError("boom from the test problem")
+            if mode == "nan":
+                return (model(x).squeeze(-1) - y).pow(2).mean() * float("nan")
+            if mode == "hang":
+                time.sleep(3600)
+    return 0.5 * (model(x).squeeze(-1) - y).pow(2).mean()
+
+
+def problem(mode: str = "raise", after: int = 5) -> Problem:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    return Problem("faulty", _model, functools.partial(_loss, mode=mode, after=after), (x, y),
+                   batch_size=16, lr={"sgd": 0.05, "amsgrad": 0.01})

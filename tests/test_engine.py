@@ -1,0 +1,153 @@
+"""Engine tests with real processes (each under a hard timeout, see conftest)."""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+import shmopt
+from shmopt import Config, Engine, WorkerError
+from shmopt.engine import storage
+from shmopt.problems import load_problem
+
+HERE = pathlib.Path(__file__).parent
+FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
+
+
+@pytest.fixture(scope="module")
+def quad():
+    return load_problem("quadratic", n=1024, d=16)
+
+
+ALGOS = [
+    dict(algo="hogwild"),
+    dict(algo="hogwild", read="inplace"),
+    dict(algo="apam"),
+    dict(algo="apam", protocol="server"),
+    dict(algo="apam", bias_correction=False),
+    dict(algo="sync"),
+    dict(algo="sync", rule="sgd"),
+]
+
+
+@pytest.mark.parametrize("opts", ALGOS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_every_algorithm_converges_on_the_quadratic(quad, opts):
+    lr = 0.05 if opts.get("rule", "sgd" if opts["algo"] == "hogwild" else "amsgrad") == "sgd" else 0.03
+    r = shmopt.train(quad, workers=2, steps=1500, eval_interval=0.2, lr=lr, **opts)
+    st = r.stats
+    assert st["updates"] >= 1500 and st["updates"] <= 1500 + 2
+    first = r.history[0]["loss"]
+    assert r.final_loss < 0.05 * first, (first, r.final_loss)
+    assert r.final_loss <= quad.optimum * 1.5 + 1e-3
+    # the returned model is private and holds the final parameters
+    p = next(r.model.parameters())
+    assert p.dtype == torch.float32 and p.shape == next(quad.model().parameters()).shape
+    with torch.no_grad():
+        assert float(quad.loss(r.model, quad.eval_data())) == pytest.approx(r.final_loss, rel=1e-5)
+    # every applied gradient has a staleness; counters add up
+    assert sum(st["staleness_hist"].values()) == st["applied"]
+    assert st["applied"] + st["dropped"] + st["nonfinite"] <= st["gradients"] + 0
+    if opts["algo"] == "sync":
+        assert st["staleness_max"] == 0
+        assert st["applied"] == 2 * st["updates"]          # P gradients per update
+    else:
+        assert st["applied"] == st["updates"]
+
+
+def test_max_staleness_zero_never_applies_a_stale_gradient(quad):
+    r = shmopt.train(quad, algo="apam", workers=2, steps=600, max_staleness=0)
+    st = r.stats
+    assert st["staleness_max"] == 0
+    assert st["staleness_hist"] == {"0": st["applied"]}
+    assert st["applied"] + st["dropped"] == st["gradients"] - st["nonfinite"] - _in_flight(st)
+
+
+def _in_flight(st) -> int:
+    # gradients computed when the stop came but never offered (at most one per worker)
+    return max(0, st["gradients"] - st["nonfinite"] - st["applied"] - st["dropped"])
+
+
+def test_time_limit_and_target_loss_stop_the_run(quad):
+    r = shmopt.train(quad, algo="hogwild", workers=2, time_limit=1.0)
+    assert r.stats["stop_reason"] == "time_limit"
+    assert 0.9 <= r.stats["wall_s"] < 3.0
+    target = quad.optimum * 3 + 0.05
+    r = shmopt.train(quad, algo="apam", workers=2, target_loss=target, eval_interval=0.05)
+    assert r.stats["stop_reason"] == "target_loss" and r.final_loss <= target * 1.2
+
+
+def test_engine_context_manager_and_idempotent_close(quad):
+    seen = []
+    with Engine(quad, Config(algo="apam", workers=2, time_limit=5), on_sample=seen.append) as eng:
+        assert len(eng.procs) == 2 and all(p.is_alive() for p in eng.procs)
+        name = eng.arena.name
+        assert name in storage.list_segments()
+        time.sleep(0.3)
+        assert eng.poll() is None
+        assert eng.updates() > 0
+    assert name not in storage.list_segments()
+    assert all(not p.is_alive() for p in eng.procs)
+    eng.close()                                   # idempotent
+    assert seen and seen[0].updates == 0
+
+
+def test_a_worker_that_raises_is_reported_with_its_traceback():
+    prob = load_problem(FAULTY, mode="raise")
+    with pytest.raises(WorkerError) as info:
+        shmopt.train(FAULTY, problem_options={"mode": "raise"}, algo="hogwild", workers=2, steps=10**6)
+    e = info.value
+    assert e.rank == 0 and e.pid > 0 and e.exitcode == 1
+    assert "worker 0" in str(e) and "ValueError: boom from the test problem" in str(e)
+    assert "Traceback" in e.traceback and "faulty.py" in e.traceback
+    assert prob.name == "faulty"
+
+
+def test_a_worker_killed_by_sigkill_is_reported(quad):
+    eng = Engine(quad, Config(algo="apam", workers=2, time_limit=30))
+    eng.start()
+    victim = eng.procs[1]
+    threading.Timer(0.3, os.kill, (victim.pid, signal.SIGKILL)).start()
+    with pytest.raises(WorkerError) as info:
+        eng.run()
+    e = info.value
+    assert e.rank == 1 and e.pid == victim.pid and e.exitcode == -signal.SIGKILL
+    assert "killed by SIGKILL" in str(e)
+    assert eng.arena.name not in storage.list_segments()
+
+
+def test_a_hung_worker_is_reported():
+    with pytest.raises(WorkerError, match="no heartbeat"):
+        shmopt.train(FAULTY, problem_options={"mode": "hang"}, algo="hogwild", workers=2,
+                     steps=10**6, heartbeat_timeout=1.0)
+
+
+def test_nonfinite_gradients_are_skipped_and_counted():
+    r = shmopt.train(FAULTY, problem_options={"mode": "nan"}, algo="hogwild", workers=2, steps=300)
+    assert r.stats["nonfinite"] > 0
+    assert all(torch.isfinite(p).all() for p in r.model.parameters())
+
+
+def test_too_little_shared_memory_is_refused_before_allocating(quad, monkeypatch):
+    monkeypatch.setattr(storage, "shm_free_bytes", lambda: 1024)
+    before = storage.list_segments()
+    with pytest.raises(shmopt.ShmSpaceError, match="--shm-size"):
+        shmopt.train(quad, workers=2, steps=10)
+    assert storage.list_segments() == before
+
+
+def test_stale_segments_of_dead_owners_are_swept():
+    import subprocess
+    import sys
+    code = ("import os, secrets; from multiprocessing import shared_memory as s, resource_tracker as r;"
+            "n=f'shmopt_{os.getpid()}_{secrets.token_hex(8)}'; m=s.SharedMemory(n, create=True, size=64);"
+            "r.unregister(m._name, 'shared_memory'); print(n)")
+    name = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert name in storage.list_segments()
+    assert name in storage.sweep_stale_segments()
+    assert name not in storage.list_segments()
