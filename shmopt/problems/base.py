@@ -1,0 +1,263 @@
+"""The :class:`Problem` record: what the engine trains, and how it checks it up front.
+
+A problem bundles a *model factory*, a *loss* and the training data.  The engine copies the
+data tensors once into shared memory, pickles ``model`` and ``loss`` into every worker process
+and calls ``loss(model, batch)`` on mini-batches of ``train``.  Everything that could go wrong
+in a worker because of the problem itself is checked here, in the parent, by
+:meth:`Problem.validate`, which raises :class:`~shmopt.errors.ProblemError` with a one-line
+message naming the problem and what is accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from shmopt.errors import ProblemError
+
+__all__ = ["Problem", "describe_exception"]
+
+#: dtypes accepted for data tensors (float32 inputs; float32 or int64 targets).
+DATA_DTYPES = (torch.float32, torch.int64)
+
+_MAX_DETAIL = 300
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ExcType: message"`` on a single line (whitespace collapsed, long text shortened)."""
+    text = " ".join(str(exc).split())
+    if len(text) > _MAX_DETAIL:
+        text = text[: _MAX_DETAIL - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _shape(t: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ("," if t.dim() == 1 else "") + ")"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(eq=False, repr=False)
+class Problem:
+    """A training problem: model factory, loss and data.
+
+    Attributes:
+        name: short name used in messages and logs.
+        model: picklable zero-argument factory returning a fresh ``torch.nn.Module`` (a
+            module-level function or a ``functools.partial`` of one).  It must build the same
+            architecture on every call; the engine seeds torch before calling it.
+        loss: picklable ``loss(model, batch) -> Tensor`` returning the scalar mean loss of the
+            batch *including* any regulariser, i.e. the objective being minimised.
+        train: training tensors with a common first dimension ``N`` (e.g. ``(X, y)``);
+            contiguous CPU tensors, float32 inputs, float32 or int64 targets.
+        eval: evaluation tensors in the same layout, or ``None`` to evaluate on ``train``.
+        batch_size: mini-batch size, ``1 <= batch_size <= N``.
+        lr: suggested learning rate per update-rule name, e.g. ``{"sgd": 0.1, "amsgrad": 0.01}``.
+        optimum: the optimal value of the objective on :meth:`eval_data`, when known.
+        description: one-line human description (the objective).
+    """
+
+    name: str
+    model: Callable[[], torch.nn.Module]
+    loss: Callable[[torch.nn.Module, tuple[Tensor, ...]], Tensor]
+    train: tuple[Tensor, ...]
+    eval: tuple[Tensor, ...] | None = None
+    batch_size: int = 32
+    lr: dict[str, float] = field(default_factory=dict)
+    optimum: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # Accept lists for convenience; everything else is checked by validate().
+        if isinstance(self.train, list):
+            self.train = tuple(self.train)
+        if isinstance(self.eval, list):
+            self.eval = tuple(self.eval)
+
+    # ------------------------------------------------------------------ accessors
+    def eval_data(self) -> tuple[Tensor, ...]:
+        """The evaluation tensors: ``eval`` if given, else ``train``."""
+        return self.eval if self.eval is not None else self.train
+
+    @property
+    def num_train(self) -> int:
+        """Number of training samples ``N`` (first dimension of the training tensors)."""
+        return int(self.train[0].shape[0])
+
+    def with_batch_size(self, b: int) -> "Problem":
+        """A copy of this problem with ``batch_size = b`` (checked against the data size)."""
+        self._check_batch_size(b)
+        return dataclasses.replace(self, batch_size=b)
+
+    def __repr__(self) -> str:
+        def tensors(ts: object) -> str:
+            if not isinstance(ts, tuple):
+                return repr(ts)
+            return "(" + ", ".join(
+                f"{_shape(t)} {str(t.dtype).replace('torch.', '')}" if isinstance(t, Tensor) else repr(t)
+                for t in ts) + ")"
+        return (f"Problem(name={self.name!r}, train={tensors(self.train)}, eval={tensors(self.eval)}, "
+                f"batch_size={self.batch_size!r}, lr={self.lr!r}, optimum={self.optimum!r})")
+
+    # ----------------------------------------------------------------- validation
+    def _fail(self, what: str) -> ProblemError:
+        return ProblemError(f"problem {self.name!r}: {what}")
+
+    def _check_batch_size(self, b: object) -> None:
+        if not _is_int(b):
+            raise self._fail(f"batch_size must be an integer, got {b!r}")
+        n = self.num_train
+        if b < 1 or b > n:
+            raise self._fail(f"batch_size {b} does not fit the {n} training samples; choose 1..{n}")
+
+    def _check_tensors(self, which: str, data: object) -> None:
+        if not isinstance(data, tuple) or not data:
+            raise self._fail(f"{which} data must be a non-empty tuple of tensors, e.g. (X, y), "
+                             f"got {type(data).__name__}")
+        for i, t in enumerate(data):
+            where = f"{which}[{i}]"
+            if not isinstance(t, Tensor):
+                raise self._fail(f"{where} must be a torch.Tensor, got {type(t).__name__}")
+            if t.device.type != "cpu":
+                raise self._fail(f"{where} is on {t.device}; data tensors must be on the CPU")
+            if t.dtype not in DATA_DTYPES:
+                raise self._fail(f"{where} has dtype {t.dtype}; accepted are torch.float32 (inputs, "
+                                 "targets) and torch.int64 (class targets)")
+            if t.dim() == 0:
+                raise self._fail(f"{where} is a 0-dim tensor; data tensors need a sample dimension")
+            if t.requires_grad:
+                raise self._fail(f"{where} requires grad; pass plain data tensors (use .detach())")
+            if not t.is_contiguous():
+                raise self._fail(f"{where} is not contiguous; pass t.contiguous()")
+        n = int(data[0].shape[0])
+        if n == 0:
+            raise self._fail(f"{which} data is empty (0 samples)")
+        dims = [int(t.shape[0]) for t in data]
+        if any(d != n for d in dims):
+            raise self._fail(f"{which} tensors have different first dimensions {dims}; "
+                             "all must hold the same number of samples")
+
+    def validate(self) -> None:
+        """Check the problem; raise :class:`ProblemError` (one line) on the first defect.
+
+        Checks the field types, the data tensors (non-empty tuples of contiguous CPU tensors with
+        equal first dimension, float32/int64, eval laid out like train), ``batch_size``, the
+        suggested learning rates and ``optimum``; builds the model (twice, to check that the
+        architecture is deterministic) and evaluates the loss on the first training batch and its
+        gradient, and on the first eval batch; finally checks that ``model`` and ``loss`` pickle.
+        The global torch RNG state is left untouched.
+        """
+        if not isinstance(self.name, str) or not self.name:
+            raise ProblemError(f"problem name must be a non-empty string, got {self.name!r}")
+        if not callable(self.model):
+            raise self._fail(f"model must be a zero-argument factory returning an nn.Module, "
+                             f"got {type(self.model).__name__}")
+        if not callable(self.loss):
+            raise self._fail(f"loss must be a function loss(model, batch) -> scalar tensor, "
+                             f"got {type(self.loss).__name__}")
+        if not isinstance(self.description, str):
+            raise self._fail(f"description must be a string, got {type(self.description).__name__}")
+
+        self._check_tensors("train", self.train)
+        if self.eval is not None:
+            self._check_tensors("eval", self.eval)
+            if len(self.eval) != len(self.train):
+                raise self._fail(f"eval has {len(self.eval)} tensors but train has {len(self.train)}; "
+                                 "they must have the same layout")
+            for i, (a, b) in enumerate(zip(self.train, self.eval)):
+                if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+                    raise self._fail(f"eval[{i}] is {_shape(b)} {b.dtype} but train[{i}] is "
+                                     f"{_shape(a)} {a.dtype}; only the sample dimension may differ")
+        self._check_batch_size(self.batch_size)
+
+        if not isinstance(self.lr, dict):
+            raise self._fail(f"lr must be a dict of rule name -> learning rate, got {type(self.lr).__name__}")
+        for rule, value in self.lr.items():
+            if not isinstance(rule, str) or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise self._fail(f"lr entries must be rule name -> positive finite float, "
+                                 f"got {rule!r}: {value!r}")
+        if self.optimum is not None:
+            if isinstance(self.optimum, bool) or not isinstance(self.optimum, (int, float)) \
+                    or not math.isfinite(self.optimum):
+                raise self._fail(f"optimum must be a finite float or None, got {self.optimum!r}")
+
+        self._check_model_and_loss()
+        self._check_picklable()
+
+    def _build(self) -> torch.nn.Module:
+        try:
+            module = self.model()
+        except Exception as exc:  # noqa: BLE001 - reported as a ProblemError
+            raise self._fail(f"the model factory raised: {describe_exception(exc)}") from exc
+        if not isinstance(module, torch.nn.Module):
+            raise self._fail(f"the model factory must return a torch.nn.Module, got {type(module).__name__}")
+        return module
+
+    def _check_model_and_loss(self) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = self._build()
+            torch.manual_seed(1)
+            again = self._build()
+        layout = [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()]
+        if layout != [(n, tuple(p.shape), p.dtype) for n, p in again.named_parameters()]:
+            raise self._fail("the model factory builds a different architecture on each call; "
+                             "it must build the same parameters every time")
+        params = [p for p in model.parameters() if p.is_floating_point() and p.requires_grad]
+        if not params:
+            raise self._fail("the model has no trainable floating-point parameters")
+
+        batch = tuple(t[: self.batch_size] for t in self.train)
+        try:
+            with torch.enable_grad():
+                value = self.loss(model, batch)
+                self._check_loss_value(value, "training")
+                if value.grad_fn is None:
+                    raise self._fail("the loss does not depend on the model parameters (no grad_fn)")
+                value.backward()
+        except ProblemError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(f"the loss failed on a batch of the data: {describe_exception(exc)}") from exc
+        if all(p.grad is None for p in params):
+            raise self._fail("the loss gives no gradient to any model parameter")
+
+        if self.eval is not None:
+            ebatch = tuple(t[: self.batch_size] for t in self.eval)
+            try:
+                with torch.no_grad():
+                    self._check_loss_value(self.loss(model, ebatch), "eval")
+            except ProblemError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail(f"the loss failed on a batch of the eval data: "
+                                 f"{describe_exception(exc)}") from exc
+
+    def _check_loss_value(self, value: object, which: str) -> None:
+        if not isinstance(value, Tensor):
+            raise self._fail(f"the loss must return a scalar tensor, got {type(value).__name__}")
+        if value.dim() != 0:
+            raise self._fail(f"the loss must return a scalar (0-dim) tensor, got shape {_shape(value)}; "
+                             "reduce it, e.g. with .mean()")
+        if not value.is_floating_point():
+            raise self._fail(f"the loss must return a floating-point tensor, got {value.dtype}")
+        if not torch.isfinite(value.detach()).item():
+            raise self._fail(f"the loss is not finite ({value.item()}) on the first {which} batch")
+
+    def _check_picklable(self) -> None:
+        for what, obj in (("model factory", self.model), ("loss", self.loss)):
+            try:
+                pickle.dumps(obj)
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail(
+                    f"the {what} {getattr(obj, '__qualname__', type(obj).__name__)!s} is not picklable "
+                    f"({describe_exception(exc)}); model and loss must be module-level functions "
+                    "(or functools.partial of them), not lambdas or nested functions") from exc

@@ -1,0 +1,243 @@
+"""Built-in problems: generated data, no download, each built in well under a second.
+
+* :func:`quadratic` - least squares, convex, optimum known exactly.
+* :func:`logreg`    - L2-regularised logistic regression, strongly convex, optimum by L-BFGS.
+* :func:`mlp`       - a small non-convex ReLU classifier, the compute-bound benchmark.
+
+Every generator draws from its own ``torch.Generator`` seeded with ``seed``: the data depend on
+the arguments only and the global torch RNG is not touched.  Model factories and losses are
+module-level functions (hyper-parameters bound with :func:`functools.partial`) so that they
+pickle by reference into worker processes.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shmopt.errors import ProblemError
+from shmopt.problems.base import Problem
+
+__all__ = ["quadratic", "logreg", "mlp", "logreg_optimum", "logreg_solve", "BUILTIN_PROBLEMS"]
+
+
+# --------------------------------------------------------------------------- option checks
+def _int(problem: str, name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ProblemError(f"problem {problem!r}: option {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _float(problem: str, name: str, value: object, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < low:
+        raise ProblemError(f"problem {problem!r}: option {name} must be a finite number >= {low:g}, "
+                           f"got {value!r}")
+    return float(value)
+
+
+def _seed(problem: str, value: object) -> torch.Generator:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProblemError(f"problem {problem!r}: option seed must be an integer >= 0, got {value!r}")
+    return torch.Generator().manual_seed(int(value))
+
+
+# --------------------------------------------------------------------------- model factories
+def linear_model(d_in: int, d_out: int, bias: bool = True) -> nn.Module:
+    """``nn.Linear(d_in, d_out, bias)`` (module-level so that partials of it pickle)."""
+    return nn.Linear(d_in, d_out, bias=bias)
+
+
+def mlp_model(d: int, hidden: int, classes: int) -> nn.Module:
+    """Linear(d, hidden) -> ReLU -> Linear(hidden, hidden) -> ReLU -> Linear(hidden, classes)."""
+    return nn.Sequential(
+        nn.Linear(d, hidden), nn.ReLU(),
+        nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, classes),
+    )
+
+
+# --------------------------------------------------------------------------- losses
+def least_squares_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    """``0.5 * mean((model(x) - y)^2)`` for a model with one output."""
+    x, y = batch
+    return 0.5 * (model(x).squeeze(-1) - y).pow(2).mean()
+
+
+def logreg_loss(model: nn.Module, batch: tuple[Tensor, ...], l2: float) -> Tensor:
+    """``mean BCEWithLogits(model(x), y) + (l2/2) * ||model.weight||^2`` (bias not regularised)."""
+    x, y = batch
+    value = F.binary_cross_entropy_with_logits(model(x).squeeze(-1), y)
+    if l2:
+        value = value + 0.5 * l2 * model.weight.pow(2).sum()
+    return value
+
+
+def cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    """Mean cross-entropy of ``model(x)`` against int64 class labels ``y``."""
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+# --------------------------------------------------------------------------- quadratic
+def quadratic(n: int = 2048, d: int = 32, noise: float = 0.1, seed: int = 0, batch_size: int = 32) -> Problem:
+    """Least squares with a linear model without bias.
+
+    Objective ``f(w) = 0.5 * mean_i (x_i . w - y_i)^2`` with ``x_i ~ N(0, I_d)`` and
+    ``y = X w* + noise * N(0, 1)``, ``w* ~ N(0, I_d / d)``.  The optimum is computed exactly
+    (``torch.linalg.lstsq`` with the SVD driver in float64); it is about
+    ``0.5 * noise^2 * (1 - d/n)``.  The Hessian is ``X^T X / n`` (eigenvalues near 1), so the
+    problem is well conditioned.
+    """
+    n = _int("quadratic", "n", n, 1)
+    d = _int("quadratic", "d", d, 1)
+    noise = _float("quadratic", "noise", noise)
+    g = _seed("quadratic", seed)
+    X = torch.randn(n, d, generator=g)
+    w_star = torch.randn(d, generator=g) / math.sqrt(d)
+    y = X @ w_star + noise * torch.randn(n, generator=g)
+
+    X64, y64 = X.double(), y.double()
+    # gelsd (SVD): MKL's default gelsy is not bit-reproducible from call to call.
+    w_opt = torch.linalg.lstsq(X64, y64.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    optimum = float(0.5 * (X64 @ w_opt - y64).pow(2).mean())
+    return Problem(
+        name="quadratic",
+        model=partial(linear_model, d, 1, bias=False),
+        loss=least_squares_loss,
+        train=(X.contiguous(), y.contiguous()),
+        batch_size=batch_size,
+        lr={"sgd": 0.01, "amsgrad": 5e-4, "adam": 5e-4},
+        optimum=optimum,
+        description=f"least squares 0.5*mean((x.w - y)^2), n={n}, d={d}, noise={noise:g}",
+    )
+
+
+# --------------------------------------------------------------------------- logreg
+def _logreg_objective64(w: Tensor, b: Tensor, X: Tensor, y: Tensor, l2: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(X @ w + b, y) + 0.5 * l2 * w.pow(2).sum()
+
+
+def logreg_solve(X: Tensor, y: Tensor, l2: float, *, tol: float = 1e-9,
+                 max_rounds: int = 10) -> tuple[Tensor, Tensor, float]:
+    """Minimise the full-batch logreg objective with L-BFGS (float64, strong Wolfe line search).
+
+    Objective: ``mean BCEWithLogits(X w + b, y) + (l2/2) ||w||^2``, started from zero.  Returns
+    ``(w, b, value)`` with float64 ``w`` of shape ``(d,)``, scalar ``b`` and the objective value.
+    L-BFGS is restarted until the gradient's Euclidean norm is below ``tol`` or a restart makes
+    no progress (at most ``max_rounds`` restarts).  With the defaults of :func:`logreg` the final
+    gradient norm is around 1e-8 or below.
+    """
+    X64 = X.detach().double()
+    y64 = y.detach().double().reshape(-1)
+    w = torch.zeros(X64.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+
+    def gradient_norm() -> tuple[float, float]:
+        value = _logreg_objective64(w, b, X64, y64, l2)
+        gw, gb = torch.autograd.grad(value, (w, b))
+        return float(value.detach()), float(torch.sqrt(gw.pow(2).sum() + gb.pow(2)))
+
+    with torch.enable_grad():
+        value, gnorm = gradient_norm()
+        for _ in range(max_rounds):
+            opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, max_eval=1000, history_size=20,
+                                    tolerance_grad=tol / 10, tolerance_change=1e-16,
+                                    line_search_fn="strong_wolfe")
+
+            def closure() -> Tensor:
+                opt.zero_grad()
+                v = _logreg_objective64(w, b, X64, y64, l2)
+                v.backward()
+                return v
+
+            opt.step(closure)
+            new_value, new_gnorm = gradient_norm()
+            progressed = new_gnorm < gnorm
+            value, gnorm = new_value, new_gnorm
+            if gnorm < tol or not progressed:
+                break
+    return w.detach(), b.detach(), value
+
+
+def logreg_optimum(X: Tensor, y: Tensor, l2: float) -> float:
+    """The minimum of ``mean BCEWithLogits(X w + b, y) + (l2/2) ||w||^2`` (L-BFGS, float64)."""
+    return logreg_solve(X, y, l2)[2]
+
+
+def logreg(n: int = 4096, d: int = 32, l2: float = 1e-3, seed: int = 0, batch_size: int = 64) -> Problem:
+    """L2-regularised logistic regression on a noisy random teacher.
+
+    Objective ``f(w, b) = mean_i BCEWithLogits(x_i . w + b, y_i) + (l2/2) ||w||^2`` (the bias is
+    not regularised), model ``nn.Linear(d, 1)``.  Data: ``x_i ~ N(0, I_d)``, labels
+    ``y_i = 1[x_i . w_t + b_t > 0]`` from a random teacher ``(w_t, b_t)`` with 10% of the labels
+    flipped, as float32 in {0, 1}.  ``optimum`` is the exact minimum of the full-batch objective
+    (:func:`logreg_optimum`).
+    """
+    n = _int("logreg", "n", n, 1)
+    d = _int("logreg", "d", d, 1)
+    l2 = _float("logreg", "l2", l2)
+    g = _seed("logreg", seed)
+    X = torch.randn(n, d, generator=g)
+    w_t = torch.randn(d, generator=g)
+    w_t = 2.0 * w_t / w_t.norm()
+    b_t = 0.5 * torch.randn((), generator=g)
+    y = (X @ w_t + b_t > 0).float()
+    flip = torch.rand(n, generator=g) < 0.1
+    y = torch.where(flip, 1.0 - y, y)
+    return Problem(
+        name="logreg",
+        model=partial(linear_model, d, 1),
+        loss=partial(logreg_loss, l2=l2),
+        train=(X.contiguous(), y.contiguous()),
+        batch_size=batch_size,
+        lr={"sgd": 0.1, "amsgrad": 5e-3, "adam": 5e-3},
+        optimum=logreg_optimum(X, y, l2),
+        description=f"logistic regression mean BCE + (l2/2)||w||^2, n={n}, d={d}, l2={l2:g}",
+    )
+
+
+# --------------------------------------------------------------------------- mlp
+_TEACHER_WIDTH = 8
+
+
+def mlp(n: int = 8192, d: int = 64, hidden: int = 256, classes: int = 10, seed: int = 0,
+        batch_size: int = 64) -> Problem:
+    """A small non-convex classifier (the compute-bound benchmark problem).
+
+    Objective: mean cross-entropy of ``Linear(d, hidden) -> ReLU -> Linear(hidden, hidden) ->
+    ReLU -> Linear(hidden, classes)``.  Data: ``x ~ N(0, I_d)``, labels = argmax of the logits
+    of a fixed random teacher network (``tanh`` hidden layer of width 8, logits centred per class
+    so that no class is tiny).  ``train`` holds ``n`` samples, ``eval`` a held-out split of
+    ``max(1, n // 4)`` samples from the same distribution.  ``optimum`` is unknown (``None``).
+    """
+    n = _int("mlp", "n", n, 1)
+    d = _int("mlp", "d", d, 1)
+    hidden = _int("mlp", "hidden", hidden, 1)
+    classes = _int("mlp", "classes", classes, 2)
+    g = _seed("mlp", seed)
+    n_eval = max(1, n // 4)
+    t1 = torch.randn(d, _TEACHER_WIDTH, generator=g) / math.sqrt(d)
+    t2 = torch.randn(_TEACHER_WIDTH, classes, generator=g)
+    X = torch.randn(n + n_eval, d, generator=g)
+    logits = torch.tanh(X @ t1) @ t2
+    logits = logits - logits[:n].mean(dim=0)
+    y = logits.argmax(dim=1)
+    return Problem(
+        name="mlp",
+        model=partial(mlp_model, d, hidden, classes),
+        loss=cross_entropy_loss,
+        train=(X[:n].contiguous(), y[:n].contiguous()),
+        eval=(X[n:].contiguous(), y[n:].contiguous()),
+        batch_size=batch_size,
+        lr={"sgd": 0.05, "amsgrad": 1e-3, "adam": 1e-3},
+        optimum=None,
+        description=f"ReLU MLP {d}-{hidden}-{hidden}-{classes}, cross-entropy on teacher labels, n={n}",
+    )
+
+
+#: Built-in problem builders by name.
+BUILTIN_PROBLEMS = {"logreg": logreg, "mlp": mlp, "quadratic": quadratic}
