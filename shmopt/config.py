@@ -14,6 +14,8 @@ from .errors import ConfigError
 from .problems import Problem
 from .rules import Rule, make_rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
+from .strategies.algorithms import default_k
+from .strategies.delays import Delay, parse_delay, parse_slow
 from .strategies.server import KAggregator
 
 READ_MODES = ("snapshot", "inplace")
@@ -42,9 +44,11 @@ class Config:
     lr_policy: str = "constant"
     lr_c: float | None = None
     lr_max: float | None = None
+    delay: str = "none"                 # injected per-mini-batch delay (strategies.delays)
+    slow: tuple[str, ...] = ()          # "RANK:FACTOR": that worker's delays times FACTOR
     read: str = "snapshot"              # how a worker reads the shared parameters
     seed: int = 0
-    threads: int | None = None          # torch threads per worker (None: max(1, cores // workers))
+    threads: int | None = None          # torch threads per worker (None: see default_threads)
     pin: bool = False                   # pin worker i to core i mod cores (psutil)
     eval_interval: float = 0.5          # seconds between evaluations of the shared parameters
     eval_samples: int = 8192            # evaluate on at most this many eval rows
@@ -57,6 +61,7 @@ class Config:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["slow"] = list(self.slow)
         return d
 
     @classmethod
@@ -80,11 +85,23 @@ class Plan:
     threads: int
     lr_policy: LrPolicy
     asynchronous: bool = True
-    extra: dict = field(default_factory=dict)
+    delay: Delay = field(default_factory=lambda: parse_delay("none"))
+    slow: dict[int, float] = field(default_factory=dict)
 
     @property
     def workers(self) -> int:
         return self.config.workers
+
+
+def default_threads(workers: int, cores: int | None = None) -> int:
+    """torch threads per worker: ``max(1, (cores - 1) // workers)``.
+
+    One core is left to the supervisor (evaluations) and the server: measured on 2 cores, a single
+    worker with 2 OpenMP threads next to the supervisor ran 6-10x slower on ``mlp`` than with 1
+    (threads spin-waiting for a preempted peer), so ``cores // workers`` is not the default.
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, (cores - 1) // workers)
 
 
 def _check_int(name: str, value, lo: int, hint: str = "") -> None:
@@ -153,7 +170,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
     else:
         hyper.update(betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay,
                      bias_correction=c.bias_correction)
-        if rule_name == "sgd" or c.momentum:
+        if c.momentum:
             raise ConfigError(f"invalid momentum={c.momentum}: momentum belongs to rule sgd, not {rule_name}")
     rule = make_rule(rule_name, **hyper)
 
@@ -163,7 +180,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
             raise ConfigError("--k applies to server protocols only (use --protocol server)")
     else:
         variant = spec.variant
-        k = c.k if c.k is not None else (c.workers if spec.k is None else spec.k)
+        k = c.k if c.k is not None else default_k(spec, c.workers)
         _check_int("k", k, 1)
         KAggregator(variant, c.workers, k, c.max_staleness)   # validates k against workers
     policy = make_lr_policy(c.lr_policy, c.lr_c, c.lr_max)
@@ -175,6 +192,8 @@ def resolve(config: Config, problem: Problem) -> Plan:
     steps = c.steps
     if steps is None and c.time_limit is None and c.target_loss is None:
         steps = DEFAULT_STEPS
-    threads = c.threads or max(1, (os.cpu_count() or 1) // c.workers)
+    threads = c.threads or default_threads(c.workers)
+    delay = parse_delay(c.delay)
+    slow = parse_slow(c.slow, c.workers)
     return Plan(c, c.algo, rule, protocol, variant, k, rule.lr, batch, steps, threads, policy,
-                spec.asynchronous)
+                spec.asynchronous, delay, slow)

@@ -63,6 +63,8 @@ class Context:
         self.state = {s: self.arena.tensor(f"state_{s}") for s in self.rule.state_names}
         self.data = tuple(self.arena.tensor(name) for name in args.data)
         self.n_rows = len(self.data[0])
+        if self.rank < self.plan.workers:     # learners draw their straggler delays
+            self.delay = self.plan.delay.sampler(cfg.seed + self.rank, self.plan.slow.get(self.rank, 1.0))
         self._next_parent_check = 0.0
 
     def ready(self) -> None:
@@ -94,6 +96,13 @@ class Context:
                 else waitable.wait(timeout=slice_)
             if got:
                 return True
+
+    def sleep(self, seconds: float) -> None:
+        """An injected delay, in slices, still answering stop."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check()
+            time.sleep(min(left, 0.1))
 
     def sample(self) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(self.n_rows, (self.plan.batch_size,), generator=self.generator)

@@ -36,7 +36,8 @@ SLOT = _padded([
     ("applied", "i8"),          # gradients this process applied (K per update in K-of-P)
     ("pushed", "i8"),           # server protocols: gradients written into this learner's slots
     ("grads", "i8"),            # gradients computed and offered (pushed or applied)
-    ("dropped", "i8"),          # gradients refused for staleness (> max_staleness) or cancelled
+    ("dropped", "i8"),          # gradients refused: staler than max_staleness, or obsolete
+    ("cancelled", "i8"),        # gradients abandoned because a synchronous update overtook them
     ("nonfinite", "i8"),        # gradients or losses that were NaN/Inf, never applied
     ("samples", "i8"),          # training samples consumed
     ("version_read", "i8"),     # version of the parameters the current gradient is computed on
@@ -44,6 +45,7 @@ SLOT = _padded([
     ("stale_max", "i8"),
     ("loss_count", "i8"),       # losses written so far into the ring `losses`
     ("heartbeat", "f8"),        # time.time() of the last sign of life
+    ("compute_s", "f8"),        # seconds spent computing gradients (sampling, forward, backward)
     ("t_ready", "f8"),
     ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
     ("lr_min", "f8"),

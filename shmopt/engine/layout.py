@@ -25,6 +25,8 @@ def build_layout(plan: Plan, n: int, rule_state: tuple[str, ...], train: tuple[t
         specs += [("grad_slots", (P, GRAD_SLOTS, n), "float32"),
                   ("slot_version", (P, GRAD_SLOTS), "int64"),
                   ("consumed", (P, PAD_I64), "int64")]
+        if plan.lr_policy.needs_distance:    # the parameters each pushed gradient was read at
+            specs.append(("wread", (P, GRAD_SLOTS, n), "float32"))
     for name, t in zip(data_names(train, "data"), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs)

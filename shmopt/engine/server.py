@@ -24,7 +24,7 @@ def serve(ctx: Context, go, push_sem, release_sems) -> None:
     grad_slots = ctx.arena.tensor("grad_slots")
     slot_version = ctx.arena.array("slot_version")
     consumed = ctx.arena.array("consumed")[:, 0]
-    snaps = ctx.arena.tensor("snap")
+    wread = ctx.arena.tensor("wread") if policy.needs_distance else None
     pushed = ctrl["pushed"][:P]
     seen = [0] * P                      # gradients taken from each learner's slots so far
     acc = torch.zeros_like(ctx.x) if plan.k > 1 else None
@@ -48,7 +48,10 @@ def serve(ctx: Context, go, push_sem, release_sems) -> None:
             grads = [grad_slots[a.rank, a.slot] for a in d.batch]
             g = grads[0] if acc is None else _average(acc, grads)
             tau = max(d.staleness)
-            sq = float(torch.dist(x, snaps[d.batch[0].rank]) ** 2) if policy.needs_distance else None
+            sq = None
+            if wread is not None:        # distance to the oldest parameters in the batch
+                old = d.batch[d.staleness.index(tau)]
+                sq = float(torch.dist(x, wread[old.rank, old.slot]) ** 2)
             lr = policy(plan.lr, tau, sq)
             glob["seq"] += 1
             plan.rule.update(x, g, state, step=version + 1, lr=lr)

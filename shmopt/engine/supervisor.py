@@ -317,14 +317,16 @@ class Engine:
             "variant": plan.variant, "k": plan.k, "workers": P, "lr": plan.lr,
             "batch_size": plan.batch_size, "parameters": self.n_params,
             "updates": updates, "gradients": int(ctrl["grads"][:P].sum()), "applied": applied,
-            "dropped": int(ctrl["dropped"].sum()), "nonfinite": int(ctrl["nonfinite"].sum()),
+            "dropped": int(ctrl["dropped"].sum()), "cancelled": int(ctrl["cancelled"].sum()),
+            "nonfinite": int(ctrl["nonfinite"].sum()),
             "samples": samples,
-            "startup_s": round(self.t_go - self.t_spawn, 4) if self.t_go else None,
-            "wall_s": round(wall, 4),
+            "startup_s": self.t_go - self.t_spawn if self.t_go else None,
+            "wall_s": wall,
             "samples_per_s": samples / wall if wall else 0.0,
             "iteration_time_mean_s": wall / updates if updates else None,
             "staleness_mean": float(ctrl["stale_sum"].sum()) / applied if applied else 0.0,
             "staleness_max": int(ctrl["stale_max"].max()),
+            "compute_mean_s": float(ctrl["compute_s"].sum()) / max(1, int(ctrl["grads"].sum())),
         }
         if partial:
             return st

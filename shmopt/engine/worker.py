@@ -58,10 +58,12 @@ def _start(ctx: Context, go) -> None:
 
 def _gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | None:
     """One mini-batch: zero the flat gradient, forward, backward. None if loss/grad not finite."""
+    t0 = time.perf_counter()
     g.zero_()
     loss = ctx.loss_fn(model, ctx.sample())
     loss.backward()
     value = float(loss.detach())
+    ctx.slot["compute_s"] += time.perf_counter() - t0
     ctx.slot["grads"] += 1
     ctx.slot["samples"] += ctx.plan.batch_size
     record_loss(ctx.slot, value)
@@ -94,6 +96,8 @@ def direct_loop(ctx: Context, go, push_sem, release_sems) -> None:
             view.copy_(ctx.x)
         if _gradient(ctx, model, g) is None:
             continue
+        if (d := ctx.delay.next()) > 0:
+            ctx.sleep(d)
         v_now = int(updates.sum())
         if steps is not None and v_now >= steps:
             raise Stopped
@@ -141,6 +145,7 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
     slots = ctx.arena.tensor("grad_slots")[rank]
     slot_version = ctx.arena.array("slot_version")[rank]
     consumed = ctx.arena.array("consumed")[rank]
+    wread = ctx.arena.tensor("wread")[rank] if "wread" in ctx.arena.layout else None
     pushed = 0
     _start(ctx, go)
     version = read_consistent(ctx, snap)
@@ -149,15 +154,24 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
         slot["version_read"] = version
         if _gradient(ctx, model, g) is None:
             continue
-        if cancellable and _drain(release):        # overtaken while computing: cancelled
-            slot["dropped"] += 1
-            version = read_consistent(ctx, snap)
-            continue
+        d = ctx.delay.next()
+        if cancellable:
+            # an update overtook this gradient (during compute or the injected delay, which the
+            # release cuts short): cancelled, restart on the new parameters
+            if (d > 0 and ctx.wait(release, timeout=d)) or _drain(release):
+                _drain(release)
+                slot["cancelled"] += 1
+                version = read_consistent(ctx, snap)
+                continue
+        elif d > 0:
+            ctx.sleep(d)
         while pushed - consumed[0] >= GRAD_SLOTS:   # both slots still queued at the server
             ctx.check()
             time.sleep(0.0002)
         s = pushed % GRAD_SLOTS
         slots[s].copy_(g)
+        if wread is not None:
+            wread[s].copy_(snap)
         slot_version[s] = version
         pushed += 1
         slot["pushed"] = pushed

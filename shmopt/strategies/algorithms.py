@@ -7,6 +7,9 @@ K-of-P aggregation variant.
   or ``server`` (the reference's master-worker form: one applier, K-async with K = 1).
 * ``sync`` — the synchronous baseline: average the P gradients computed on one version, apply
   once (K-sync with K = P); rule amsgrad (sync AMSGrad, default) or sgd.
+* ``k-sync``, ``k-batch-sync``, ``k-async``, ``k-batch-async`` — Dutta et al., "Slow and Stale
+  Gradients Can Win the Race", AISTATS 2018: K-of-P aggregation at one server (strategies.server);
+  default K = max(1, P // 2), rule sgd (amsgrad/adam allowed).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ class AlgoSpec:
     protocol: str                   # default protocol
     protocols: tuple[str, ...]      # protocols accepted
     variant: str = "k-async"        # server protocols: the K-of-P variant (strategies.server)
-    k: int | None = 1               # default K; None means K = P (all workers)
+    k: int | str = 1                # default K: a number, "P" (all workers) or "P/2" (half, at least 1)
     asynchronous: bool = True       # gradients may be stale
 
 
@@ -37,8 +40,30 @@ ALGORITHMS: dict[str, AlgoSpec] = {a.name: a for a in (
              ("amsgrad", "adam"), "direct", ("direct", "server")),
     AlgoSpec("sync", "synchronous baseline: average the P gradients computed on the same version, "
              "apply once (sync AMSGrad, or --rule sgd)", "amsgrad", ("amsgrad", "adam", "sgd"),
-             "server", ("server",), variant="k-sync", k=None, asynchronous=False),
+             "server", ("server",), variant="k-sync", k="P", asynchronous=False),
+    AlgoSpec("k-sync", "K-sync SGD: update with the first K distinct learners' gradients, cancel the "
+             "rest, everyone restarts on the new parameters (Dutta et al. 2018)", "sgd",
+             ("sgd", "amsgrad", "adam"), "server", ("server",), variant="k-sync", k="P/2",
+             asynchronous=False),
+    AlgoSpec("k-batch-sync", "K-batch-sync SGD: update with the first K mini-batches from anyone "
+             "(early finishers start another batch on the same parameters), cancel the rest",
+             "sgd", ("sgd", "amsgrad", "adam"), "server", ("server",), variant="k-batch-sync",
+             k="P/2", asynchronous=False),
+    AlgoSpec("k-async", "K-async SGD: update when K distinct learners have pushed (stale gradients "
+             "count); only the pushers get the new parameters, the others keep computing", "sgd",
+             ("sgd", "amsgrad", "adam"), "server", ("server",), variant="k-async", k="P/2"),
+    AlgoSpec("k-batch-async", "K-batch-async SGD: update every K mini-batches from anyone; every "
+             "learner pulls the current parameters after each push and never idles", "sgd",
+             ("sgd", "amsgrad", "adam"), "server", ("server",), variant="k-batch-async", k="P/2"),
 )}
+
+
+def default_k(spec: AlgoSpec, workers: int) -> int:
+    if spec.k == "P":
+        return workers
+    if spec.k == "P/2":
+        return max(1, workers // 2)
+    return int(spec.k)
 
 
 def get_algorithm(name: str) -> AlgoSpec:

@@ -1,0 +1,131 @@
+"""CLI: the bad-input table (one line, exit 2, no side effect) and real console-script runs."""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from shmopt.cli import main
+from shmopt.engine.storage import list_segments
+from shmopt.problems.builtin import logreg, logreg_optimum
+
+HERE = pathlib.Path(__file__).parent
+
+
+def run_main(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "noproblem.py").write_text("x = 1\n")
+    (tmp_path / "raises.py").write_text("raise ValueError('broken on import')\n")
+    (tmp_path / "mismatch.py").write_text(
+        "import torch\nfrom shmopt.problems import Problem\n"
+        "def model():\n    return torch.nn.Linear(3, 1)\n"
+        "def loss(m, b):\n    return m(b[0]).mean()\n"
+        "def problem():\n    return Problem('mismatch', model, loss, (torch.randn(64, 8),), batch_size=8)\n")
+    return tmp_path
+
+
+BAD = [
+    (["run", "logreg", "--algo", "adamw"], "unknown algorithm 'adamw'"),
+    (["run", "logreg", "--workers", "0"], "invalid workers=0"),
+    (["run", "logreg", "--workers", "-3"], "invalid workers=-3"),
+    (["run", "logreg", "--workers", "two"], "'two' is not a valid integer"),
+    (["run", "logreg", "--lr", "0"], "invalid lr=0.0"),
+    (["run", "logreg", "--lr", "-0.1"], "invalid lr=-0.1"),
+    (["run", "logreg", "--lr", "nan"], "invalid lr=nan"),
+    (["run", "logreg", "--batch-size", "100000"], "invalid batch-size=100000: larger than the training data"),
+    (["run", "logreg", "--batch-size", "0"], "invalid batch-size=0"),
+    (["run", "logreg", "--max-staleness", "-1"], "invalid max-staleness=-1"),
+    (["run", "logreg", "--steps", "0"], "invalid steps=0"),
+    (["run", "logreg", "--time-limit", "0"], "invalid time-limit=0.0"),
+    (["run", "logreg", "--target-loss", "nan"], "invalid target-loss=nan"),
+    (["run", "logreg", "--protocol", "carrier-pigeon"], "invalid protocol='carrier-pigeon'"),
+    (["run", "logreg", "--algo", "sync", "--protocol", "direct"], "invalid protocol='direct' for sync"),
+    (["run", "logreg", "--algo", "apam", "--rule", "sgd"], "invalid rule='sgd' for apam"),
+    (["run", "logreg", "--algo", "apam", "--k", "2"], "--k applies to server protocols"),
+    (["run", "logreg", "--algo", "sync", "--k", "3", "--workers", "2"], "invalid k=3"),
+    (["run", "logreg", "--read", "sideways"], "invalid read='sideways'"),
+    (["run", "logreg", "--start-method", "fork"], "invalid start-method='fork'"),
+    (["run", "logreg", "--eps", "-1"], "eps"),
+    (["run", "logreg", "--beta1", "1.0"], "betas"),
+    (["run", "logreg", "--momentum", "0.9"], "momentum belongs to rule sgd"),
+    (["run", "logreg", "--lr-policy", "cosine"], "unknown lr policy 'cosine'"),
+    (["run", "logreg", "--lr-policy", "dutta"], "needs --lr-c"),
+    (["run", "logreg", "--lr-policy", "dutta", "--lr-c", "0"], "invalid lr-c=0.0"),
+    (["run", "logreg", "--algo", "sync", "--lr-policy", "staleness"], "for asynchronous algorithms"),
+    (["run", "logreg", "--threads", "0"], "invalid threads=0"),
+    (["run", "logreg", "--eval-interval", "0"], "invalid eval-interval=0.0"),
+    (["run", "logreg", "--bogus"], "No such option '--bogus'"),
+    (["run", "logreg", "-o", "n"], "n"),
+    (["run", "logreg", "-o", "wings=2"], "wings"),
+    (["run", "nosuchproblem"], "unknown problem 'nosuchproblem'"),
+    (["run", "missing_file.py"], "missing_file.py"),
+    (["run", "{tmp}/noproblem.py"], "no problem() function"),
+    (["run", "{tmp}/raises.py"], "raised on import: ValueError: broken on import"),
+    (["run", "{tmp}/mismatch.py"], "the loss failed on a batch"),
+    (["run"], "Missing argument 'PROBLEM'"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a[1:]) or "no-args" for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, needle, bad_files, capsys):
+    before = list_segments()
+    args = [a.replace("{tmp}", str(bad_files)) for a in args]
+    code, out, err = run_main(args, capsys)
+    assert code == 2, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("shmopt: error: ") and needle in lines[0], lines[0]
+    assert "Traceback" not in err and out == ""
+    assert list_segments() == before
+
+
+def test_algos_info_clean(capsys):
+    code, out, _ = run_main(["algos"], capsys)
+    assert code == 0 and {ln.split()[0] for ln in out.splitlines()} >= {"apam", "hogwild", "sync"}
+    code, out, _ = run_main(["info"], capsys)
+    assert code == 0 and "/dev/shm free" in out and "torch" in out and "CUDA devices" in out
+    code, out, _ = run_main(["clean"], capsys)
+    assert code == 0 and out.startswith("removed ")
+
+
+def test_run_json_in_process(capsys, tmp_path):
+    log = tmp_path / "samples.jsonl"
+    code, out, err = run_main(["run", "quadratic", "--workers", "2", "--steps", "300", "--json",
+                               "--log", str(log), "--save", str(tmp_path / "model.pt")], capsys)
+    assert code == 0, err
+    st = json.loads(out.strip().splitlines()[-1])
+    for key in ("algo", "rule", "workers", "updates", "gradients", "dropped", "startup_s", "wall_s",
+                "samples_per_s", "iteration_time_mean_s", "staleness_mean", "staleness_max",
+                "final_loss"):
+        assert key in st
+    assert st["updates"] >= 300 and st["iteration_time_mean_s"] == pytest.approx(st["wall_s"] / st["updates"])
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows[0]["updates"] == 0 and rows[-1]["updates"] == st["updates"]
+    assert {"t", "updates", "loss", "samples_per_s", "staleness_mean"} <= set(rows[0])
+    import torch
+    assert set(torch.load(tmp_path / "model.pt", weights_only=True)) == {"weight"}
+
+
+@pytest.mark.timeout_s(300)
+def test_console_script_apam_logreg_reaches_the_lbfgs_optimum():
+    """The issue's acceptance run, as a user types it: within 1% of the L-BFGS optimum."""
+    exe = pathlib.Path(sys.executable).parent / "shmopt"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "shmopt.cli"]
+    proc = subprocess.run(cmd + ["run", "logreg", "--algo", "apam", "--workers", "2", "--json"],
+                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads(proc.stdout.strip().splitlines()[-1])
+    prob = logreg()                                     # same data as the CLI's default problem
+    optimum = logreg_optimum(*prob.train, l2=1e-3)      # computed here, independently
+    assert st["algo"] == "apam" and st["workers"] == 2
+    assert optimum <= st["final_loss"] <= 1.01 * optimum, (st["final_loss"], optimum)
