@@ -33,56 +33,75 @@ def cli() -> None:
     """shmopt: shared-memory, multi-process, Hogwild-style training for PyTorch."""
 
 
+def _training_options(f):
+    """The options `run` and `compare` share (they map 1:1 onto shmopt.Config)."""
+    opts = [
+        click.option("--workers", "-w", type=int, default=2, show_default=True, help="Worker processes."),
+        click.option("--steps", type=int, help="Stop after this many updates [default: 5000 if no "
+                     "other stop criterion is given]."),
+        click.option("--time-limit", type=float, help="Stop after this many seconds of training."),
+        click.option("--target-loss", type=float, help="Stop when the eval loss reaches this value."),
+        click.option("--lr", type=float, help="Learning rate [default: the problem's suggestion]."),
+        click.option("--batch-size", type=int, help="Mini-batch size per worker [default: the problem's]."),
+        click.option("--rule", help="Update rule: sgd, adam or amsgrad [default: the algorithm's]."),
+        click.option("--protocol", help="direct (lock-free, each worker applies) or server (one applier)."),
+        click.option("--max-staleness", type=int, help="Drop gradients staler than this (APAM's bound)."),
+        click.option("--momentum", type=float, default=0.0, help="SGD momentum."),
+        click.option("--beta1", type=float, default=0.9, show_default=True),
+        click.option("--beta2", type=float, default=0.999, show_default=True),
+        click.option("--eps", type=float, default=1e-8, show_default=True),
+        click.option("--weight-decay", type=float, default=0.0),
+        click.option("--no-bias-correction", is_flag=True, help="The paper-exact APAM/AMSGrad rule."),
+        click.option("--lr-policy", default="constant", show_default=True,
+                     help="constant, staleness (lr/tau) or dutta (min(C/|w-w_read|^2, lr-max))."),
+        click.option("--lr-c", type=float, help="dutta policy: C."),
+        click.option("--lr-max", type=float, help="dutta policy: eta_max [default: --lr]."),
+        click.option("--delay", default="none", show_default=True,
+                     help="Injected per-mini-batch delay: none, exp:MEAN, shifted-exp:SHIFT:MEAN, "
+                     "pareto:SCALE:ALPHA (seconds)."),
+        click.option("--slow", multiple=True, metavar="RANK:FACTOR",
+                     help="Make a worker slower: its delays times FACTOR (repeatable)."),
+        click.option("--read", default="snapshot", show_default=True,
+                     help="snapshot (private copy per gradient) or inplace (read shared memory)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--threads", type=int, help="torch threads per worker [default: (cores-1) // workers]."),
+        click.option("--pin", is_flag=True, help="Pin worker i to core i (psutil)."),
+        click.option("--eval-interval", type=float, default=0.5, show_default=True,
+                     help="Seconds between evaluations."),
+        click.option("--eval-samples", type=int, default=8192, show_default=True),
+        click.option("--start-method", default="forkserver", show_default=True, help="forkserver or spawn."),
+        click.option("--heartbeat-timeout", type=float, default=120.0, show_default=True),
+        click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+                     help="Problem option, repeatable (e.g. -o n=10000)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config(beta1: float, beta2: float, no_bias_correction: bool, **kw: Any) -> Config:
+    return Config(betas=(beta1, beta2), bias_correction=not no_bias_correction, **kw)
+
+
 @cli.command()
 @click.argument("problem")
 @click.option("--algo", default="apam", show_default=True, help="Algorithm (see `shmopt algos`).")
-@click.option("--workers", "-w", type=int, default=2, show_default=True, help="Worker processes.")
-@click.option("--steps", type=int, help="Stop after this many updates [default: 5000 if no other "
-              "stop criterion is given].")
-@click.option("--time-limit", type=float, help="Stop after this many seconds of training.")
-@click.option("--target-loss", type=float, help="Stop when the eval loss reaches this value.")
-@click.option("--lr", type=float, help="Learning rate [default: the problem's suggestion].")
-@click.option("--batch-size", type=int, help="Mini-batch size per worker [default: the problem's].")
-@click.option("--rule", help="Update rule: sgd, adam or amsgrad [default: the algorithm's].")
-@click.option("--protocol", help="direct (lock-free, each worker applies) or server (one applier).")
 @click.option("--k", type=int, help="Server protocols: gradients averaged per update.")
-@click.option("--max-staleness", type=int, help="Drop gradients staler than this (APAM's bound).")
-@click.option("--momentum", type=float, default=0.0, help="SGD momentum.")
-@click.option("--beta1", type=float, default=0.9, show_default=True)
-@click.option("--beta2", type=float, default=0.999, show_default=True)
-@click.option("--eps", type=float, default=1e-8, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0)
-@click.option("--no-bias-correction", is_flag=True, help="The paper-exact APAM/AMSGrad rule.")
-@click.option("--lr-policy", default="constant", show_default=True,
-              help="constant, staleness (lr/tau) or dutta (min(C/|w-w_read|^2, lr-max)).")
-@click.option("--lr-c", type=float, help="dutta policy: C.")
-@click.option("--lr-max", type=float, help="dutta policy: eta_max [default: --lr].")
-@click.option("--read", default="snapshot", show_default=True,
-              help="snapshot (private copy per gradient) or inplace (read shared memory directly).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, help="torch threads per worker [default: cores // workers].")
-@click.option("--pin", is_flag=True, help="Pin worker i to core i (psutil).")
-@click.option("--eval-interval", type=float, default=0.5, show_default=True,
-              help="Seconds between evaluations.")
-@click.option("--eval-samples", type=int, default=8192, show_default=True)
-@click.option("--start-method", default="forkserver", show_default=True, help="forkserver or spawn.")
-@click.option("--heartbeat-timeout", type=float, default=120.0, show_default=True)
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-              help="Problem option, repeatable (e.g. -o n=10000).")
+@_training_options
 @click.option("--log", type=click.Path(dir_okay=False, writable=True),
               help="Write the evaluation samples as JSON lines to this file.")
 @click.option("--save", type=click.Path(dir_okay=False, writable=True),
               help="Save the trained model's state_dict (torch.save) to this file.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save: str | None,
-        beta1: float, beta2: float, no_bias_correction: bool, **kw: Any) -> None:
+        **kw: Any) -> None:
     """Train PROBLEM: a built-in (logreg, mlp, quadratic), a .py file with problem(), or
     module:function."""
     from .engine.supervisor import Engine
     from .problems import load_problem, parse_options
 
-    config = Config(betas=(beta1, beta2), bias_correction=not no_bias_correction, **kw)
+    config = _config(**kw)
     prob = load_problem(problem, **parse_options(options))
     show = not (quiet or as_json) and sys.stdout.isatty()
     bar = _Progress(config) if show else None
@@ -99,6 +118,78 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save
         click.echo(json.dumps(result.stats))
     elif not quiet:
         _summary(result.stats)
+
+
+@cli.command()
+@click.argument("problem")
+@click.option("--algos", required=True, metavar="A[:K],B[:K],...",
+              help="Algorithms to compare, optionally with K (e.g. sync,k-async:2,hogwild).")
+@_training_options
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="compare.csv",
+              show_default=True, help="Combined log: .csv, or JSON lines for any other suffix.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
+              help="PNG of eval loss against wall-clock time [default: OUT with .png].")
+def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, quiet: bool,
+            out: str, plot_path: str | None, **kw: Any) -> None:
+    """Run several algorithms on PROBLEM with the same seeds, delays and options; write one
+    combined log and the error-runtime plot."""
+    from . import compare as cmp
+    from .problems import load_problem, parse_options
+
+    chosen = cmp.parse_algos(algos)
+    prob = load_problem(problem, **parse_options(options))
+    base = _config(**kw)
+
+    def done(name, result):
+        if not (quiet or as_json):
+            st = result.stats
+            click.echo(f"{name:<24} {st['updates']:>7} updates  {st['wall_s']:7.2f} s  "
+                       f"loss {st['final_loss']:.5g}  staleness {st['staleness_mean']:.2f}", err=True)
+    rows, summaries = cmp.compare(prob, chosen, base, source=problem, on_result=done)
+    cmp.write_rows(rows, out)
+    png = plot_path or out.rsplit(".", 1)[0] + ".png"
+    plotted = cmp.plot(rows, png, title=f"{prob.name}: {base.workers} workers, delay {base.delay}")
+    if as_json:
+        click.echo(json.dumps({"log": out, "plot": png if plotted else None, "runs": summaries}))
+    elif not quiet:
+        if base.target_loss is not None:
+            for st in summaries:
+                ttt = st.get("time_to_target_s")
+                click.echo(f"{st['label']:<24} time to loss {base.target_loss:g}: "
+                           + ("not reached" if ttt is None else f"{ttt:.2f} s"))
+        click.echo(f"log: {out}")
+        click.echo(f"plot: {png}" if plotted else cmp.PLOT_HINT)
+
+
+@cli.command()
+@click.option("--algo", "variant", required=True,
+              help="sync, async, k-sync, k-batch-sync, k-async or k-batch-async.")
+@click.option("--workers", "-w", type=int, required=True)
+@click.option("--k", type=int, help="K of the K-variants (ignored by sync and async).")
+@click.option("--delay", required=True, help="none, exp:MEAN, shifted-exp:SHIFT:MEAN, pareto:SCALE:ALPHA.")
+@click.option("--compute", type=float, default=0.0, show_default=True,
+              help="Constant compute time per mini-batch added to the delay (seconds).")
+@click.option("--simulate", is_flag=True, help="Always use the Monte-Carlo simulation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def theory(variant: str, workers: int, k: int | None, delay: str, compute: float, simulate: bool,
+           seed: int, as_json: bool) -> None:
+    """Expected runtime per iteration E[T] of a K-variant (Dutta et al. 2018): the closed form
+    where one exists, else a seeded simulation of the same protocol."""
+    from .strategies.theory import expected_iteration_time
+    if k is None and variant not in ("sync", "async"):
+        raise ConfigError(f"--k is required for {variant} (1 <= k <= workers)")
+    r = expected_iteration_time(variant, workers, k, delay, compute=compute,
+                                simulate=True if simulate else None, seed=seed)
+    if as_json:
+        click.echo(json.dumps(r.to_dict()))
+        return
+    click.echo(f"E[T] = {r.expected_iteration_time_s:.6g} s per iteration  "
+               f"({r.variant}, P={r.workers}, K={r.k}, delay {r.delay}"
+               + (f", compute {compute:g} s" if compute else "") + ")")
+    how = f"closed form {r.formula}" if r.method == "closed-form" else \
+        f"simulation of the protocol, {r.iterations} iterations, stderr {r.stderr:.2g} s"
+    click.echo(f"method: {how}")
 
 
 class _Progress:

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from shmopt.cli import main
-from shmopt.engine.storage import list_segments
+import os
+
+from shmopt.engine.storage import list_segments as _all_segments, owner_pid
+
+
+def list_segments():
+    return [n for n in _all_segments() if owner_pid(n) == os.getpid()]
 from shmopt.problems.builtin import logreg, logreg_optimum
 
 HERE = pathlib.Path(__file__).parent
@@ -73,6 +79,20 @@ BAD = [
     (["run", "{tmp}/raises.py"], "raised on import: ValueError: broken on import"),
     (["run", "{tmp}/mismatch.py"], "the loss failed on a batch"),
     (["run"], "Missing argument 'PROBLEM'"),
+    (["run", "logreg", "--algo", "k-sync", "--workers", "4", "--k", "5"], "invalid k=5: must be 1 <= k <= workers (4)"),
+    (["run", "logreg", "--algo", "k-async", "--k", "0"], "invalid k=0"),
+    (["run", "logreg", "--delay", "exp:-1"], "invalid delay 'exp:-1'"),
+    (["run", "logreg", "--delay", "gamma:1"], "invalid delay 'gamma:1'"),
+    (["run", "logreg", "--delay", "pareto:0.1"], "invalid delay 'pareto:0.1'"),
+    (["run", "logreg", "--slow", "7:2"], "7:2"),
+    (["run", "logreg", "--slow", "0:fast"], "0:fast"),
+    (["run", "logreg", "--algo", "k-async", "--lr-policy", "dutta", "--lr-c", "-1"], "invalid lr-c=-1.0"),
+    (["compare", "logreg", "--algos", "sync,,apam"], "invalid algos"),
+    (["compare", "logreg", "--algos", "sync,k-async:x"], "K must be a positive integer"),
+    (["compare", "logreg", "--algos", "sync,adamw"], "unknown algorithm 'adamw'"),
+    (["theory", "--algo", "k-sync", "--workers", "4", "--k", "9", "--delay", "exp:0.02"], "invalid k=9"),
+    (["theory", "--algo", "k-sync", "--workers", "4", "--k", "2", "--delay", "exp"], "invalid delay 'exp'"),
+    (["theory", "--algo", "k-turbo", "--workers", "4", "--k", "2", "--delay", "none"], "k-turbo"),
 ]
 
 
@@ -114,6 +134,36 @@ def test_run_json_in_process(capsys, tmp_path):
     assert {"t", "updates", "loss", "samples_per_s", "staleness_mean"} <= set(rows[0])
     import torch
     assert set(torch.load(tmp_path / "model.pt", weights_only=True)) == {"weight"}
+
+
+def test_theory_json_gives_the_closed_form(capsys):
+    code, out, _ = run_main(["theory", "--algo", "k-sync", "--workers", "4", "--k", "2", "--delay",
+                             "exp:0.02", "--json"], capsys)
+    r = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and r["method"] == "closed-form"
+    assert r["expected_iteration_time_s"] == pytest.approx((1 / 4 + 1 / 3) * 0.02)
+    code, out, _ = run_main(["theory", "--algo", "k-async", "--workers", "4", "--k", "2", "--delay",
+                             "shifted-exp:0.01:0.02"], capsys)
+    assert code == 0 and "simulation" in out and "E[T] =" in out
+
+
+def test_compare_writes_one_combined_log(capsys, tmp_path):
+    out_csv = tmp_path / "cmp.csv"
+    code, out, err = run_main(["compare", "quadratic", "--algos", "sync,k-async:1,hogwild", "-w", "2",
+                               "--steps", "200", "--rule", "sgd", "--lr", "0.05", "--eval-interval", "0.1",
+                               "--target-loss", "0.5", "--out", str(out_csv)], capsys)
+    assert code == 0, err
+    import csv
+    rows = list(csv.DictReader(out_csv.open()))
+    assert {r["label"] for r in rows} == {"sync", "k-async (K=1)", "hogwild"}
+    assert all(float(r["t"]) >= 0 for r in rows)
+    assert "time to loss 0.5" in out
+    png = tmp_path / "cmp.png"
+    try:
+        import matplotlib  # noqa: F401
+        assert png.exists() and "plot: " in out
+    except ImportError:
+        assert not png.exists() and "pip install" in out
 
 
 @pytest.mark.timeout_s(300)

@@ -1,0 +1,104 @@
+"""Error-runtime comparison: several algorithms on one problem, same seeds and delays.
+
+Dutta et al.'s central figure is the eval loss against wall-clock time, one line per algorithm:
+asynchrony makes each update cheaper, synchrony lowers the error floor. :func:`compare` runs the
+algorithms one after the other (never concurrently: they would share the cores), returns one
+combined history and writes it as CSV or JSON lines; :func:`plot` draws it when matplotlib is
+installed (the ``plot`` extra).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from typing import Any, Callable
+
+from .api import Result
+from .config import Config, resolve
+from .engine.supervisor import Engine
+from .errors import ConfigError
+from .problems import Problem
+
+COLUMNS = ("algo", "label", "t", "updates", "loss", "samples_per_s", "staleness_mean", "gradients",
+           "dropped")
+PLOT_HINT = "install matplotlib for the plot: pip install 'shmopt[plot]' (or pip install matplotlib)"
+
+
+def parse_algos(spec: str) -> list[tuple[str, int | None]]:
+    """``"sync,k-async:2,hogwild"`` -> [("sync", None), ("k-async", 2), ("hogwild", None)]."""
+    out = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            raise ConfigError(f"invalid algos={spec!r}: give a comma-separated list like "
+                              f"sync,k-async:2,hogwild (NAME or NAME:K)")
+        name, _, k = item.partition(":")
+        if k and not k.isdigit():
+            raise ConfigError(f"invalid algos entry {item!r}: K must be a positive integer (NAME:K)")
+        out.append((name, int(k) if k else None))
+    return out
+
+
+def label(algo: str, k: int | None) -> str:
+    return algo if k is None else f"{algo} (K={k})"
+
+
+def compare(problem: Problem, algos: list[tuple[str, int | None]], base: Config, *,
+            source: str | None = None,
+            on_result: Callable[[str, Result], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Run every algorithm with ``base``'s options; return (rows, summaries). Every configuration
+    is validated before the first run starts."""
+    configs = [dataclasses.replace(base, algo=a, k=k) for a, k in algos]
+    for c in configs:
+        resolve(c, problem)
+    rows, summaries = [], []
+    for (algo, k), cfg in zip(algos, configs):
+        result = Engine(problem, cfg, source=source).run()
+        name = label(algo, k)
+        for h in result.history:
+            rows.append({"algo": algo, "label": name, **{c: h.get(c) for c in COLUMNS[2:]}})
+        st = dict(result.stats, label=name)
+        if base.target_loss is not None:
+            hit = [h["t"] for h in result.history if h["loss"] is not None and h["loss"] <= base.target_loss]
+            st["time_to_target_s"] = hit[0] if hit else None
+        summaries.append(st)
+        if on_result:
+            on_result(name, result)
+    return rows, summaries
+
+
+def write_rows(rows: list[dict], path: str) -> None:
+    """CSV (``.csv``) or JSON lines (anything else)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        if path.endswith(".csv"):
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        else:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+def plot(rows: list[dict], path: str, title: str = "") -> bool:
+    """Eval loss against wall-clock time, one line per algorithm. False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        labels.setdefault(r["label"], []).append(r)
+    for name, rs in labels.items():
+        ax.plot([r["t"] for r in rs], [r["loss"] for r in rs], marker=".", label=name)
+    ax.set_xlabel("wall-clock time (s)")
+    ax.set_ylabel("eval loss")
+    ax.set_yscale("log")
+    ax.set_title(title or "error-runtime trade-off")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
