@@ -29,12 +29,29 @@ def scaling(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
+def theory(benchmarks: list[dict]) -> list[str]:
+    rows = ["| variant | P | K | measured s/update | theory (delay only) | ratio | theory (compute + delay) | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in benchmarks:
+        e = b.get("extra_info", {})
+        if e.get("kind") != "theory":
+            continue
+        rows.append(f"| {e['variant']} | {e['workers']} | {e['k']} | {e['measured_s'] * 1e3:.2f} ms | "
+                    f"{e['theory_s'] * 1e3:.2f} ms ({e['theory_method']}) | {e['ratio']:.3f} | "
+                    f"{e['theory_with_compute_s'] * 1e3:.2f} ms | {e['ratio_with_compute']:.3f} |")
+    return rows if len(rows) > 2 else []
+
+
 def main(paths: list[str]) -> None:
     for path in paths:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         print(f"Measured on: {machine(data)} ({data.get('datetime', '')[:10]})\n")
-        print("\n".join(scaling(data["benchmarks"])))
+        for table in (scaling, theory):
+            rows = table(data["benchmarks"])
+            if rows and len(rows) > 2:
+                print("\n".join(rows))
+                print()
         print()
 
 

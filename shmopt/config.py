@@ -47,6 +47,16 @@ class Config:
     delay: str = "none"                 # injected per-mini-batch delay (strategies.delays)
     slow: tuple[str, ...] = ()          # "RANK:FACTOR": that worker's delays times FACTOR
     read: str = "snapshot"              # how a worker reads the shared parameters
+    # replica protocols (lsgd, easgd)
+    tau: int = 10                       # pull period in local steps
+    lam: float = 0.1                    # lsgd: pull strength toward the (local) leader, in [0, 1]
+    groups: int = 1                     # lsgd: number of groups (multi-leader)
+    lam_global: float = 0.1             # lsgd with groups > 1: pull strength toward the global leader
+    tau_global: int = 50                # lsgd with groups > 1: global pull period
+    window: int = 10                    # lsgd: losses averaged for leader selection
+    trigger: str = "worker"             # lsgd: "worker" step count or "total" steps over all workers
+    beta: float = 0.9                   # easgd: alpha = beta / workers
+    replica_init: str = "same"          # "same" start for all replicas, or "independent" (seed + rank)
     seed: int = 0
     threads: int | None = None          # torch threads per worker (None: see default_threads)
     pin: bool = False                   # pin worker i to core i mod cores (psutil)
@@ -102,6 +112,29 @@ def default_threads(workers: int, cores: int | None = None) -> int:
     """
     cores = cores or os.cpu_count() or 1
     return max(1, (cores - 1) // workers)
+
+
+def _check_replicas(c: Config, variant: str) -> None:
+    from .engine.control import LOSS_WINDOW
+    from .strategies.leader import TRIGGERS, groups
+    _check_int("tau", c.tau, 1)
+    _check_int("tau-global", c.tau_global, 1)
+    for name, v in (("lam", c.lam), ("lam-global", c.lam_global)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ConfigError(f"invalid {name}={v!r}: must be in [0, 1]")
+    _check_int("groups", c.groups, 1)
+    groups(c.workers, c.groups)
+    _check_int("window", c.window, 1)
+    if c.window > LOSS_WINDOW:
+        raise ConfigError(f"invalid window={c.window}: at most {LOSS_WINDOW} losses are kept")
+    if c.trigger not in TRIGGERS:
+        raise ConfigError(f"invalid trigger={c.trigger!r}: choose one of {', '.join(TRIGGERS)}")
+    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)) or not 0.0 < c.beta <= 1.0 * c.workers:
+        raise ConfigError(f"invalid beta={c.beta!r}: must be in (0, workers] (alpha = beta / workers <= 1)")
+    if c.replica_init not in ("same", "independent"):
+        raise ConfigError(f"invalid replica-init={c.replica_init!r}: choose same or independent")
+    if c.max_staleness is not None:
+        raise ConfigError(f"--max-staleness does not apply to {variant}: replicas take no stale gradients")
 
 
 def _check_int(name: str, value, lo: int, hint: str = "") -> None:
@@ -174,8 +207,10 @@ def resolve(config: Config, problem: Problem) -> Plan:
             raise ConfigError(f"invalid momentum={c.momentum}: momentum belongs to rule sgd, not {rule_name}")
     rule = make_rule(rule_name, **hyper)
 
-    if protocol == "direct":
-        variant, k = "direct", 1
+    if protocol == "replicas":
+        _check_replicas(c, spec.variant)
+    if protocol in ("direct", "replicas"):
+        variant, k = ("direct" if protocol == "direct" else spec.variant), 1
         if c.k is not None:
             raise ConfigError("--k applies to server protocols only (use --protocol server)")
     else:
@@ -184,6 +219,9 @@ def resolve(config: Config, problem: Problem) -> Plan:
         _check_int("k", k, 1)
         KAggregator(variant, c.workers, k, c.max_staleness)   # validates k against workers
     policy = make_lr_policy(c.lr_policy, c.lr_c, c.lr_max)
+    if policy.name != "constant" and protocol == "replicas":
+        raise ConfigError(f"the {policy.name} lr policy is for stale gradients; {c.algo} replicas "
+                          f"take none (use --lr-policy constant)")
     if policy.name != "constant" and not spec.asynchronous:
         raise ConfigError(f"the {policy.name} lr policy is for asynchronous algorithms, not {c.algo}")
     if policy.needs_distance and c.read == "inplace" and protocol == "direct":

@@ -58,9 +58,11 @@ class Context:
         self.slot = self.ctrl[self.rank]
         self.slot["pid"] = os.getpid()
         self.model_fn = model_fn
-        self.x = self.arena.tensor("x")
         self.rule = self.plan.rule
-        self.state = {s: self.arena.tensor(f"state_{s}") for s in self.rule.state_names}
+        replicas = self.plan.protocol == "replicas"     # this worker's own row of x and state
+        self.x = self.arena.tensor("x")[self.rank] if replicas else self.arena.tensor("x")
+        self.state = {s: self.arena.tensor(f"state_{s}")[self.rank] if replicas
+                      else self.arena.tensor(f"state_{s}") for s in self.rule.state_names}
         self.data = tuple(self.arena.tensor(name) for name in args.data)
         self.n_rows = len(self.data[0])
         if self.rank < self.plan.workers:     # learners draw their straggler delays

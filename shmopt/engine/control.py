@@ -44,8 +44,10 @@ SLOT = _padded([
     ("stale_sum", "i8"),        # staleness of the gradients this process applied: sum, max, hist
     ("stale_max", "i8"),
     ("loss_count", "i8"),       # losses written so far into the ring `losses`
+    ("pulls", "i8"),            # replica protocols: pulls toward a leader / elastic exchanges
     ("heartbeat", "f8"),        # time.time() of the last sign of life
-    ("compute_s", "f8"),        # seconds spent computing gradients (sampling, forward, backward)
+    ("compute_s", "f8"),        # seconds per offered mini-batch outside the injected delay: read,
+    ("timed", "i8"),            #   sample, forward, backward, bookkeeping (timed batches: `timed`)
     ("t_ready", "f8"),
     ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
     ("lr_min", "f8"),

@@ -17,9 +17,16 @@ def data_names(tensors: tuple[torch.Tensor, ...], prefix: str) -> list[str]:
 
 def build_layout(plan: Plan, n: int, rule_state: tuple[str, ...], train: tuple[torch.Tensor, ...]) -> Layout:
     P = plan.workers
-    specs: list[tuple] = [("glob", (1,), GLOBAL), ("ctrl", (P + 1,), SLOT), ("x", (n,), "float32")]
-    specs += [(f"state_{s}", (n,), "float32") for s in rule_state]
-    if plan.config.read == "snapshot" or plan.protocol == "server":
+    specs: list[tuple] = [("glob", (1,), GLOBAL), ("ctrl", (P + 1,), SLOT)]
+    if plan.protocol == "replicas":     # one replica (and rule state) per worker
+        specs.append(("x", (P, n), "float32"))
+        specs += [(f"state_{s}", (P, n), "float32") for s in rule_state]
+        if plan.variant == "easgd":
+            specs.append(("center", (n,), "float32"))
+    else:
+        specs.append(("x", (n,), "float32"))
+        specs += [(f"state_{s}", (n,), "float32") for s in rule_state]
+    if plan.protocol == "server" or (plan.protocol == "direct" and plan.config.read == "snapshot"):
         specs.append(("snap", (P, n), "float32"))
     if plan.protocol == "server":
         specs += [("grad_slots", (P, GRAD_SLOTS, n), "float32"),

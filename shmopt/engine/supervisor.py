@@ -34,6 +34,7 @@ from ..config import Config, Plan, resolve
 from ..errors import WorkerError
 from ..problems import Problem
 from .arena import Arena
+from ..strategies.leader import select_leader, windowed_means
 from .control import FAILED, READY, RUNNING, bin_label
 from .context import ProcessArgs
 from .flat import bind_params, numel
@@ -54,9 +55,12 @@ class Sample:
     staleness_mean: float
     gradients: int
     dropped: int
+    leader: int | None = None                 # replica protocols: the current leader
+    loss_average: float | None = None         # replica protocols: eval loss of the replicas' mean
+    loss_replicas: list[float] | None = None  # replica protocols: eval loss of each replica
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def _context(method: str):
@@ -126,6 +130,8 @@ class Engine:
         self.final_loss: float | None = None
         self.model: torch.nn.Module | None = None
         self._log = None
+        self._leader: int | None = None
+        self.leader_changes = 0
 
     # ---------------------------------------------------------------- start
     def start(self) -> "Engine":
@@ -150,8 +156,10 @@ class Engine:
         layout = build_layout(plan, n, plan.rule.state_names, train)
         self.arena = arena = Arena.create(layout)
         self._finalizer = weakref.finalize(self, _release, arena, self.procs, self._sync)
-        x = arena.tensor("x")
-        x.copy_(torch.cat([p.detach().reshape(-1) for p in template.parameters()]))
+        x0 = torch.cat([p.detach().reshape(-1) for p in template.parameters()])
+        arena.tensor("x")[...] = x0                 # every replica starts from x0 (or see replica_init)
+        if "center" in layout:
+            arena.tensor("center").copy_(x0)
         plan.rule.init({s: arena.tensor(f"state_{s}") for s in plan.rule.state_names})
         names = data_names(train, "data")
         for name, t in zip(names, train):
@@ -246,12 +254,36 @@ class Engine:
         finally:
             torch.set_num_threads(threads)
 
+    def leader(self) -> int | None:
+        """Replica protocols (lsgd): the worker with the lowest windowed mean loss right now."""
+        if self.plan.variant != "lsgd":
+            return None
+        ctrl, P = self.arena.array("ctrl"), self.plan.workers
+        return select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P],
+                                            self.config.window))
+
+    def model_params(self) -> torch.Tensor:
+        """The flat parameters that are "the model": the shared x, the leader's replica (lsgd)
+        or the centre variable (easgd)."""
+        x = self.arena.tensor("x")
+        if self.plan.protocol != "replicas":
+            return x
+        if self.plan.variant == "easgd":
+            return self.arena.tensor("center")
+        return x[self.leader()]
+
     def _evaluate(self) -> Sample:
         t = time.time()
-        loss = self.evaluate(self.arena.tensor("x"))
+        leader = self.leader()
+        self._track_leader(leader)
+        loss = self.evaluate(self.model_params())
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
-                   st["staleness_mean"], st["gradients"], st["dropped"])
+                   st["staleness_mean"], st["gradients"], st["dropped"], leader)
+        if self.plan.protocol == "replicas":
+            X = self.arena.tensor("x")
+            s.loss_average = self.evaluate(X.mean(0))
+            s.loss_replicas = [self.evaluate(X[r]) for r in range(self.plan.workers)]
         self.history.append(s)
         self._next_eval = time.monotonic() + self.config.eval_interval
         if self._log:
@@ -261,9 +293,17 @@ class Engine:
             self.on_sample(s)
         return s
 
+    def _track_leader(self, leader: int | None) -> None:
+        if leader is not None and leader != self._leader:
+            if self._leader is not None:
+                self.leader_changes += 1
+            self._leader = leader
+
     def poll(self) -> str | None:
         """One supervision step: check processes, evaluate when due; the stop reason or None."""
         self._check_processes()
+        if self.plan.variant == "lsgd" and self.t_go:
+            self._track_leader(self.leader())
         cfg, plan = self.config, self.plan
         if plan.steps is not None and self.updates() >= plan.steps:
             return "steps"
@@ -326,7 +366,7 @@ class Engine:
             "iteration_time_mean_s": wall / updates if updates else None,
             "staleness_mean": float(ctrl["stale_sum"].sum()) / applied if applied else 0.0,
             "staleness_max": int(ctrl["stale_max"].max()),
-            "compute_mean_s": float(ctrl["compute_s"].sum()) / max(1, int(ctrl["grads"].sum())),
+            "compute_mean_s": float(ctrl["compute_s"].sum()) / max(1, int(ctrl["timed"].sum())),
         }
         if partial:
             return st
@@ -343,6 +383,13 @@ class Engine:
             "stop_reason": self.stop_reason,
             "arena": self.arena.name, "arena_bytes": self.arena.layout.nbytes,
         })
+        if plan.protocol == "replicas":
+            last = self.history[-1] if self.history else None
+            st.update({"pulls": int(ctrl["pulls"].sum()),
+                       "loss_average": last.loss_average if last else None,
+                       "loss_replicas": last.loss_replicas if last else None})
+            if plan.variant == "lsgd":
+                st.update({"leader_rank": self.leader(), "leader_changes": self.leader_changes})
         return st
 
     # ---------------------------------------------------------------- close
@@ -358,7 +405,7 @@ class Engine:
                 _release(None, self.procs, self._sync)
                 self._final_stats = self.stats()
                 model = self._eval_model
-                bind_params(model, self.arena.tensor("x").clone())
+                bind_params(model, self.model_params().clone())
                 self.model = model
                 self._eval_data = ()
         finally:

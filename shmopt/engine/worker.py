@@ -34,6 +34,9 @@ def process_main(args: ProcessArgs, go, push_sem, release_sems, errors) -> None:
         if ctx.rank == ctx.plan.workers:
             from .server import serve
             loop = serve
+        elif ctx.plan.protocol == "replicas":
+            from .replicas import replica_loop
+            loop = replica_loop
         else:
             loop = direct_loop if ctx.plan.protocol == "direct" else client_loop
         loop(ctx, go, push_sem, release_sems)
@@ -58,12 +61,10 @@ def _start(ctx: Context, go) -> None:
 
 def _gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | None:
     """One mini-batch: zero the flat gradient, forward, backward. None if loss/grad not finite."""
-    t0 = time.perf_counter()
     g.zero_()
     loss = ctx.loss_fn(model, ctx.sample())
     loss.backward()
     value = float(loss.detach())
-    ctx.slot["compute_s"] += time.perf_counter() - t0
     ctx.slot["grads"] += 1
     ctx.slot["samples"] += ctx.plan.batch_size
     record_loss(ctx.slot, value)
@@ -71,6 +72,12 @@ def _gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | 
         ctx.slot["nonfinite"] += 1
         return None
     return value
+
+
+def _timed(slot, t_begin: float, delay: float) -> None:
+    """Book one mini-batch's time outside the injected delay (the theory's compute term)."""
+    slot["compute_s"] += time.perf_counter() - t_begin - delay
+    slot["timed"] += 1
 
 
 def _sqdist(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -90,6 +97,7 @@ def direct_loop(ctx: Context, go, push_sem, release_sems) -> None:
     _start(ctx, go)
     while True:
         ctx.check()
+        t_begin = time.perf_counter()
         v_read = int(updates.sum())
         slot["version_read"] = v_read
         if snapshot:
@@ -98,6 +106,7 @@ def direct_loop(ctx: Context, go, push_sem, release_sems) -> None:
             continue
         if (d := ctx.delay.next()) > 0:
             ctx.sleep(d)
+        _timed(slot, t_begin, d)
         v_now = int(updates.sum())
         if steps is not None and v_now >= steps:
             raise Stopped
@@ -148,6 +157,7 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
     wread = ctx.arena.tensor("wread")[rank] if "wread" in ctx.arena.layout else None
     pushed = 0
     _start(ctx, go)
+    t_begin = time.perf_counter()
     version = read_consistent(ctx, snap)
     while True:
         ctx.check()
@@ -161,6 +171,7 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
             if (d > 0 and ctx.wait(release, timeout=d)) or _drain(release):
                 _drain(release)
                 slot["cancelled"] += 1
+                t_begin = time.perf_counter()
                 version = read_consistent(ctx, snap)
                 continue
         elif d > 0:
@@ -168,6 +179,7 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
         while pushed - consumed[0] >= GRAD_SLOTS:   # both slots still queued at the server
             ctx.check()
             time.sleep(0.0002)
+        _timed(slot, t_begin, d)
         s = pushed % GRAD_SLOTS
         slots[s].copy_(g)
         if wread is not None:
@@ -179,6 +191,6 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
         if mode is WorkerMode.WAIT:
             ctx.wait(release)
             _drain(release)
-            version = read_consistent(ctx, snap)
-        elif mode is WorkerMode.PULL or _drain(release):
+        t_begin = time.perf_counter()
+        if mode is not WorkerMode.SAME or _drain(release):
             version = read_consistent(ctx, snap)

@@ -10,6 +10,8 @@ K-of-P aggregation variant.
 * ``k-sync``, ``k-batch-sync``, ``k-async``, ``k-batch-async`` — Dutta et al., "Slow and Stale
   Gradients Can Win the Race", AISTATS 2018: K-of-P aggregation at one server (strategies.server);
   default K = max(1, P // 2), rule sgd (amsgrad/adam allowed).
+* ``lsgd``, ``easgd`` — replica protocols: every worker trains its own replica in the arena
+  (strategies.leader decides the pulls; rules.consensus does the arithmetic).
 """
 from __future__ import annotations
 
@@ -55,6 +57,13 @@ ALGORITHMS: dict[str, AlgoSpec] = {a.name: a for a in (
     AlgoSpec("k-batch-async", "K-batch-async SGD: update every K mini-batches from anyone; every "
              "learner pulls the current parameters after each push and never idles", "sgd",
              ("sgd", "amsgrad", "adam"), "server", ("server",), variant="k-batch-async", k="P/2"),
+    AlgoSpec("lsgd", "Leader SGD: one replica per worker; every tau steps a non-leader is pulled "
+             "toward the worker with the lowest recent loss; --groups G for multi-leader "
+             "(Teng et al. 2019)", "sgd", ("sgd", "amsgrad", "adam"), "replicas", ("replicas",),
+             variant="lsgd"),
+    AlgoSpec("easgd", "elastic averaging SGD: one replica per worker coupled to a shared centre "
+             "variable every tau steps, alpha = beta / P (Zhang et al. 2015)", "sgd",
+             ("sgd", "amsgrad", "adam"), "replicas", ("replicas",), variant="easgd"),
 )}
 
 
