@@ -13,7 +13,10 @@ from .config import Config
 from .engine.supervisor import Engine, Sample
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
 from .problems import Problem, load_problem
+from .shared import (SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, pull_parameters,
+                     push_gradients, share)
 
 __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Problem",
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
-           "WorkerError"]
+           "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedModel", "share",
+           "push_gradients", "pull_parameters"]

@@ -180,6 +180,19 @@ def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, q
         click.echo(f"plot: {png}" if plotted else cmp.PLOT_HINT)
 
 
+@cli.command("plot")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", help="PNG file [default: LOG with .png].")
+@click.option("--title", default="", help="Plot title.")
+def plot_cmd(log: str, out: str | None, title: str) -> None:
+    """Plot a `shmopt compare` log (CSV or JSON lines): eval loss against wall-clock time."""
+    from . import compare as cmp
+    png = out or log.rsplit(".", 1)[0] + ".png"
+    if not cmp.plot(cmp.read_rows(log), png, title=title):
+        raise click.ClickException(cmp.PLOT_HINT)
+    click.echo(f"plot: {png}")
+
+
 @cli.command()
 @click.option("--algo", "variant", required=True,
               help="sync, async, k-sync, k-batch-sync, k-async or k-batch-async.")

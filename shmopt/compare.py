@@ -78,6 +78,18 @@ def write_rows(rows: list[dict], path: str) -> None:
                 f.write(json.dumps(r) + "\n")
 
 
+def read_rows(path: str) -> list[dict]:
+    """Read a log written by :func:`write_rows` (CSV or JSON lines)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.endswith(".csv"):
+            rows = list(csv.DictReader(f))
+            for r in rows:
+                for c in COLUMNS[2:]:
+                    r[c] = float(r[c]) if r.get(c) not in (None, "") else None
+            return rows
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def plot(rows: list[dict], path: str, title: str = "") -> bool:
     """Eval loss against wall-clock time, one line per algorithm. False without matplotlib."""
     try:
