@@ -89,7 +89,15 @@ def _training_options(f):
                      help="Seconds between evaluations."),
         click.option("--eval-samples", type=int, default=8192, show_default=True),
         click.option("--start-method", default="forkserver", show_default=True, help="forkserver or spawn."),
-        click.option("--heartbeat-timeout", type=float, default=120.0, show_default=True),
+        click.option("--heartbeat-timeout", type=float, default=120.0, show_default=True,
+                     help="Seconds of silence after which a worker counts as hung."),
+        click.option("--on-worker-failure", default="stop", show_default=True,
+                     help="stop (everything, exit 1) or restart (respawn the rank; asynchronous "
+                     "algorithms continue from the shared state)."),
+        click.option("--max-restarts", type=int, default=3, show_default=True,
+                     help="Restarts allowed per rank with --on-worker-failure restart."),
+        click.option("--on-nonfinite", default="skip", show_default=True,
+                     help="A NaN/Inf loss or gradient is never applied: skip (count it) or stop."),
         click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
                      help="Problem option, repeatable (e.g. -o n=10000)."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line)."),
@@ -113,6 +121,10 @@ def _config(beta1: float, beta2: float, no_bias_correction: bool, **kw: Any) -> 
               help="Write the evaluation samples as JSON lines to this file.")
 @click.option("--save", type=click.Path(dir_okay=False, writable=True),
               help="Save the trained model's state_dict (torch.save) to this file.")
+@click.option("--checkpoint", help="Write the whole shared state to this file (atomically) when "
+              "the run ends, also on Ctrl-C/SIGTERM, and every --checkpoint-every updates.")
+@click.option("--checkpoint-every", type=int, help="Updates between checkpoints.")
+@click.option("--resume", help="Continue from this checkpoint (same problem, algorithm, workers).")
 def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save: str | None,
         **kw: Any) -> None:
     """Train PROBLEM: a built-in (logreg, mlp, quadratic), a .py file with problem(), or
@@ -302,6 +314,8 @@ def clean(all_owners: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps errors to one line and exit codes (2 usage, 1 failure)."""
+    import warnings
+    warnings.formatwarning = lambda message, *args, **kwargs: f"{message}\n"
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = cli.main(args=argv, prog_name="shmopt", standalone_mode=False)

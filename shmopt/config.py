@@ -66,7 +66,13 @@ class Config:
     start_method: str = "forkserver"
     heartbeat_timeout: float = 120.0    # a worker silent this long is reported as hung
     startup_timeout: float = 120.0
-    check_finite: bool = True           # skip (and count) NaN/Inf gradients
+    check_finite: bool = True           # never apply NaN/Inf gradients (see on_nonfinite)
+    on_nonfinite: str = "skip"          # "skip" (count them) or "stop" (the run fails)
+    on_worker_failure: str = "stop"     # "stop" everything, or "restart" the failed rank
+    max_restarts: int = 3               # restarts allowed per rank with on_worker_failure="restart"
+    checkpoint: str | None = None       # write the whole shared state here (atomically)
+    checkpoint_every: int | None = None # ... every N updates (and always when the run ends)
+    resume: str | None = None           # continue from this checkpoint
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -112,6 +118,11 @@ def default_threads(workers: int, cores: int | None = None) -> int:
     """
     cores = cores or os.cpu_count() or 1
     return max(1, (cores - 1) // workers)
+
+
+def _choice(name: str, value, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"invalid {name}={value!r}: choose one of {', '.join(accepted)}")
 
 
 def _check_replicas(c: Config, variant: str) -> None:
@@ -180,6 +191,24 @@ def resolve(config: Config, problem: Problem) -> Plan:
     _check_int("eval-samples", c.eval_samples, 1)
     _check_pos("heartbeat-timeout", c.heartbeat_timeout)
     _check_pos("startup-timeout", c.startup_timeout)
+    _choice("on-nonfinite", c.on_nonfinite, ("skip", "stop"))
+    _choice("on-worker-failure", c.on_worker_failure, ("stop", "restart"))
+    _check_int("max-restarts", c.max_restarts, 0)
+    if c.checkpoint_every is not None:
+        _check_int("checkpoint-every", c.checkpoint_every, 1)
+        if not c.checkpoint:
+            raise ConfigError("--checkpoint-every needs --checkpoint FILE")
+    if c.checkpoint:
+        folder = os.path.dirname(os.path.abspath(c.checkpoint))
+        if os.path.isdir(c.checkpoint) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(f"invalid checkpoint={c.checkpoint!r}: must be a file path in an "
+                              f"existing, writable directory")
+    if c.resume is not None and not os.path.isfile(c.resume):
+        raise ConfigError(f"invalid resume={c.resume!r}: no such checkpoint file")
+    if c.log:
+        folder = os.path.dirname(os.path.abspath(c.log))
+        if os.path.isdir(c.log) or not os.path.isdir(folder):
+            raise ConfigError(f"invalid log={c.log!r}: must be a file path in an existing directory")
     if c.read not in READ_MODES:
         raise ConfigError(f"invalid read={c.read!r}: choose one of {', '.join(READ_MODES)}")
     if c.start_method not in START_METHODS:

@@ -3,6 +3,7 @@ problem's model and loss, the rule, its slot in the control block, and the check
 makes (stop flag, parent alive, heartbeat)."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import signal
@@ -15,7 +16,7 @@ import torch
 from ..config import Plan
 from ..problems import import_problem_source
 from .arena import Arena, ArenaHandle
-from .control import READY
+from .control import PAUSED, READY
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,18 @@ class Context:
             self.delay = self.plan.delay.sampler(cfg.seed + self.rank, self.plan.slow.get(self.rank, 1.0))
         self._next_parent_check = 0.0
 
+    def _parent_alive(self) -> bool:
+        """The supervisor's sentinel pipe closes when it dies, even before it is reaped (a
+        zombie still answers ``kill(pid, 0)``)."""
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.pid == self.args.supervisor_pid:
+            return parent.is_alive()
+        try:
+            os.kill(self.args.supervisor_pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def ready(self) -> None:
         self.slot["t_ready"] = self.slot["heartbeat"] = time.time()
         self.slot["status"] = READY
@@ -79,12 +92,21 @@ class Context:
         self.slot["heartbeat"] = now
         if self.glob["stop"]:
             raise Stopped
+        if self.glob["pause"]:
+            self._pause()
         if now >= self._next_parent_check:
             self._next_parent_check = now + 0.1
-            try:
-                os.kill(self.args.supervisor_pid, 0)
-            except ProcessLookupError:
-                raise Stopped from None
+            if not self._parent_alive():
+                raise Stopped
+
+    def _pause(self) -> None:
+        """Hold still (between updates) while the supervisor writes a checkpoint."""
+        status = int(self.slot["status"])
+        self.slot["status"] = PAUSED
+        while self.glob["pause"] and not self.glob["stop"]:
+            time.sleep(0.0005)
+            self.slot["heartbeat"] = time.time()
+        self.slot["status"] = status
 
     def wait(self, waitable: Any, timeout: float | None = None) -> bool:
         """Block on a semaphore/event in short slices, checking stop and parent between them."""

@@ -26,8 +26,9 @@ def _padded(fields: list[tuple], size: int) -> np.dtype:
 
 
 # status codes
-STARTING, READY, RUNNING, DONE, FAILED = 0, 1, 2, 3, 4
-STATUS_NAMES = {STARTING: "starting", READY: "ready", RUNNING: "running", DONE: "done", FAILED: "failed"}
+STARTING, READY, RUNNING, DONE, FAILED, PAUSED = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = {STARTING: "starting", READY: "ready", RUNNING: "running", DONE: "done", FAILED: "failed",
+                PAUSED: "paused"}
 
 SLOT = _padded([
     ("pid", "i8"),
@@ -61,6 +62,7 @@ GLOBAL = _padded([
     ("version", "i8"),          # server protocols: the applied update count (single writer)
     ("seq", "i8"),              # server protocols: seqlock, odd while the parameters are written
     ("t_go", "f8"),             # supervisor: time.time() when training started
+    ("pause", "i8"),            # supervisor: 1 = every process waits at its next check (checkpoints)
 ], 128)
 
 

@@ -26,7 +26,7 @@ def serve(ctx: Context, go, push_sem, release_sems) -> None:
     consumed = ctx.arena.array("consumed")[:, 0]
     wread = ctx.arena.tensor("wread") if policy.needs_distance else None
     pushed = ctrl["pushed"][:P]
-    seen = [0] * P                      # gradients taken from each learner's slots so far
+    seen = [int(c) for c in consumed]   # gradients taken from each learner's slots so far
     acc = torch.zeros_like(ctx.x) if plan.k > 1 else None
     x, state = ctx.x, ctx.state
     _start(ctx, go)

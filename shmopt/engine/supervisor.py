@@ -24,6 +24,7 @@ import os
 import pickle
 import signal
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -35,7 +36,8 @@ from ..errors import WorkerError
 from ..problems import Problem
 from .arena import Arena
 from ..strategies.leader import select_leader, windowed_means
-from .control import FAILED, READY, RUNNING, bin_label
+from . import checkpoint
+from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING, bin_label
 from .context import ProcessArgs
 from .flat import bind_params, numel
 from .layout import build_layout, data_names
@@ -132,6 +134,21 @@ class Engine:
         self._log = None
         self._leader: int | None = None
         self.leader_changes = 0
+        self.failures: list[dict] = []          # restarted failures (on_worker_failure="restart")
+        self._reports: dict[int, tuple[str, str]] = {}
+        self.checkpoints = 0
+        with torch.random.fork_rng():           # the caller's RNG state is left alone
+            torch.manual_seed(self.config.seed)
+            self._template = problem.model()
+        self.n_params = numel(self._template)
+        self._train = tuple(t.contiguous() for t in problem.train)
+        self.layout = build_layout(self.plan, self.n_params, self.plan.rule.state_names, self._train)
+        self._data_names = tuple(data_names(self._train, "data"))
+        self._resume_doc = None
+        if self.config.resume:                  # refuse a foreign checkpoint before anything starts
+            self._resume_doc = checkpoint.load(self.config.resume)
+            checkpoint.check_compatible(self._resume_doc, self.config.resume, self._ckpt_identity(),
+                                        self.layout, self._data_names)
 
     # ---------------------------------------------------------------- start
     def start(self) -> "Engine":
@@ -145,25 +162,34 @@ class Engine:
             raise
         return self
 
+    def _ckpt_identity(self) -> dict:
+        """What a checkpoint must share with this run to be resumed by it."""
+        p = self.plan
+        return {"algo": p.algo, "rule": p.rule.name, "protocol": p.protocol, "variant": p.variant,
+                "k": p.k, "workers": p.workers, "parameters": self.n_params,
+                "model": checkpoint.model_signature(self._template),
+                "data": checkpoint.data_digest(self._train)}
+
     def _start(self) -> None:
         plan, problem, cfg = self.plan, self.problem, self.config
         sweep_stale_segments()
-        torch.manual_seed(cfg.seed)
-        template = problem.model()
-        n = numel(template)
-        self.n_params = n
-        train = tuple(t.contiguous() for t in problem.train)
-        layout = build_layout(plan, n, plan.rule.state_names, train)
+        template, layout = self._template, self.layout
         self.arena = arena = Arena.create(layout)
         self._finalizer = weakref.finalize(self, _release, arena, self.procs, self._sync)
-        x0 = torch.cat([p.detach().reshape(-1) for p in template.parameters()])
-        arena.tensor("x")[...] = x0                 # every replica starts from x0 (or see replica_init)
-        if "center" in layout:
-            arena.tensor("center").copy_(x0)
-        plan.rule.init({s: arena.tensor(f"state_{s}") for s in plan.rule.state_names})
-        names = data_names(train, "data")
-        for name, t in zip(names, train):
+        if self._resume_doc is not None:
+            checkpoint.restore(self._resume_doc, arena)
+            self._resume_doc = None
+        else:
+            x0 = torch.cat([p.detach().reshape(-1) for p in template.parameters()])
+            arena.tensor("x")[...] = x0             # every replica starts from x0 (or see replica_init)
+            if "center" in layout:
+                arena.tensor("center").copy_(x0)
+            plan.rule.init({s: arena.tensor(f"state_{s}") for s in plan.rule.state_names})
+        names = self._data_names
+        for name, t in zip(names, self._train):
             arena.tensor(name).copy_(t)
+        self._next_ckpt = (self.updates() // cfg.checkpoint_every + 1) * cfg.checkpoint_every \
+            if cfg.checkpoint_every else None
         self._eval_setup(template)
         if cfg.log:
             self._log = open(cfg.log, "w", encoding="utf-8")
@@ -172,22 +198,51 @@ class Engine:
         self._sync.update(go=ctx.Event(), push=ctx.Semaphore(0),
                           release=[ctx.Semaphore(0) for _ in range(P)])
         self._errors = ctx.SimpleQueue()
-        payload = pickle.dumps((problem.model, problem.loss, plan))
+        self._ctx = ctx
+        self._payload = pickle.dumps((problem.model, problem.loss, plan))
         ranks = list(range(P + (1 if plan.protocol == "server" else 0)))
         self.t_spawn = time.time()
         for rank in ranks:
-            args = ProcessArgs(rank, arena.handle, payload, self.source, tuple(names), os.getpid())
-            p = ctx.Process(target=process_main, name=f"shmopt-{'server' if rank == P else rank}",
-                            args=(args, self._sync["go"], self._sync["push"], self._sync["release"],
-                                  self._errors), daemon=True)
-            p.start()
-            self.procs.append(p)
+            self.procs.append(self._spawn(rank))
         self._wait_ready()
         self.t_go = time.time()
         self._evaluate()                   # the initial parameters: the curve's first point
         self.t_go = time.time()
         arena.array("glob")[0]["t_go"] = self.t_go
         self._sync["go"].set()
+
+    def _spawn(self, rank: int):
+        args = ProcessArgs(rank, self.arena.handle, self._payload, self.source, self._data_names,
+                           os.getpid())
+        p = self._ctx.Process(target=process_main,
+                              name=f"shmopt-{'server' if rank == self.plan.workers else rank}",
+                              args=(args, self._sync["go"], self._sync["push"], self._sync["release"],
+                                    self._errors), daemon=True)
+        p.start()
+        return p
+
+    def _restart(self, err: WorkerError) -> None:
+        """on_worker_failure="restart": respawn the rank; the shared state carries on."""
+        rank, cfg = err.rank, self.config
+        if sum(f["rank"] == rank for f in self.failures) >= cfg.max_restarts:
+            raise WorkerError(f"{err} (after {cfg.max_restarts} restarts of this rank)", err.rank,
+                              err.pid, err.exitcode, err.traceback)
+        p = self.procs[rank]
+        if p.is_alive():                      # hung: it must go before its slot is reused
+            p.kill()
+            p.join(2.0)
+        self.failures.append({"rank": rank, "pid": err.pid, "error": str(err), "t": time.time() - self.t_go})
+        warnings.warn(f"shmopt: {err}; restarting it ({len(self.failures)} restart(s) so far)",
+                      RuntimeWarning, stacklevel=2)
+        ctrl = self.arena.array("ctrl")
+        ctrl[rank]["status"] = STARTING
+        ctrl[rank]["heartbeat"] = time.time()
+        if rank == self.plan.workers:         # the server: drop gradients in flight, wake everyone
+            P = self.plan.workers
+            self.arena.array("consumed")[:, 0] = ctrl["pushed"][:P]
+            for sem in self._sync["release"]:
+                sem.release()
+        self.procs[rank] = self._spawn(rank)
 
     def _wait_ready(self) -> None:
         ctrl = self.arena.array("ctrl")
@@ -203,17 +258,24 @@ class Engine:
 
     # ---------------------------------------------------------------- watch
     def _check_processes(self) -> None:
-        """Raise WorkerError for a process that raised, died or hung."""
+        """Raise WorkerError for a process that raised, died or hung (or restart it)."""
+        try:
+            self._find_failure()
+        except WorkerError as err:
+            if self.config.on_worker_failure != "restart" or not self.t_go or err.rank < 0:
+                raise
+            self._restart(err)
+
+    def _find_failure(self) -> None:
         ctrl = self.arena.array("ctrl")
         now = time.time()
         for rank, p in enumerate(self.procs):
             role = "server" if rank == self.plan.workers else f"worker {rank}"
             if p.exitcode is not None and p.exitcode != 0:
-                tb, what = "", ""
-                while not self._errors.empty():
-                    r, pid, what_r, tb_r = self._errors.get()
-                    if r == rank:
-                        tb, what = tb_r, what_r
+                while not self._errors.empty():          # reports of every failed process, by pid
+                    _, pid, what_r, tb_r = self._errors.get()
+                    self._reports[pid] = (what_r, tb_r)
+                what, tb = self._reports.pop(p.pid, ("", ""))
                 if what:
                     msg = f"{role} (pid {p.pid}) raised {what}"
                 elif p.exitcode < 0:
@@ -305,6 +367,9 @@ class Engine:
         if self.plan.variant == "lsgd" and self.t_go:
             self._track_leader(self.leader())
         cfg, plan = self.config, self.plan
+        if self._next_ckpt is not None and self.updates() >= self._next_ckpt:
+            self.write_checkpoint(pause=True)
+            self._next_ckpt = (self.updates() // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         if plan.steps is not None and self.updates() >= plan.steps:
             return "steps"
         if cfg.time_limit is not None and time.time() - self.t_go >= cfg.time_limit:
@@ -339,6 +404,36 @@ class Engine:
             return Result(self.close(), [s.to_dict() for s in self.history], self.stats())
         finally:
             self.close()
+
+    # ---------------------------------------------------------------- checkpoints
+    def write_checkpoint(self, pause: bool = True, path: str | None = None) -> str:
+        """Write the whole shared state. With ``pause`` the processes first stop at a consistent
+        point (between updates) and wait until the file is written."""
+        path = path or self.config.checkpoint
+        glob = self.arena.array("glob")[0]
+        if pause:
+            glob["pause"] = 1
+            self._wait_paused()
+        try:
+            meta = dict(self._ckpt_identity(), config=self.config.to_dict(), seed=self.config.seed,
+                        updates=self.updates())
+            checkpoint.save(path, self.arena, meta, skip=self._data_names)
+            self.checkpoints += 1
+        finally:
+            glob["pause"] = 0
+        return path
+
+    def _wait_paused(self, timeout: float = 30.0) -> None:
+        ctrl = self.arena.array("ctrl")
+        deadline = time.monotonic() + timeout
+        while True:
+            self._find_failure()
+            live = [r for r, p in enumerate(self.procs) if p.exitcode is None]
+            if all(ctrl[r]["status"] in (PAUSED, DONE) for r in live):
+                return
+            if time.monotonic() > deadline:
+                raise WorkerError(f"workers did not pause for the checkpoint within {timeout} s")
+            time.sleep(0.001)
 
     # ---------------------------------------------------------------- stats
     def stats(self, partial: bool = False) -> dict[str, Any]:
@@ -381,6 +476,7 @@ class Engine:
             "final_loss": self.final_loss,
             "optimum": self.problem.optimum,
             "stop_reason": self.stop_reason,
+            "restarts": len(self.failures), "checkpoints": self.checkpoints,
             "arena": self.arena.name, "arena_bytes": self.arena.layout.nbytes,
         })
         if plan.protocol == "replicas":
@@ -403,6 +499,8 @@ class Engine:
             if self.arena is not None:
                 self.arena.array("glob")[0]["stop"] = 1
                 _release(None, self.procs, self._sync)
+                if self.config.checkpoint and self.t_go:
+                    self.write_checkpoint(pause=False)     # quiescent: every process has stopped
                 self._final_stats = self.stats()
                 model = self._eval_model
                 bind_params(model, self.model_params().clone())

@@ -53,6 +53,10 @@ def process_main(args: ProcessArgs, go, push_sem, release_sems, errors) -> None:
         ctx.slot["status"] = DONE
 
 
+class NonFiniteError(ArithmeticError):
+    """A NaN/Inf loss or gradient under on_nonfinite="stop"."""
+
+
 def _start(ctx: Context, go) -> None:
     ctx.ready()
     ctx.wait(go)
@@ -70,6 +74,9 @@ def _gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | 
     record_loss(ctx.slot, value)
     if ctx.plan.config.check_finite and not (torch.isfinite(loss) and bool(torch.isfinite(g).all())):
         ctx.slot["nonfinite"] += 1
+        if ctx.plan.config.on_nonfinite == "stop":
+            raise NonFiniteError(f"non-finite loss ({value}) or gradient at this worker's mini-batch "
+                                 f"{int(ctx.slot['grads'])} (--on-nonfinite stop)")
         return None
     return value
 
@@ -155,8 +162,9 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
     slot_version = ctx.arena.array("slot_version")[rank]
     consumed = ctx.arena.array("consumed")[rank]
     wread = ctx.arena.tensor("wread")[rank] if "wread" in ctx.arena.layout else None
-    pushed = 0
+    pushed = int(slot["pushed"])                  # a restarted learner continues the count
     _start(ctx, go)
+    _drain(release)                               # releases meant for a predecessor
     t_begin = time.perf_counter()
     version = read_consistent(ctx, snap)
     while True:

@@ -1,0 +1,130 @@
+"""Checkpoints of the whole shared state, written atomically, loaded without unpickling code.
+
+A checkpoint is a ``torch.save`` file of plain containers and tensors only (so ``torch.load(...,
+weights_only=True)`` reads it and never runs arbitrary code): every arena buffer except the
+problem's data (parameters or replicas, rule state, the centre, snapshots and gradient slots,
+the control block as raw bytes), the layout, the configuration, a signature of the model and a
+digest of the data. Writing goes to a temporary file in the same directory, is fsync'ed and then
+renamed over the target, so a crash leaves either the old or the new checkpoint, never half of one.
+
+Resuming refuses a checkpoint whose algorithm, rule, worker count, model or layout differ from the
+run's (with a message naming the difference); data that differs is refused too.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .arena import Arena, Layout
+
+FORMAT = "shmopt-checkpoint"
+VERSION = 1
+PER_PROCESS = ("pid", "status", "heartbeat", "t_ready")   # control fields a new run re-creates
+
+
+def data_digest(tensors: tuple[torch.Tensor, ...]) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_signature(model: torch.nn.Module) -> list[list]:
+    return [[name, list(p.shape)] for name, p in model.named_parameters()]
+
+
+def _layout_rows(layout: Layout) -> list[list]:
+    return [[e.name, list(e.shape), e.dtype.str if not e.dtype.fields else repr(e.dtype.descr)]
+            for e in layout.entries]
+
+
+def save(path: str, arena: Arena, meta: dict[str, Any], skip: tuple[str, ...]) -> None:
+    """Write every arena buffer not in ``skip`` plus ``meta``, atomically."""
+    buffers = {}
+    for e in arena.layout.entries:
+        if e.name in skip:
+            continue
+        arr = arena.array(e.name)
+        raw = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+        buffers[e.name] = torch.from_numpy(raw.copy())
+    doc = {"format": FORMAT, "version": VERSION, "layout": _layout_rows(arena.layout),
+           "buffers": buffers, **meta}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".shmopt-ckpt-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str) -> dict[str, Any]:
+    """Read and sanity-check a checkpoint (ConfigError for a missing, corrupt or foreign file)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint {path!r} does not exist")
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"checkpoint {path!r} is corrupt or truncated ({type(exc).__name__}: "
+                          f"{first[:160]})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ConfigError(f"{path!r} is not a shmopt checkpoint")
+    if doc.get("version") != VERSION:
+        raise ConfigError(f"checkpoint {path!r} has format version {doc.get('version')}, "
+                          f"this shmopt reads version {VERSION}")
+    return doc
+
+
+def check_compatible(doc: dict, path: str, expected: dict[str, Any], layout: Layout,
+                     skip: tuple[str, ...]) -> None:
+    """Refuse a checkpoint of another algorithm, rule, worker count, model, data or layout."""
+    for key, want in expected.items():
+        have = doc.get(key)
+        if have != want:
+            raise ConfigError(f"checkpoint {path!r} does not fit this run: {key} is {_short(have)} "
+                              f"in the checkpoint but {_short(want)} here")
+    rows = [r for r in _layout_rows(layout) if r[0] not in skip]
+    saved = [r for r in doc["layout"] if r[0] not in skip]
+    if rows != saved:
+        raise ConfigError(f"checkpoint {path!r} does not fit this run: its shared-memory layout "
+                          f"differs (other options, e.g. --read or --protocol)")
+
+
+def restore(doc: dict, arena: Arena) -> None:
+    """Copy the checkpoint's buffers into a fresh arena (control fields of dead processes reset)."""
+    for name, raw in doc["buffers"].items():
+        dst = arena.array(name)
+        dst.view(np.uint8).reshape(-1)[:] = raw.numpy()
+    ctrl = arena.array("ctrl")
+    for f in PER_PROCESS:
+        ctrl[f] = 0
+    glob = arena.array("glob")
+    glob["stop"] = 0
+    glob["pause"] = 0
+    glob["seq"] = 0
+    if "consumed" in arena.layout:      # gradients in flight at the checkpoint are dropped
+        P = arena.array("consumed").shape[0]
+        arena.array("consumed")[:, 0] = ctrl["pushed"][:P]
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."

@@ -1,0 +1,232 @@
+"""Faults, signals, checkpoints: real processes, hard timeouts, nothing left behind."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+import shmopt
+from shmopt import Config, Engine, WorkerError
+from shmopt.engine import checkpoint as ckpt
+from shmopt.engine import storage
+from shmopt.errors import ConfigError
+from shmopt.problems import load_problem
+
+HERE = pathlib.Path(__file__).parent
+FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
+SHMOPT = [sys.executable, "-c", "from shmopt.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def quad():
+    return load_problem("quadratic", n=512, d=8)
+
+
+# ------------------------------------------------------------------ worker faults
+@pytest.mark.parametrize("algo,opts", [("apam", {}), ("k-async", {"k": 1}), ("sync", {}),
+                                       ("lsgd", {})])
+def test_restart_policy_respawns_a_killed_worker_and_finishes_the_run(quad, algo, opts):
+    eng = Engine(quad, Config(algo=algo, workers=2, steps=1500, on_worker_failure="restart",
+                              lr=0.01, delay="exp:0.001", **opts))
+    eng.start()
+    victim = eng.procs[1]
+    threading.Timer(0.4, os.kill, (victim.pid, signal.SIGKILL)).start()
+    r = eng.run()
+    st = r.stats
+    assert st["updates"] >= 1500 and st["stop_reason"] == "steps"
+    assert st["restarts"] == 1 and eng.failures[0]["rank"] == 1
+    assert "SIGKILL" in eng.failures[0]["error"]
+    assert eng.procs[1].pid != victim.pid
+
+
+def test_restart_gives_up_after_max_restarts():
+    with pytest.raises(WorkerError, match="raised ValueError"):
+        shmopt.train(FAULTY, problem_options={"mode": "raise", "after": 0}, algo="hogwild", workers=2,
+                     steps=10**6, on_worker_failure="restart", max_restarts=2)
+
+
+def test_nonfinite_stop_policy_fails_the_run():
+    with pytest.raises(WorkerError, match="non-finite"):
+        shmopt.train(FAULTY, problem_options={"mode": "nan"}, algo="hogwild", workers=2, steps=10**6,
+                     on_nonfinite="stop")
+
+
+def test_worker_failure_is_detected_within_one_second(quad):
+    eng = Engine(quad, Config(algo="apam", workers=2, time_limit=60))
+    eng.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    os.kill(eng.procs[0].pid, signal.SIGKILL)
+    with pytest.raises(WorkerError):
+        while eng.poll() is None:
+            time.sleep(0.01)
+    assert time.monotonic() - t0 < 1.0
+    eng.close()
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_checkpoint_resume_restores_every_buffer_bit_exactly(quad, tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    a = shmopt.train(quad, algo="apam", workers=2, steps=400, checkpoint=path)
+    doc = ckpt.load(path)
+    assert doc["algo"] == "apam" and doc["buffers"]["x"].numel() > 0
+    # resume with the same step budget: nothing left to do, the state must come back unchanged
+    path2 = str(tmp_path / "again.ckpt")
+    b = shmopt.train(quad, algo="apam", workers=2, steps=400, resume=path, checkpoint=path2)
+    doc2 = ckpt.load(path2)
+    assert b.stats["updates"] == a.stats["updates"]
+    assert set(doc2["buffers"]) == set(doc["buffers"])
+    for name, raw in doc["buffers"].items():
+        if name in ("ctrl", "glob"):              # hold per-run times and pids: compared below
+            continue
+        assert torch.equal(raw, doc2["buffers"][name]), name
+    g1 = np.frombuffer(doc["buffers"]["glob"].numpy().tobytes(), dtype=shmopt.engine.control.GLOBAL)
+    g2 = np.frombuffer(doc2["buffers"]["glob"].numpy().tobytes(), dtype=shmopt.engine.control.GLOBAL)
+    assert g1["version"] == g2["version"]
+    c1 = np.frombuffer(doc["buffers"]["ctrl"].numpy().tobytes(), dtype=shmopt.engine.control.SLOT)
+    c2 = np.frombuffer(doc2["buffers"]["ctrl"].numpy().tobytes(), dtype=shmopt.engine.control.SLOT)
+    for field in ("updates", "applied", "stale_sum", "stale_max", "stale_hist", "lr_sum"):
+        assert np.array_equal(c1[field], c2[field]), field
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_resume_continues_counting_and_periodic_checkpoints_are_consistent(quad, tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    shmopt.train(quad, algo="hogwild", workers=2, steps=300, checkpoint=path, checkpoint_every=100)
+    r = shmopt.train(quad, algo="hogwild", workers=2, steps=700, resume=path)
+    assert 700 <= r.stats["updates"] <= 702
+    assert r.history[0]["updates"] >= 300        # continued from the checkpoint's version
+
+
+@pytest.mark.parametrize("change,needle", [
+    (dict(algo="hogwild"), "algo is 'apam' in the checkpoint but 'hogwild' here"),
+    (dict(workers=3), "workers is 2 in the checkpoint but 3 here"),
+    (dict(problem_options={"d": 4}), "does not fit this run"),
+])
+def test_an_incompatible_checkpoint_is_refused(quad, tmp_path, change, needle):
+    path = str(tmp_path / "run.ckpt")
+    shmopt.train(quad, algo="apam", workers=2, steps=50, checkpoint=path)
+    opts = dict(algo="apam", workers=2, steps=100, resume=path)
+    popts = change.pop("problem_options", None)
+    opts.update(change)
+    prob = load_problem("quadratic", **{"n": 512, "d": 8, **(popts or {})})
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        shmopt.train(prob, **opts)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign"])
+def test_a_corrupt_or_foreign_checkpoint_is_refused(quad, tmp_path, damage):
+    path = tmp_path / "run.ckpt"
+    shmopt.train(quad, algo="apam", workers=2, steps=50, checkpoint=str(path))
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint" * 50)
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ConfigError, match="corrupt or truncated|not a shmopt checkpoint"):
+        shmopt.train(quad, algo="apam", workers=2, steps=100, resume=str(path))
+
+
+def test_checkpoint_never_unpickles_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": "shmopt-checkpoint", "version": 1, "x": Evil()}, path)
+    with pytest.raises(ConfigError, match="corrupt"):
+        ckpt.load(str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------ signals and the supervisor
+def _start_cli(*args, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(SHMOPT + ["run", "quadratic", "--steps", "100000000", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path, start_new_session=True)
+
+
+def _wait_workers(proc, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:   # workers are the forkserver's children; the CLI's own children are helpers
+            kids = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.ppid() != proc.pid]
+        except psutil.NoSuchProcess:
+            kids = []
+        segs = [s for s in storage.list_segments() if storage.owner_pid(s) == proc.pid]
+        if len(kids) >= n and segs:
+            time.sleep(1.0)          # let them step
+            return kids, segs
+        time.sleep(0.1)
+    raise AssertionError("the CLI did not start its workers")
+
+
+@pytest.mark.timeout_s(120)
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_stop_cleanly_with_a_checkpoint(tmp_path, sig, code):
+    proc = _start_cli("--workers", "2", "--checkpoint", "final.ckpt", tmp_path=tmp_path)
+    kids, segs = _wait_workers(proc, 2)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 3.0
+    assert proc.returncode == code, err
+    assert (tmp_path / "final.ckpt").exists()
+    assert ckpt.load(str(tmp_path / "final.ckpt"))["algo"] == "apam"
+    assert not [s for s in segs if s in storage.list_segments()]
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.timeout_s(120)
+def test_sigkill_of_the_supervisor_stops_workers_and_leaves_no_segment(tmp_path):
+    proc = _start_cli("--workers", "2", tmp_path=tmp_path)
+    kids, segs = _wait_workers(proc, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    gone, alive = psutil.wait_procs(kids, timeout=2.5)
+    assert not alive, f"workers still alive 2.5 s after the supervisor died: {alive}"
+    deadline = time.monotonic() + 5
+    while [s for s in segs if s in storage.list_segments()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [s for s in segs if s in storage.list_segments()]
+    storage.sweep_stale_segments()           # what the next shmopt start (or shmopt clean) does
+    assert not [s for s in segs if s in storage.list_segments()]
+    if left:
+        pytest.fail(f"the resource tracker did not remove {left} (the sweep did)")
+
+
+def test_segments_are_private_and_unguessable(quad):
+    with Engine(quad, Config(algo="apam", workers=2, time_limit=5)) as eng:
+        name = eng.arena.name
+        mode = os.stat(os.path.join(storage.SHM_DIR, name)).st_mode & 0o777
+        assert mode == 0o600
+        assert name.startswith(f"shmopt_{os.getpid()}_") and len(name.rsplit("_", 1)[1]) == 16
+
+
+def test_cli_resume_and_checkpoint_errors(tmp_path, capsys):
+    from shmopt.cli import main
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"garbage")
+    for args, needle in ([["run", "quadratic", "--resume", str(bad)], "corrupt or truncated"],
+                         [["run", "quadratic", "--resume", "nope.ckpt"], "no such checkpoint"],
+                         [["run", "quadratic", "--checkpoint-every", "10"], "needs --checkpoint"],
+                         [["run", "quadratic", "--checkpoint", str(tmp_path / "no" / "x.ckpt")], "writable directory"],
+                         [["run", "quadratic", "--on-worker-failure", "pray"], "invalid on-worker-failure"],
+                         [["run", "quadratic", "--on-nonfinite", "ignore"], "invalid on-nonfinite"]):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
