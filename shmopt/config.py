@@ -138,12 +138,11 @@ def _check_replicas(c: Config, variant: str) -> None:
     _check_int("window", c.window, 1)
     if c.window > LOSS_WINDOW:
         raise ConfigError(f"invalid window={c.window}: at most {LOSS_WINDOW} losses are kept")
-    if c.trigger not in TRIGGERS:
-        raise ConfigError(f"invalid trigger={c.trigger!r}: choose one of {', '.join(TRIGGERS)}")
-    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)) or not 0.0 < c.beta <= 1.0 * c.workers:
-        raise ConfigError(f"invalid beta={c.beta!r}: must be in (0, workers] (alpha = beta / workers <= 1)")
-    if c.replica_init not in ("same", "independent"):
-        raise ConfigError(f"invalid replica-init={c.replica_init!r}: choose same or independent")
+    _choice("trigger", c.trigger, TRIGGERS)
+    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)) or not 0.0 < c.beta <= c.workers:
+        raise ConfigError(f"invalid beta={c.beta!r}: must be in (0, workers] "
+                          f"(alpha = beta / workers <= 1)")
+    _choice("replica-init", c.replica_init, ("same", "independent"))
     if c.max_staleness is not None:
         raise ConfigError(f"--max-staleness does not apply to {variant}: replicas take no stale gradients")
 
@@ -209,11 +208,8 @@ def resolve(config: Config, problem: Problem) -> Plan:
         folder = os.path.dirname(os.path.abspath(c.log))
         if os.path.isdir(c.log) or not os.path.isdir(folder):
             raise ConfigError(f"invalid log={c.log!r}: must be a file path in an existing directory")
-    if c.read not in READ_MODES:
-        raise ConfigError(f"invalid read={c.read!r}: choose one of {', '.join(READ_MODES)}")
-    if c.start_method not in START_METHODS:
-        raise ConfigError(f"invalid start-method={c.start_method!r}: choose one of "
-                          f"{', '.join(START_METHODS)}")
+    _choice("read", c.read, READ_MODES)
+    _choice("start-method", c.start_method, START_METHODS)
 
     rule_name = c.rule or spec.rule
     if rule_name not in spec.rules:

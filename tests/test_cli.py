@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,16 +10,15 @@ import sys
 import pytest
 
 from shmopt.cli import main
-import os
+from shmopt.engine.storage import list_segments as _all_segments
+from shmopt.engine.storage import owner_pid
+from shmopt.problems.builtin import logreg, logreg_optimum
 
-from shmopt.engine.storage import list_segments as _all_segments, owner_pid
+HERE = pathlib.Path(__file__).parent
 
 
 def list_segments():
     return [n for n in _all_segments() if owner_pid(n) == os.getpid()]
-from shmopt.problems.builtin import logreg, logreg_optimum
-
-HERE = pathlib.Path(__file__).parent
 
 
 def run_main(args, capsys):

@@ -1,7 +1,6 @@
 """Faults, signals, checkpoints: real processes, hard timeouts, nothing left behind."""
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import signal

@@ -1,9 +1,10 @@
 """Checkpoints of the whole shared state, written atomically, loaded without unpickling code.
 
 A checkpoint is a ``torch.save`` file of plain containers and tensors only (so ``torch.load(...,
-weights_only=True)`` reads it and never runs arbitrary code): every arena buffer except the
-problem's data (parameters or replicas, rule state, the centre, snapshots and gradient slots,
-the control block as raw bytes), the layout, the configuration, a signature of the model and a
+weights_only=True)`` reads it and never runs arbitrary code): every arena buffer that is state
+(parameters or replicas, rule state, the centre, the control block as raw bytes), not the
+problem's data nor per-gradient scratch (snapshots, gradient slots: gradients in flight are
+dropped on resume), the layout, the configuration, a signature of the model and a
 digest of the data. Writing goes to a temporary file in the same directory, is fsync'ed and then
 renamed over the target, so a crash leaves either the old or the new checkpoint, never half of one.
 
@@ -26,6 +27,7 @@ from .arena import Arena, Layout
 FORMAT = "shmopt-checkpoint"
 VERSION = 1
 PER_PROCESS = ("pid", "status", "heartbeat", "t_ready")   # control fields a new run re-creates
+SCRATCH = ("snap", "grad_slots", "wread")   # per-gradient scratch, not state: never saved
 
 
 def data_digest(tensors: tuple[torch.Tensor, ...]) -> str:

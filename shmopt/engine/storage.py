@@ -153,7 +153,8 @@ def list_segments() -> list[str]:
     return sorted(n for n in os.listdir(SHM_DIR) if _NAME_RE.match(n))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid alive (or at least not ours to signal)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -171,7 +172,7 @@ def sweep_stale_segments(all_owners: bool = False) -> list[str]:
     removed = []
     for name in list_segments():
         pid = owner_pid(name)
-        if pid is None or (not all_owners and (pid == os.getpid() or _pid_alive(pid))):
+        if pid is None or (not all_owners and (pid == os.getpid() or pid_alive(pid))):
             continue
         try:
             os.unlink(os.path.join(SHM_DIR, name))

@@ -18,92 +18,35 @@ holding it exits, else by the next start's sweep (``storage.sweep_stale_segments
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 import pickle
-import signal
 import time
 import warnings
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from ..config import Config, Plan, resolve
 from ..errors import WorkerError
 from ..problems import Problem
-from .arena import Arena
 from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
-from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING, bin_label
+from .arena import Arena
 from .context import ProcessArgs
+from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING
 from .flat import bind_params, numel
 from .layout import build_layout, data_names
+from .processes import release_all, signal_name, start_context
+from .stats import Sample, collect_stats
 from .storage import sweep_stale_segments
 from .worker import process_main
 
+if TYPE_CHECKING:
+    from ..api import Result
+
 POLL_S = 0.01
-JOIN_TIMEOUT_S = 5.0
-
-
-@dataclass
-class Sample:
-    t: float                # seconds since training started
-    updates: int
-    loss: float | None
-    samples_per_s: float
-    staleness_mean: float
-    gradients: int
-    dropped: int
-    leader: int | None = None                 # replica protocols: the current leader
-    loss_average: float | None = None         # replica protocols: eval loss of the replicas' mean
-    loss_replicas: list[float] | None = None  # replica protocols: eval loss of each replica
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-def _context(method: str):
-    if method == "forkserver" and "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "shmopt.engine.worker"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _release(arena: Arena | None, procs: list, sync: dict) -> None:
-    """Steps 1-4 of the shutdown protocol (also the finalizer: must not reference the Engine)."""
-    if arena is not None:
-        try:
-            arena.array("glob")[0]["stop"] = 1
-        except Exception:
-            pass
-    if sync:
-        sync["go"].set()
-        for sem in [sync["push"], *sync["release"]]:
-            sem.release()
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(1.0)
-        if p.is_alive():
-            p.kill()
-            p.join(1.0)
-    if arena is not None:
-        arena.close()
 
 
 class Engine:
@@ -144,11 +87,12 @@ class Engine:
         self._train = tuple(t.contiguous() for t in problem.train)
         self.layout = build_layout(self.plan, self.n_params, self.plan.rule.state_names, self._train)
         self._data_names = tuple(data_names(self._train, "data"))
+        self._ckpt_skip = self._data_names + checkpoint.SCRATCH
         self._resume_doc = None
         if self.config.resume:                  # refuse a foreign checkpoint before anything starts
             self._resume_doc = checkpoint.load(self.config.resume)
             checkpoint.check_compatible(self._resume_doc, self.config.resume, self._ckpt_identity(),
-                                        self.layout, self._data_names)
+                                        self.layout, self._ckpt_skip)
 
     # ---------------------------------------------------------------- start
     def start(self) -> "Engine":
@@ -175,7 +119,7 @@ class Engine:
         sweep_stale_segments()
         template, layout = self._template, self.layout
         self.arena = arena = Arena.create(layout)
-        self._finalizer = weakref.finalize(self, _release, arena, self.procs, self._sync)
+        self._finalizer = weakref.finalize(self, release_all, arena, self.procs, self._sync)
         if self._resume_doc is not None:
             checkpoint.restore(self._resume_doc, arena)
             self._resume_doc = None
@@ -193,7 +137,7 @@ class Engine:
         self._eval_setup(template)
         if cfg.log:
             self._log = open(cfg.log, "w", encoding="utf-8")
-        ctx = _context(cfg.start_method)
+        ctx = start_context(cfg.start_method)
         P = plan.workers
         self._sync.update(go=ctx.Event(), push=ctx.Semaphore(0),
                           release=[ctx.Semaphore(0) for _ in range(P)])
@@ -279,7 +223,7 @@ class Engine:
                 if what:
                     msg = f"{role} (pid {p.pid}) raised {what}"
                 elif p.exitcode < 0:
-                    msg = f"{role} (pid {p.pid}) was killed by {_signal_name(p.exitcode)}"
+                    msg = f"{role} (pid {p.pid}) was killed by {signal_name(p.exitcode)}"
                 else:
                     msg = f"{role} (pid {p.pid}) exited with code {p.exitcode}"
                 raise WorkerError(msg, rank, p.pid, p.exitcode, tb)
@@ -417,7 +361,7 @@ class Engine:
         try:
             meta = dict(self._ckpt_identity(), config=self.config.to_dict(), seed=self.config.seed,
                         updates=self.updates())
-            checkpoint.save(path, self.arena, meta, skip=self._data_names)
+            checkpoint.save(path, self.arena, meta, skip=self._ckpt_skip)
             self.checkpoints += 1
         finally:
             glob["pause"] = 0
@@ -440,53 +384,7 @@ class Engine:
         """Counters summed over the control block (lock-free reads) and derived figures."""
         if getattr(self, "_final_stats", None) is not None:
             return self._final_stats
-        P, plan = self.plan.workers, self.plan
-        ctrl = self.arena.array("ctrl")
-        applied = int(ctrl["applied"].sum())
-        t_end = self.t_stop or time.time()
-        wall = max(t_end - self.t_go, 1e-9) if self.t_go else 0.0
-        samples = int(ctrl["samples"][:P].sum())
-        updates = self.updates()
-        st = {
-            "algo": plan.algo, "rule": plan.rule.name, "protocol": plan.protocol,
-            "variant": plan.variant, "k": plan.k, "workers": P, "lr": plan.lr,
-            "batch_size": plan.batch_size, "parameters": self.n_params,
-            "updates": updates, "gradients": int(ctrl["grads"][:P].sum()), "applied": applied,
-            "dropped": int(ctrl["dropped"].sum()), "cancelled": int(ctrl["cancelled"].sum()),
-            "nonfinite": int(ctrl["nonfinite"].sum()),
-            "samples": samples,
-            "startup_s": self.t_go - self.t_spawn if self.t_go else None,
-            "wall_s": wall,
-            "samples_per_s": samples / wall if wall else 0.0,
-            "iteration_time_mean_s": wall / updates if updates else None,
-            "staleness_mean": float(ctrl["stale_sum"].sum()) / applied if applied else 0.0,
-            "staleness_max": int(ctrl["stale_max"].max()),
-            "compute_mean_s": float(ctrl["compute_s"].sum()) / max(1, int(ctrl["timed"].sum())),
-        }
-        if partial:
-            return st
-        hist = ctrl["stale_hist"].sum(axis=0)
-        lr_min = [float(ctrl[r]["lr_min"]) for r in range(len(ctrl)) if ctrl[r]["applied"]]
-        st.update({
-            "staleness_hist": {bin_label(b): int(c) for b, c in enumerate(hist) if c},
-            "lr_policy": plan.lr_policy.name,
-            "lr_mean": float(ctrl["lr_sum"].sum()) / applied if applied else None,
-            "lr_min": min(lr_min) if lr_min else None,
-            "lr_max": float(ctrl["lr_max"].max()) if applied else None,
-            "final_loss": self.final_loss,
-            "optimum": self.problem.optimum,
-            "stop_reason": self.stop_reason,
-            "restarts": len(self.failures), "checkpoints": self.checkpoints,
-            "arena": self.arena.name, "arena_bytes": self.arena.layout.nbytes,
-        })
-        if plan.protocol == "replicas":
-            last = self.history[-1] if self.history else None
-            st.update({"pulls": int(ctrl["pulls"].sum()),
-                       "loss_average": last.loss_average if last else None,
-                       "loss_replicas": last.loss_replicas if last else None})
-            if plan.variant == "lsgd":
-                st.update({"leader_rank": self.leader(), "leader_changes": self.leader_changes})
-        return st
+        return collect_stats(self, partial)
 
     # ---------------------------------------------------------------- close
     def close(self) -> torch.nn.Module | None:
@@ -498,7 +396,7 @@ class Engine:
         try:
             if self.arena is not None:
                 self.arena.array("glob")[0]["stop"] = 1
-                _release(None, self.procs, self._sync)
+                release_all(None, self.procs, self._sync)
                 if self.config.checkpoint and self.t_go:
                     self.write_checkpoint(pause=False)     # quiescent: every process has stopped
                 self._final_stats = self.stats()
@@ -513,7 +411,7 @@ class Engine:
                 self.arena.close()
             if self._log:
                 self._log.close()
-            _release(None, self.procs, {})   # no-op unless the try block failed early
+            release_all(None, self.procs, {})   # no-op unless the try block failed early
         return self.model
 
     def __enter__(self) -> "Engine":

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..engine.arena import Arena
-from ..engine.storage import SHM_DIR
+from ..engine.storage import SHM_DIR, pid_alive
 from ..errors import ConfigError
 
 SLOT_BYTES = 128
@@ -45,16 +45,6 @@ def counter_specs(max_processes: int) -> list[tuple[str, tuple[int, ...], np.dty
     if isinstance(max_processes, bool) or not isinstance(max_processes, int) or max_processes < 1:
         raise ConfigError(f"invalid max_processes={max_processes!r}: must be an integer >= 1")
     return [("step_header", (1,), HEADER), ("step_slots", (max_processes,), SLOT)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -83,7 +73,7 @@ class StepCounter:
         with _claim_lock(arena):
             for i in range(len(self._slots)):
                 pid = int(self._slots[i]["pid"])
-                if pid == 0 or not _alive(pid):
+                if pid == 0 or not pid_alive(pid):
                     self._slots[i]["pid"] = self.pid
                     break
             else:

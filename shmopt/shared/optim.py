@@ -365,7 +365,7 @@ class _SharedOptimizer(torch.optim.Optimizer):
         saved_state = state_dict["state"]
         steps, has_state = [], False
         for group, g, saved in zip(self.param_groups, self._groups, saved_groups):
-            for p, views, pid in zip(group["params"], g.pstate, saved["params"]):
+            for _p, views, pid in zip(group["params"], g.pstate, saved["params"]):
                 st = saved_state.get(pid, {})
                 for k, v in views.items():
                     value = st.get(TORCH_KEYS[k])
