@@ -13,6 +13,7 @@ whose version has been overtaken (it is cancelled: counted, never pushed).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -72,7 +73,8 @@ def _gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | 
     ctx.slot["grads"] += 1
     ctx.slot["samples"] += ctx.plan.batch_size
     record_loss(ctx.slot, value)
-    if ctx.plan.config.check_finite and not (torch.isfinite(loss) and bool(torch.isfinite(g).all())):
+    # one reduction instead of an n-element mask: a NaN or Inf anywhere makes the sum non-finite
+    if ctx.plan.config.check_finite and not (math.isfinite(value) and math.isfinite(float(g.sum()))):
         ctx.slot["nonfinite"] += 1
         if ctx.plan.config.on_nonfinite == "stop":
             raise NonFiniteError(f"non-finite loss ({value}) or gradient at this worker's mini-batch "
