@@ -74,7 +74,176 @@ def leaders(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
-TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders}
+# --------------------------------------------------------------------------- issue 6 kinds
+def _kind(benchmarks: list[dict], kind: str) -> list[dict]:
+    return [b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("kind") == kind]
+
+
+def kernel(benchmarks: list[dict]) -> list[str]:
+    rows = ["| parameters | threads | shmopt rule, shared memory | torch fused Adam, private | "
+            "torch for-loop Adam, private | fused kernel alone, private | shmopt / fused | "
+            "shmopt / for-loop | shmopt / kernel alone |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in _kind(benchmarks, "kernel"):
+        rows.append(f"| {e['params']:,} | {e['threads']} | {e['shmopt_ms']:.3f} ms | "
+                    f"{e['fused_ms']:.3f} ms | {e['forloop_ms']:.3f} ms | {e['raw_ms']:.3f} ms | {e['ratio_vs_fused']:.2f}x | "
+                    f"{e['ratio_vs_forloop']:.2f}x | {e['ratio_vs_raw']:.2f}x |")
+    return rows
+
+
+def scaling_n(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "scaling_n")
+    if not found:
+        return []
+    counts = found[0]["workers"]
+    head = " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in counts)
+    rows = [f"| problem | algorithm | {head} | engine CPU, cores ({', '.join(map(str, counts))}) | "
+            "other load, cores (max) |",
+            "|---|---|" + "---:|" * len(counts) + "---:|---:|"]
+    for e in found:
+        cells = []
+        for w in counts:
+            rate, sp = e["samples_per_s"][str(w)], e["speedup"][str(w)]
+            cells.append(f"{rate:,.0f}" + ("" if w == counts[0] else f" ({sp:.2f}x)"))
+        cpu = " / ".join(f"{e['worker_cores'][str(w)]:.2f}" for w in counts)
+        rows.append(f"| {e['problem']} | {e['family']} | {' | '.join(cells)} | {cpu} | "
+                    f"{e['other_cores_max']:.2f} |")
+    return rows
+
+
+def baselines(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "baselines")
+    if not found:
+        return []
+    rows = ["| problem | bare loop | mnist_hogwild pattern, 1 process | pattern, 2 processes | "
+            "shmopt apam, 1 worker | apam, 2 workers | apam 1, no finiteness check | apam 2, no check |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in found:
+        r = e["samples_per_s"]
+        rows.append(f"| {e['problem']} | " + " | ".join(
+            f"{r[k]:,.0f}" if k in r else "" for k in ("bare", "hog1", "hog2", "apam1", "apam2",
+                                                       "apam1_nocheck", "apam2_nocheck")) + " |")
+    rows += ["", "| problem | apam 2 / pattern 2 (target >= 1.2) | apam 1 time per step / bare loop "
+             "(target <= 1.05) | same two ratios without the finiteness check | speed-up 2/1: apam, "
+             "pattern | other load, cores (max) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for e in found:
+        nocheck = "" if e.get("overhead_1_nocheck") is None else \
+            f"{e['apam2_nocheck_vs_hogwild2']:.2f}x, {e['overhead_1_nocheck']:.2f}x"
+        rows.append(f"| {e['problem']} | {e['apam2_vs_hogwild2']:.2f}x | {e['overhead_1']:.2f}x | {nocheck} | "
+                    f"{e['speedup_apam']:.2f}x, {e['speedup_hogwild']:.2f}x | {e['other_cores_max']:.2f} |")
+    return rows
+
+
+def step_profile(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "step_profile")
+    if not found:
+        return []
+    e = found[0]
+    s, b = e["shmopt_ms"], e["bare_ms"]
+    rows = [f"| {e['problem']}, ms per step (cProfile) | shmopt worker (apam, 1 worker) | bare loop | "
+            "difference |", "|---|---:|---:|---:|"]
+    for cat in s:
+        if cat == "total":
+            continue
+        rows.append(f"| {cat} | {s[cat]:.3f} | {b.get(cat, 0.0):.3f} | {s[cat] - b.get(cat, 0.0):+.3f} |")
+    rows.append(f"| **total** | **{s['total']:.3f}** | **{b['total']:.3f}** | "
+                f"**{s['total'] - b['total']:+.3f}** ({e['ratio_profiled']:.2f}x) |")
+    return rows
+
+
+def memory(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "memory")
+    if not found:
+        return []
+    e = found[0]
+    rows = [f"| apam, {e['workers']} workers, {e['params']:,} parameters ({e['param_mb']:.1f} MiB) | "
+            "private per worker beyond the runtime: median (min - max; share of samples at the peak) | "
+            "of which its snapshot row "
+            "(arena pages only it maps) | of which heap | shared (arena), all workers |",
+            "|---|---:|---:|---:|---:|"]
+    for v, label in e["variants"].items():
+        m = e[v]
+        share = "" if m.get("peak_share") is None else f"; {m['peak_share']:.0%}"
+        rows.append(f"| {v}: {label} | {m['private_x']:.2f}x ({m['private_x_min']:.2f} - "
+                    f"{m['private_x_max']:.2f}{share}) | {m['arena_part_x']:.2f}x | {m['heap_part_x']:.2f}x | "
+                    f"{m['shared_x']:.2f}x ({m['arena_mb']:.0f} MiB) |")
+    if "pattern" in e:
+        m = e["pattern"]
+        rows.append(f"| PyTorch mnist_hogwild pattern, per process (private Adam state) | "
+                    f"{m['private_x']:.2f}x ({m['private_x_min']:.2f} - {m['private_x_max']:.2f}) | | | "
+                    f"{m['shared_x']:.2f}x (the parameters) |")
+    runtime = f"{e['runtime_uss_mb']:.0f} MiB" + \
+        (f" (pattern, spawn: {e['pattern']['runtime_uss_mb']:.0f} MiB)" if "pattern" in e else "")
+    rows.append(f"| torch runtime (USS of a worker of a {e['tiny_params']}-parameter model) | "
+                f"{runtime} | | | |")
+    return rows
+
+
+def memory_steps(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "memory_steps")
+    if not found:
+        return []
+    e = found[0]
+    rows = [f"| one step of a worker, {e['params']:,} parameters | bytes, x parameter bytes |", "|---|---:|"]
+    for key, label in (("model_x", "build the model"),
+                       ("bound_x", "bind it to one flat buffer (snapshot row)"),
+                       ("grad_x", "the flat gradient buffer"),
+                       ("backward_peak_x", "during backward: autograd's gradient of a layer before "
+                                           "it is added into .grad"),
+                       ("largest_layer_x", "(the largest layer)"),
+                       ("after_step_x", "left after the step")):
+        if key in e:
+            rows.append(f"| {label} | {e[key]:.2f}x |")
+    return rows
+
+
+def startup(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "startup")
+    if not found:
+        return []
+    e = found[0]
+    rows = [f"| apam, {e['workers']} workers, {e['problem']} | start-up (start to every worker stepping) | "
+            "vs warm forkserver | Engine.close() |", "|---|---:|---:|---:|"]
+    ratio = {"forkserver_cold": e["cold_vs_warm"], "forkserver_warm": 1.0, "spawn": e["spawn_vs_warm"]}
+    label = {"forkserver_cold": "forkserver, first run (cold: imports torch once)",
+             "forkserver_warm": "forkserver, later runs (warm)", "spawn": "spawn (every run)"}
+    for k in ("forkserver_cold", "forkserver_warm", "spawn"):
+        rows.append(f"| {label[k]} | {e['startup_s'][k]:.3f} s | {ratio[k]:.1f}x | {e['close_s'][k]:.3f} s |")
+    return rows
+
+
+def targets(benchmarks: list[dict]) -> list[str]:
+    """The issue's targets, each with its measured ratio (medians over interleaved rounds)."""
+    rows = ["| target | measured | met |", "|---|---:|---|"]
+
+    def add(name: str, value: float | None, ok: bool | None) -> None:
+        if value is not None:
+            rows.append(f"| {name} | {value:.2f}x | {'yes' if ok else 'no'} |")
+
+    for e in _kind(benchmarks, "scaling_n"):
+        if e["problem"] == "mlp" and e["family"] in ("apam", "hogwild") and "2" in e["speedup"]:
+            v = e["speedup"]["2"]
+            add(f"mlp {e['family']}: samples/s 2 workers / 1 worker >= 1.85", v, v >= 1.85)
+    for e in _kind(benchmarks, "baselines"):
+        v = e["apam2_vs_hogwild2"]
+        add(f"{e['problem']}: apam 2 workers / mnist_hogwild pattern 2 processes >= 1.2", v, v >= 1.2)
+    for e in _kind(benchmarks, "kernel"):
+        v = e["ratio_vs_fused"]
+        add(f"AMSGrad update {e['params']:,}: shared / torch fused private <= 1.10", v, v <= 1.10)
+    for e in _kind(benchmarks, "baselines"):
+        v = e["overhead_1"]
+        add(f"{e['problem']}: 1 worker time per step / bare loop <= 1.05", v, v <= 1.05)
+    for e in _kind(benchmarks, "memory"):
+        v = e["default"]["private_x"]
+        add("private memory per worker beyond the runtime <= 2.2x the parameter bytes", v, v <= 2.2)
+    return rows if len(rows) > 2 else []
+
+
+TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
+          "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
+          "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
+          "startup": startup}
 
 
 def update_readme(readme: str, paths: list[str]) -> None:
@@ -107,7 +276,7 @@ def main(paths: list[str]) -> None:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         print(f"Measured on: {machine(data)} ({data.get('datetime', '')[:10]})\n")
-        for table in (scaling, theory, dutta, leaders):
+        for table in TABLES.values():
             rows = table(data["benchmarks"])
             if rows and len(rows) > 2:
                 print("\n".join(rows))

@@ -312,6 +312,14 @@ def clean(all_owners: bool) -> None:
     click.echo(f"removed {len(removed)} segment(s)" + (": " + ", ".join(removed) if removed else ""))
 
 
+def _register_bench() -> None:
+    from .quickbench import bench_command
+    cli.add_command(bench_command)
+
+
+_register_bench()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps errors to one line and exit codes (2 usage, 1 failure)."""
     import warnings
