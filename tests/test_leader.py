@@ -10,7 +10,7 @@ import torch
 
 import shmopt
 from shmopt.errors import ConfigError
-from shmopt.rules.consensus import elastic_, leader_pull_
+from shmopt.rules.consensus import average_into, elastic_, leader_pull_, sq_distance
 from shmopt.strategies.leader import due, groups, select_leader, windowed_means
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
@@ -65,6 +65,13 @@ def test_pull_and_elastic_arithmetic():
     elastic_(x, c, 0.5)                              # e = 0.5 (x - c) = [1, -1]
     assert torch.allclose(x, torch.tensor([1.0, 0.0])) and torch.allclose(c, torch.tensor([1.0, 0.0]))
     assert torch.allclose(x + c, total)              # the exchange conserves x + centre
+
+
+def test_average_and_distance():
+    out = torch.empty(2)
+    assert average_into(out, [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])]) is out
+    assert torch.allclose(out, torch.tensor([2.0, 4.0]))
+    assert sq_distance(torch.tensor([1.0, 1.0]), torch.tensor([4.0, 5.0])) == pytest.approx(25.0)
 
 
 def test_double_well_lsgd_reaches_a_minimum_where_easgd_stalls():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..rules.consensus import average_into, sq_distance
 from ..strategies.server import Arrival, KAggregator
 from .context import Context
 from .control import record_applied
@@ -46,12 +47,12 @@ def serve(ctx: Context, go, push_sem, release_sems) -> None:
                 return
             d = agg.take(version)
             grads = [grad_slots[a.rank, a.slot] for a in d.batch]
-            g = grads[0] if acc is None else _average(acc, grads)
+            g = grads[0] if acc is None else average_into(acc, grads)
             tau = max(d.staleness)
             sq = None
             if wread is not None:        # distance to the oldest parameters in the batch
                 old = d.batch[d.staleness.index(tau)]
-                sq = float(torch.dist(x, wread[old.rank, old.slot]) ** 2)
+                sq = sq_distance(x, wread[old.rank, old.slot])
             lr = policy(plan.lr, tau, sq)
             glob["seq"] += 1
             plan.rule.update(x, g, state, step=version + 1, lr=lr)
@@ -68,9 +69,3 @@ def serve(ctx: Context, go, push_sem, release_sems) -> None:
             for r in d.release:
                 release_sems[r].release()
 
-
-def _average(out: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
-    out.copy_(grads[0])
-    for g in grads[1:]:
-        out.add_(g)
-    return out.div_(len(grads))

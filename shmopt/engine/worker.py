@@ -20,6 +20,7 @@ import traceback
 
 import torch
 
+from ..rules.consensus import sq_distance
 from ..strategies.server import KAggregator, WorkerMode
 from .context import Context, ProcessArgs, Stopped
 from .control import DONE, FAILED, RUNNING, record_applied, record_loss
@@ -89,10 +90,6 @@ def _timed(slot, t_begin: float, delay: float) -> None:
     slot["timed"] += 1
 
 
-def _sqdist(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.dist(a, b) ** 2)
-
-
 def direct_loop(ctx: Context, go, push_sem, release_sems) -> None:
     plan, slot, ctrl = ctx.plan, ctx.slot, ctx.ctrl
     P, steps, bound, policy = plan.workers, plan.steps, plan.config.max_staleness, plan.lr_policy
@@ -123,7 +120,7 @@ def direct_loop(ctx: Context, go, push_sem, release_sems) -> None:
         if bound is not None and tau > bound:
             slot["dropped"] += 1
             continue
-        lr = policy(plan.lr, tau, _sqdist(ctx.x, view) if policy.needs_distance else None)
+        lr = policy(plan.lr, tau, sq_distance(ctx.x, view) if policy.needs_distance else None)
         plan.rule.update(ctx.x, g, ctx.state, step=v_now + 1, lr=lr)
         record_applied(slot, tau, lr)
         slot["updates"] += 1

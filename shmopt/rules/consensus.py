@@ -1,5 +1,7 @@
-"""Coupling updates between parameter replicas, in place over flat tensors.
+"""Combining flat tensors: averages, distances, and couplings between parameter replicas.
 
+* K-of-P average (Dutta et al., AISTATS 2018):  g = (1/K) Σ_l g_l.
+* Squared distance for the staleness-compensated rate:  ‖w − w_read‖²₂.
 * Leader pull (Teng et al., NeurIPS 2019):  x ← x − λ(x − x_leader)  = lerp(x, x_leader, λ).
 * Elastic averaging (Zhang, Choromanska, LeCun, NeurIPS 2015), asynchronous form:
   e = α(x − x̃);  x ← x − e;  x̃ ← x̃ + e,  with α = β/P.
@@ -8,6 +10,21 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+@torch.no_grad()
+def average_into(out: Tensor, tensors: list[Tensor]) -> Tensor:
+    """out = mean of ``tensors`` (in place, no temporary); returns out."""
+    out.copy_(tensors[0])
+    for t in tensors[1:]:
+        out.add_(t)
+    return out.div_(len(tensors))
+
+
+@torch.no_grad()
+def sq_distance(a: Tensor, b: Tensor) -> float:
+    """‖a − b‖²₂."""
+    return float(torch.dist(a, b) ** 2)
 
 
 @torch.no_grad()
