@@ -34,15 +34,19 @@ def scaling(benchmarks: list[dict]) -> list[str]:
 
 
 def theory(benchmarks: list[dict]) -> list[str]:
-    rows = ["| variant | P | K | measured s/update | theory (delay only) | ratio | theory (compute + delay) | ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| variant | P | K | updates | measured s/update | theory (delay only) | ratio | "
+            "theory (compute + delay) | ratio | sampling error (2 SE) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for b in benchmarks:
         e = b.get("extra_info", {})
         if e.get("kind") != "theory":
             continue
-        rows.append(f"| {e['variant']} | {e['workers']} | {e['k']} | {e['measured_s'] * 1e3:.2f} ms | "
+        se = e.get("sampling_se_rel")
+        rows.append(f"| {e['variant']} | {e['workers']} | {e['k']} | {e['updates']} | "
+                    f"{e['measured_s'] * 1e3:.2f} ms | "
                     f"{e['theory_s'] * 1e3:.2f} ms ({e['theory_method']}) | {e['ratio']:.3f} | "
-                    f"{e['theory_with_compute_s'] * 1e3:.2f} ms | {e['ratio_with_compute']:.3f} |")
+                    f"{e['theory_with_compute_s'] * 1e3:.2f} ms | {e['ratio_with_compute']:.3f} | "
+                    + ("" if se is None else f"±{2 * se:.1%}") + " |")
     return rows if len(rows) > 2 else []
 
 
