@@ -35,7 +35,7 @@ from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
 from .arena import Arena
 from .context import ProcessArgs
-from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING
+from .control import DONE, PAUSED, READY, RUNNING, STARTING
 from .flat import bind_params, numel
 from .layout import build_layout, data_names
 from .processes import release_all, signal_name, start_context
@@ -232,8 +232,6 @@ class Engine:
                     and now - st["heartbeat"] > self.config.heartbeat_timeout:
                 raise WorkerError(f"{role} (pid {p.pid}) sent no heartbeat for "
                                   f"{now - st['heartbeat']:.1f} s (--heartbeat-timeout)", rank, p.pid)
-            if st["status"] == FAILED and p.exitcode is None:
-                continue   # it is reporting; the exit code follows
 
     def updates(self) -> int:
         ctrl = self.arena.array("ctrl")

@@ -183,10 +183,10 @@ def client_loop(ctx: Context, go, push_sem, release_sems) -> None:
                 continue
         elif d > 0:
             ctx.sleep(d)
+        _timed(slot, t_begin, d)                     # waiting for a free slot is not compute
         while pushed - consumed[0] >= GRAD_SLOTS:   # both slots still queued at the server
             ctx.check()
             time.sleep(0.0002)
-        _timed(slot, t_begin, d)
         s = pushed % GRAD_SLOTS
         slots[s].copy_(g)
         if wread is not None:
