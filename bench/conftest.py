@@ -32,7 +32,7 @@ def quick() -> bool:
 
 
 def _my_segments() -> set[str]:
-    from shmopt.engine.storage import list_segments, owner_pid
+    from shmopt.memory.shm import list_segments, owner_pid
     return {n for n in list_segments() if owner_pid(n) == os.getpid()}
 
 

@@ -33,7 +33,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from shmopt import Config, Engine
-    from shmopt.engine.storage import list_segments, owner_pid
+    from shmopt.memory.shm import list_segments, owner_pid
     from shmopt.problems import load_problem
 
     seconds = args.minutes * 60

@@ -33,7 +33,7 @@ import statistics
 import pytest
 
 import shmopt
-from shmopt.config import default_threads
+from shmopt.plan import default_threads
 from shmopt.problems import load_problem
 
 import baselines

@@ -38,8 +38,8 @@ import pytest
 import torch
 
 from shmopt import Config, Engine
-from shmopt.config import default_threads
-from shmopt.engine.flat import bind_grads, bind_params, numel
+from shmopt.plan import default_threads
+from shmopt.memory.flat import bind_grads, bind_params, numel
 from shmopt.problems import load_problem
 
 import baselines

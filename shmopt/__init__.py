@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 
 from .api import Result, train
 from .config import Config
-from .engine.supervisor import Engine, Sample
+from .engine.record import Sample
+from .engine.supervisor import Engine
+from .engine.worker_info import WorkerInfo, worker_info
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
 from .problems import Problem, load_problem
 from .shared import (SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, pull_parameters,
@@ -19,4 +21,4 @@ from .shared import (SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, pull_par
 __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Problem",
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
            "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedModel", "share",
-           "push_gradients", "pull_parameters"]
+           "push_gradients", "pull_parameters", "worker_info", "WorkerInfo"]

@@ -1,29 +1,15 @@
 """The Python front end: ``train()`` in one call, or ``Engine`` for start/watch/stop control."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
-
 from .config import Config
-from .engine.supervisor import Engine, Sample
+from .engine.record import Result, Sample
+from .engine.supervisor import Engine
 from .errors import ConfigError
 from .problems import Problem, load_problem
 
-
-@dataclass
-class Result:
-    """What a run returns: the trained model (a normal, private nn.Module), the error-runtime
-    history (one dict per evaluation: t, updates, loss, ...) and the summary statistics."""
-
-    model: torch.nn.Module
-    history: list[dict[str, Any]]
-    stats: dict[str, Any]
-
-    @property
-    def final_loss(self) -> float | None:
-        return self.stats.get("final_loss")
+__all__ = ["train", "make_config", "Result"]
 
 
 def make_config(**options: Any) -> Config:
@@ -40,9 +26,9 @@ def train(problem: Problem | str, *, problem_options: dict[str, Any] | None = No
 
     ``problem`` is a :class:`Problem`, a built-in name (``"logreg"``), a path to a .py file with
     ``problem(**options)`` or ``"module:function"``. ``options`` are :class:`Config` fields, e.g.
-    ``train("logreg", algo="apam", workers=2, steps=2000, lr=0.02)``. Everything is validated
-    before any process starts (ConfigError); a failing worker raises WorkerError; the shared
-    memory is released in every case.
+    ``train("logreg", algo="apam", workers=2, steps=2000, lr=0.02)``. Everything, the problem
+    included, is validated before any process starts (ConfigError); a failing worker raises
+    WorkerError; the shared memory is released in every case.
 
     User code that calls ``train`` must sit under ``if __name__ == "__main__":`` (workers are
     started with spawn/forkserver, which re-import the main module).

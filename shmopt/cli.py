@@ -15,8 +15,10 @@ from typing import Any
 import click
 
 from . import __version__
+from .cli_options import RUN, TRAIN, config_from, config_options
 from .config import Config
 from .errors import ConfigError, ShmoptError, WorkerError
+from .plan import check_output_path
 
 
 class Terminated(BaseException):
@@ -33,98 +35,23 @@ def cli() -> None:
     """shmopt: shared-memory, multi-process, Hogwild-style training for PyTorch."""
 
 
-def _training_options(f):
-    """The options `run` and `compare` share (they map 1:1 onto shmopt.Config)."""
-    opts = [
-        click.option("--workers", "-w", type=int, default=2, show_default=True, help="Worker processes."),
-        click.option("--steps", type=int, help="Stop after this many updates [default: 5000 if no "
-                     "other stop criterion is given]."),
-        click.option("--time-limit", type=float, help="Stop after this many seconds of training."),
-        click.option("--target-loss", type=float, help="Stop when the eval loss reaches this value."),
-        click.option("--lr", type=float, help="Learning rate [default: the problem's suggestion]."),
-        click.option("--batch-size", type=int, help="Mini-batch size per worker [default: the problem's]."),
-        click.option("--rule", help="Update rule: sgd, adam or amsgrad [default: the algorithm's]."),
-        click.option("--protocol", help="direct (lock-free, each worker applies) or server (one applier)."),
-        click.option("--max-staleness", type=int, help="Drop gradients staler than this (APAM's bound)."),
-        click.option("--momentum", type=float, default=0.0, help="SGD momentum."),
-        click.option("--beta1", type=float, default=0.9, show_default=True),
-        click.option("--beta2", type=float, default=0.999, show_default=True),
-        click.option("--eps", type=float, default=1e-8, show_default=True),
-        click.option("--weight-decay", type=float, default=0.0),
-        click.option("--no-bias-correction", is_flag=True, help="The paper-exact APAM/AMSGrad rule."),
-        click.option("--lr-policy", default="constant", show_default=True,
-                     help="constant, staleness (lr/tau) or dutta (min(C/|w-w_read|^2, lr-max))."),
-        click.option("--lr-c", type=float, help="dutta policy: C."),
-        click.option("--lr-max", type=float, help="dutta policy: eta_max [default: --lr]."),
-        click.option("--delay", default="none", show_default=True,
-                     help="Injected per-mini-batch delay: none, exp:MEAN, shifted-exp:SHIFT:MEAN, "
-                     "pareto:SCALE:ALPHA (seconds)."),
-        click.option("--slow", multiple=True, metavar="RANK:FACTOR",
-                     help="Make a worker slower: its delays times FACTOR (repeatable)."),
-        click.option("--tau", type=int, default=10, show_default=True,
-                     help="lsgd/easgd: local steps between pulls."),
-        click.option("--lam", type=float, default=0.1, show_default=True,
-                     help="lsgd: pull strength toward the (group) leader, in [0, 1]."),
-        click.option("--groups", type=int, default=1, show_default=True,
-                     help="lsgd: groups of workers, each with a local leader (multi-leader)."),
-        click.option("--lam-global", type=float, default=0.1, show_default=True,
-                     help="lsgd with --groups > 1: pull strength toward the global leader."),
-        click.option("--tau-global", type=int, default=50, show_default=True,
-                     help="lsgd with --groups > 1: local steps between global pulls."),
-        click.option("--window", type=int, default=10, show_default=True,
-                     help="lsgd: recent losses averaged to choose the leader."),
-        click.option("--trigger", default="worker", show_default=True,
-                     help="lsgd/easgd: pull on each worker's own step count (worker) or on the "
-                     "total steps over all workers (total, the reference's)."),
-        click.option("--beta", type=float, default=0.9, show_default=True,
-                     help="easgd: moving rate, alpha = beta / workers."),
-        click.option("--replica-init", default="same", show_default=True,
-                     help="lsgd/easgd: same start for every replica, or independent (seed + rank)."),
-        click.option("--read", default="snapshot", show_default=True,
-                     help="snapshot (private copy per gradient) or inplace (read shared memory)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--threads", type=int, help="torch threads per worker [default: (cores-1) // workers]."),
-        click.option("--pin", is_flag=True, help="Pin worker i to core i (psutil)."),
-        click.option("--eval-interval", type=float, default=0.5, show_default=True,
-                     help="Seconds between evaluations."),
-        click.option("--eval-samples", type=int, default=8192, show_default=True),
-        click.option("--start-method", default="forkserver", show_default=True, help="forkserver or spawn."),
-        click.option("--heartbeat-timeout", type=float, default=120.0, show_default=True,
-                     help="Seconds of silence after which a worker counts as hung."),
-        click.option("--on-worker-failure", default="stop", show_default=True,
-                     help="stop (everything, exit 1) or restart (respawn the rank; asynchronous "
-                     "algorithms continue from the shared state)."),
-        click.option("--max-restarts", type=int, default=3, show_default=True,
-                     help="Restarts allowed per rank with --on-worker-failure restart."),
-        click.option("--on-nonfinite", default="skip", show_default=True,
-                     help="A NaN/Inf loss or gradient is never applied: skip (count it) or stop."),
+def _output_options(f):
+    """The options `run` and `compare` share that are not training options."""
+    for opt in reversed([
         click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
                      help="Problem option, repeatable (e.g. -o n=10000)."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
-    ]
-    for opt in reversed(opts):
+    ]):
         f = opt(f)
     return f
 
 
-def _config(beta1: float, beta2: float, no_bias_correction: bool, **kw: Any) -> Config:
-    return Config(betas=(beta1, beta2), bias_correction=not no_bias_correction, **kw)
-
-
 @cli.command()
 @click.argument("problem")
-@click.option("--algo", default="apam", show_default=True, help="Algorithm (see `shmopt algos`).")
-@click.option("--k", type=int, help="Server protocols: gradients averaged per update.")
-@_training_options
-@click.option("--log", type=click.Path(dir_okay=False, writable=True),
-              help="Write the evaluation samples as JSON lines to this file.")
-@click.option("--save", type=click.Path(dir_okay=False, writable=True),
-              help="Save the trained model's state_dict (torch.save) to this file.")
-@click.option("--checkpoint", help="Write the whole shared state to this file (atomically) when "
-              "the run ends, also on Ctrl-C/SIGTERM, and every --checkpoint-every updates.")
-@click.option("--checkpoint-every", type=int, help="Updates between checkpoints.")
-@click.option("--resume", help="Continue from this checkpoint (same problem, algorithm, workers).")
+@config_options(TRAIN, RUN)
+@_output_options
+@click.option("--save", help="Save the trained model's state_dict (torch.save) to this file.")
 def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save: str | None,
         **kw: Any) -> None:
     """Train PROBLEM: a built-in (logreg, mlp, quadratic), a .py file with problem(), or
@@ -132,7 +59,8 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save
     from .engine.supervisor import Engine
     from .problems import load_problem, parse_options
 
-    config = _config(**kw)
+    config = config_from(kw)
+    check_output_path("save", save)          # before training, so no trained model is lost
     prob = load_problem(problem, **parse_options(options))
     show = not (quiet or as_json) and sys.stdout.isatty()
     bar = _Progress(config) if show else None
@@ -155,11 +83,12 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save
 @click.argument("problem")
 @click.option("--algos", required=True, metavar="A[:K],B[:K],...",
               help="Algorithms to compare, optionally with K (e.g. sync,k-async:2,hogwild).")
-@_training_options
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="compare.csv",
-              show_default=True, help="Combined log: .csv, or JSON lines for any other suffix.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
-              help="PNG of eval loss against wall-clock time [default: OUT with .png].")
+@config_options(TRAIN)
+@_output_options
+@click.option("--out", default="compare.csv", show_default=True,
+              help="Combined log: .csv, or JSON lines for any other suffix.")
+@click.option("--plot", "plot_path", help="PNG of eval loss against wall-clock time [default: OUT "
+              "with .png].")
 def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, quiet: bool,
             out: str, plot_path: str | None, **kw: Any) -> None:
     """Run several algorithms on PROBLEM with the same seeds, delays and options; write one
@@ -168,8 +97,11 @@ def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, q
     from .problems import load_problem, parse_options
 
     chosen = cmp.parse_algos(algos)
+    base = config_from(kw)
+    png = plot_path or out.rsplit(".", 1)[0] + ".png"
+    check_output_path("out", out)            # before the first run
+    check_output_path("plot", png)
     prob = load_problem(problem, **parse_options(options))
-    base = _config(**kw)
 
     def done(name, result):
         if not (quiet or as_json):
@@ -178,7 +110,6 @@ def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, q
                        f"loss {st['final_loss']:.5g}  staleness {st['staleness_mean']:.2f}", err=True)
     rows, summaries = cmp.compare(prob, chosen, base, source=problem, on_result=done)
     cmp.write_rows(rows, out)
-    png = plot_path or out.rsplit(".", 1)[0] + ".png"
     plotted = cmp.plot(rows, png, title=f"{prob.name}: {base.workers} workers, delay {base.delay}")
     if as_json:
         click.echo(json.dumps({"log": out, "plot": png if plotted else None, "runs": summaries}))
@@ -288,7 +219,7 @@ def info() -> None:
     import psutil
     import torch
 
-    from .engine.storage import list_segments, shm_free_bytes
+    from .memory.shm import list_segments, shm_free_bytes
     from .rules import fused_adam_available
     free = shm_free_bytes()
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -307,7 +238,7 @@ def info() -> None:
               help="Also remove segments of running shmopt processes (stops their runs).")
 def clean(all_owners: bool) -> None:
     """Remove shmopt shared-memory segments left by dead processes."""
-    from .engine.storage import sweep_stale_segments
+    from .memory.shm import sweep_stale_segments
     removed = sweep_stale_segments(all_owners=all_owners)
     click.echo(f"removed {len(removed)} segment(s)" + (": " + ", ".join(removed) if removed else ""))
 

@@ -13,8 +13,9 @@ import dataclasses
 import json
 from typing import Any, Callable
 
-from .api import Result
-from .config import Config, resolve
+from .engine.record import Result
+from .config import Config
+from .plan import resolve
 from .engine.supervisor import Engine
 from .errors import ConfigError
 from .problems import Problem

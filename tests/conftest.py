@@ -6,7 +6,7 @@ import os
 import psutil
 import pytest
 
-from shmopt.engine.storage import list_segments, owner_pid
+from shmopt.memory.shm import list_segments, owner_pid
 
 
 def _mine() -> list[str]:

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from shmopt.cli import main
-from shmopt.engine.storage import list_segments as _all_segments
-from shmopt.engine.storage import owner_pid
+from shmopt.memory.shm import list_segments as _all_segments
+from shmopt.memory.shm import owner_pid
 from shmopt.problems.builtin import logreg, logreg_optimum
 
 HERE = pathlib.Path(__file__).parent

@@ -12,7 +12,7 @@ import torch
 
 import shmopt
 from shmopt import Config, Engine, WorkerError
-from shmopt.engine import storage
+from shmopt.memory import shm as storage
 from shmopt.problems import load_problem
 
 HERE = pathlib.Path(__file__).parent
@@ -64,12 +64,11 @@ def test_max_staleness_zero_never_applies_a_stale_gradient(quad):
     st = r.stats
     assert st["staleness_max"] == 0
     assert st["staleness_hist"] == {"0": st["applied"]}
-    assert st["applied"] + st["dropped"] == st["gradients"] - st["nonfinite"] - _in_flight(st)
-
-
-def _in_flight(st) -> int:
-    # gradients computed when the stop came but never offered (at most one per worker)
-    return max(0, st["gradients"] - st["nonfinite"] - st["applied"] - st["dropped"])
+    assert st["dropped"] > 0                 # two lock-free workers do overtake each other
+    # every gradient is applied, dropped, non-finite, or was being computed when the run stopped
+    # (at most one per worker): the last term is bounded, not defined as the remainder
+    in_flight = st["gradients"] - st["nonfinite"] - st["applied"] - st["dropped"]
+    assert 0 <= in_flight <= st["workers"]
 
 
 def test_time_limit_and_target_loss_stop_the_run(quad):

@@ -222,20 +222,13 @@ def test_single_process_reaches_logreg_optimum(rule):
 
 
 # --------------------------------------------------------------------------- Problem
-def test_eval_data_and_with_batch_size():
+def test_eval_data():
     p = _small_problem()
     assert p.eval_data() is p.train
     e = (p.train[0][:10].clone(), p.train[1][:10].clone())
     q = _small_problem(eval=e)
     assert q.eval_data() is e
     q.validate()
-    r = p.with_batch_size(5)
-    assert r.batch_size == 5 and p.batch_size == 8 and r.train is p.train
-    assert p.with_batch_size(64).batch_size == 64
-    for bad in (0, 65, 2.0, True):
-        with pytest.raises(ProblemError) as info:
-            p.with_batch_size(bad)
-        _assert_one_line(info.value, "'small'", "batch_size")
     assert issubclass(ProblemError, ConfigError) and issubclass(ProblemError, ValueError)
 
 

@@ -17,7 +17,7 @@ import torch
 import shmopt
 from shmopt import Config, Engine, WorkerError
 from shmopt.engine import checkpoint as ckpt
-from shmopt.engine import storage
+from shmopt.memory import shm as storage
 from shmopt.errors import ConfigError
 from shmopt.problems import load_problem
 
@@ -222,7 +222,7 @@ def test_cli_resume_and_checkpoint_errors(tmp_path, capsys):
     for args, needle in ([["run", "quadratic", "--resume", str(bad)], "corrupt or truncated"],
                          [["run", "quadratic", "--resume", "nope.ckpt"], "no such checkpoint"],
                          [["run", "quadratic", "--checkpoint-every", "10"], "needs --checkpoint"],
-                         [["run", "quadratic", "--checkpoint", str(tmp_path / "no" / "x.ckpt")], "writable directory"],
+                         [["run", "quadratic", "--checkpoint", str(tmp_path / "no" / "x.ckpt")], "does not exist"],
                          [["run", "quadratic", "--on-worker-failure", "pray"], "invalid on-worker-failure"],
                          [["run", "quadratic", "--on-nonfinite", "ignore"], "invalid on-nonfinite"]):
         with pytest.raises(SystemExit) as info:

@@ -18,16 +18,14 @@ import os
 import tempfile
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .arena import Arena, Layout
+from ..memory import Arena, Layout
 
 FORMAT = "shmopt-checkpoint"
 VERSION = 1
 PER_PROCESS = ("pid", "status", "heartbeat", "t_ready")   # control fields a new run re-creates
-SCRATCH = ("snap", "grad_slots", "wread")   # per-gradient scratch, not state: never saved
 
 
 def data_digest(tensors: tuple[torch.Tensor, ...]) -> str:
@@ -53,9 +51,7 @@ def save(path: str, arena: Arena, meta: dict[str, Any], skip: tuple[str, ...]) -
     for e in arena.layout.entries:
         if e.name in skip:
             continue
-        arr = arena.array(e.name)
-        raw = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
-        buffers[e.name] = torch.from_numpy(raw.copy())
+        buffers[e.name] = arena.raw(e.name).to("cpu", copy=True)
     doc = {"format": FORMAT, "version": VERSION, "layout": _layout_rows(arena.layout),
            "buffers": buffers, **meta}
     directory = os.path.dirname(os.path.abspath(path))
@@ -111,10 +107,10 @@ def check_compatible(doc: dict, path: str, expected: dict[str, Any], layout: Lay
 
 
 def restore(doc: dict, arena: Arena) -> None:
-    """Copy the checkpoint's buffers into a fresh arena (control fields of dead processes reset)."""
+    """Copy the checkpoint's buffers into a fresh arena (control fields of dead processes reset;
+    the caller empties the gradient mailbox)."""
     for name, raw in doc["buffers"].items():
-        dst = arena.array(name)
-        dst.view(np.uint8).reshape(-1)[:] = raw.numpy()
+        arena.raw(name).copy_(raw)
     ctrl = arena.array("ctrl")
     for f in PER_PROCESS:
         ctrl[f] = 0
@@ -122,9 +118,6 @@ def restore(doc: dict, arena: Arena) -> None:
     glob["stop"] = 0
     glob["pause"] = 0
     glob["seq"] = 0
-    if "consumed" in arena.layout:      # gradients in flight at the checkpoint are dropped
-        P = arena.array("consumed").shape[0]
-        arena.array("consumed")[:, 0] = ctrl["pushed"][:P]
 
 
 def _short(v: Any) -> str:

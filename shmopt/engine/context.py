@@ -1,6 +1,6 @@
-"""What every engine process (worker or server) sets up after it starts: arena views, the
-problem's model and loss, the rule, its slot in the control block, and the checks every loop
-makes (stop flag, parent alive, heartbeat)."""
+"""What every engine process (learner or applier) sets up after it starts: the problem's model
+and loss, its thread budget and seeds, the arena views, its own counters, and the checks every
+loop makes (stop flag, pause, parent alive, heartbeat)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -9,26 +9,27 @@ import pickle
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from ..config import Plan
+from ..memory import Arena, ArenaHandle
+from ..plan import Plan
 from ..problems import import_problem_source
-from .arena import Arena, ArenaHandle
-from .control import PAUSED, READY
+from .control import PAUSED, READY, Counters
+from .layout import Buffers
+from .worker_info import WorkerInfo, set_worker_info
 
 
 @dataclass(frozen=True)
 class ProcessArgs:
     """Picklable arguments of an engine process (explicit, spawn-safe)."""
 
-    rank: int                       # 0..P-1 learners; P is the server
+    rank: int                       # 0..P-1 learners; P is the applier
     arena: ArenaHandle
     payload: bytes                  # pickle of (model factory, loss, Plan); unpickled after import
     problem_source: str | None      # module or file that defines the problem's functions
-    data: tuple[str, ...]           # arena buffer names of the training tensors
     supervisor_pid: int
+    error_file: str                 # where a failure's report goes (a file never blocks)
 
 
 class Stopped(Exception):
@@ -40,34 +41,33 @@ class Context:
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the supervisor's to handle
         self.args = args
         self.rank = args.rank
-        os.environ["SHMOPT_RANK"] = str(args.rank)     # for user code: which learner am I
         if args.problem_source:
             import_problem_source(args.problem_source)
-        model_fn, self.loss_fn, self.plan = pickle.loads(args.payload)
-        self.plan: Plan
-        cfg = self.plan.config
-        torch.set_num_threads(self.plan.threads)
-        if cfg.pin:
+        self.model_fn, self.loss_fn, plan = pickle.loads(args.payload)
+        self.plan: Plan = plan
+        wp = plan.worker
+        replicas = plan.replicas
+        set_worker_info(WorkerInfo(self.rank, plan.workers,
+                                   replicas.group[self.rank] if replicas and self.rank < plan.workers
+                                   and replicas.group else 0, wp.seed + self.rank, wp.device))
+        torch.set_num_threads(wp.threads)
+        if wp.pin:
             import psutil
             cores = psutil.Process().cpu_affinity() or list(range(os.cpu_count() or 1))
             psutil.Process().cpu_affinity([cores[self.rank % len(cores)]])
-        torch.manual_seed(cfg.seed + self.rank)
-        self.generator = torch.Generator().manual_seed(cfg.seed + self.rank)
+        torch.manual_seed(wp.seed + self.rank)
+        self.generator = torch.Generator().manual_seed(wp.seed + self.rank)
         self.arena = Arena.attach(args.arena)
-        self.glob = self.arena.array("glob")[0]
-        self.ctrl = self.arena.array("ctrl")
-        self.slot = self.ctrl[self.rank]
-        self.slot["pid"] = os.getpid()
-        self.model_fn = model_fn
-        self.rule = self.plan.rule
-        replicas = self.plan.protocol == "replicas"     # this worker's own row of x and state
-        self.x = self.arena.tensor("x")[self.rank] if replicas else self.arena.tensor("x")
-        self.state = {s: self.arena.tensor(f"state_{s}")[self.rank] if replicas
-                      else self.arena.tensor(f"state_{s}") for s in self.rule.state_names}
-        self.data = tuple(self.arena.tensor(name) for name in args.data)
-        self.n_rows = len(self.data[0])
-        if self.rank < self.plan.workers:     # learners draw their straggler delays
-            self.delay = self.plan.delay.sampler(cfg.seed + self.rank, self.plan.slow.get(self.rank, 1.0))
+        self.buffers = b = Buffers.of(self.arena, plan.rule.state_names)
+        self.glob = b.glob
+        self.counters = Counters(b.ctrl[self.rank])
+        self.counters.slot["pid"] = os.getpid()
+        own = replicas is not None          # replicas: this worker's own row of x and state
+        self.x = b.x[self.rank] if own else b.x
+        self.state = {s: t[self.rank] if own else t for s, t in b.state.items()}
+        self.n_rows = len(b.data[0])
+        if self.rank < plan.workers:        # learners draw their straggler delays
+            self.delay = wp.delay.sampler(wp.seed + self.rank, wp.slow.get(self.rank, 1.0))
         self._next_parent_check = 0.0
 
     def _parent_alive(self) -> bool:
@@ -83,13 +83,12 @@ class Context:
         return True
 
     def ready(self) -> None:
-        self.slot["t_ready"] = self.slot["heartbeat"] = time.time()
-        self.slot["status"] = READY
+        self.counters.slot["t_ready"] = self.counters.heartbeat()
+        self.counters.set_status(READY)
 
     def check(self) -> None:
         """Heartbeat; raise Stopped when the run is over or the supervisor is gone."""
-        now = time.time()
-        self.slot["heartbeat"] = now
+        now = self.counters.heartbeat()
         if self.glob["stop"]:
             raise Stopped
         if self.glob["pause"]:
@@ -100,29 +99,16 @@ class Context:
                 raise Stopped
 
     def _pause(self) -> None:
-        """Hold still (between updates) while the supervisor writes a checkpoint."""
-        status = int(self.slot["status"])
-        self.slot["status"] = PAUSED
+        """Hold still (between updates) while the supervisor reads the shared state."""
+        status = int(self.counters["status"])
+        self.counters.set_status(PAUSED)
         while self.glob["pause"] and not self.glob["stop"]:
             time.sleep(0.0005)
-            self.slot["heartbeat"] = time.time()
-        self.slot["status"] = status
-
-    def wait(self, waitable: Any, timeout: float | None = None) -> bool:
-        """Block on a semaphore/event in short slices, checking stop and parent between them."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.check()
-            slice_ = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-            if slice_ <= 0:
-                return False
-            got = waitable.acquire(timeout=slice_) if hasattr(waitable, "acquire") \
-                else waitable.wait(timeout=slice_)
-            if got:
-                return True
+            self.counters.heartbeat()
+        self.counters.set_status(status)
 
     def sleep(self, seconds: float) -> None:
-        """An injected delay, in slices, still answering stop."""
+        """An injected delay, in slices of at most 0.1 s, still answering stop."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             self.check()
@@ -130,4 +116,4 @@ class Context:
 
     def sample(self) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(self.n_rows, (self.plan.batch_size,), generator=self.generator)
-        return tuple(t.index_select(0, idx) for t in self.data)
+        return tuple(t.index_select(0, idx) for t in self.buffers.data)

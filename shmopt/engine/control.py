@@ -11,10 +11,14 @@ The :data:`GLOBAL` record is written by the supervisor (``stop``) and by the ser
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from ..memory.layout import HOST
+from ..strategies.leader import LOSS_WINDOW
+
 HIST_BINS = 16     # staleness histogram: bin 0 = 0, bin b = [2^(b-1), 2^b - 1], last bin open
-LOSS_WINDOW = 16   # capacity of the per-worker ring of recent mini-batch losses
 
 
 def _padded(fields: list[tuple], size: int) -> np.dtype:
@@ -27,8 +31,6 @@ def _padded(fields: list[tuple], size: int) -> np.dtype:
 
 # status codes
 STARTING, READY, RUNNING, DONE, FAILED, PAUSED = 0, 1, 2, 3, 4, 5
-STATUS_NAMES = {STARTING: "starting", READY: "ready", RUNNING: "running", DONE: "done", FAILED: "failed",
-                PAUSED: "paused"}
 
 SLOT = _padded([
     ("pid", "i8"),
@@ -80,21 +82,59 @@ def bin_label(b: int) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def record_applied(slot: np.void, tau: int, lr: float) -> None:
-    """Book one applied gradient into the writer's own slot (single writer, no lock); the
-    caller counts ``updates`` (one per change of the parameters)."""
-    slot["stale_sum"] += tau
-    if tau > slot["stale_max"]:
-        slot["stale_max"] = tau
-    slot["stale_hist"][staleness_bin(tau)] += 1
-    slot["lr_sum"] += lr
-    if slot["applied"] == 0 or lr < slot["lr_min"]:
-        slot["lr_min"] = lr
-    if lr > slot["lr_max"]:
-        slot["lr_max"] = lr
-    slot["applied"] += 1
+def specs(processes: int) -> list[tuple]:
+    """Arena entries of the control block: always host memory, whatever the arena's device."""
+    return [("glob", (1,), GLOBAL, HOST), ("ctrl", (processes,), SLOT, HOST)]
 
 
-def record_loss(slot: np.void, loss: float) -> None:
-    slot["losses"][slot["loss_count"] % LOSS_WINDOW] = loss
-    slot["loss_count"] += 1
+class Counters:
+    """One process's own control slot: the only writer of every field (no lock, no lost update).
+    The loops book through these methods instead of indexing the record by field name."""
+
+    def __init__(self, slot: np.void) -> None:
+        self.slot = slot
+
+    def __getitem__(self, name: str):
+        return self.slot[name]
+
+    def set_status(self, status: int) -> None:
+        self.slot["status"] = status
+
+    def heartbeat(self) -> float:
+        now = time.time()
+        self.slot["heartbeat"] = now
+        return now
+
+    def gradient(self, batch_size: int, loss: float) -> None:
+        """One mini-batch computed: its loss goes into the ring the leader is chosen from."""
+        s = self.slot
+        s["grads"] += 1
+        s["samples"] += batch_size
+        s["losses"][s["loss_count"] % LOSS_WINDOW] = loss
+        s["loss_count"] += 1
+
+    def timed(self, seconds: float) -> None:
+        self.slot["compute_s"] += seconds
+        self.slot["timed"] += 1
+
+    def applied(self, tau: int, lr: float) -> None:
+        """One gradient applied with staleness ``tau`` at rate ``lr``; the caller counts
+        :meth:`update` (one per change of the parameters; K gradients per update in K-of-P)."""
+        s = self.slot
+        s["stale_sum"] += tau
+        if tau > s["stale_max"]:
+            s["stale_max"] = tau
+        s["stale_hist"][staleness_bin(tau)] += 1
+        s["lr_sum"] += lr
+        if s["applied"] == 0 or lr < s["lr_min"]:
+            s["lr_min"] = lr
+        if lr > s["lr_max"]:
+            s["lr_max"] = lr
+        s["applied"] += 1
+
+    def update(self) -> None:
+        self.slot["updates"] += 1
+
+    def count(self, what: str) -> None:
+        """One more ``dropped``, ``cancelled``, ``nonfinite`` or ``pulls``."""
+        self.slot[what] += 1

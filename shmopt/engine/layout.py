@@ -1,39 +1,61 @@
-"""What goes into the arena for a plan: the engine's buffer list, in one place."""
+"""What goes into the arena for a plan (the engine's buffer list, in one place), and the typed
+views every engine process takes of it once (:class:`Buffers`), so no loop looks a buffer up by
+name."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-from ..config import Plan
-from .arena import Layout
-from .control import GLOBAL, SLOT
+from ..memory import Arena, Layout
+from ..plan import Plan
+from . import control, mailbox
 
-GRAD_SLOTS = 2      # per learner in server protocols: push one while the server reads the other
-PAD_I64 = 16        # 128 bytes per learner for the server-written "consumed" counters
-
-
-def data_names(tensors: tuple[torch.Tensor, ...], prefix: str) -> list[str]:
-    return [f"{prefix}{i}" for i in range(len(tensors))]
+DATA_PREFIX = "data"
+SNAPSHOTS = "snap"
+#: buffers that are per-gradient scratch or the problem's data: never part of a checkpoint
+SCRATCH = (SNAPSHOTS, *mailbox.SCRATCH)
 
 
-def build_layout(plan: Plan, n: int, rule_state: tuple[str, ...], train: tuple[torch.Tensor, ...]) -> Layout:
+def data_names(n_tensors: int) -> tuple[str, ...]:
+    return tuple(f"{DATA_PREFIX}{i}" for i in range(n_tensors))
+
+
+def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...]) -> Layout:
     P = plan.workers
-    specs: list[tuple] = [("glob", (1,), GLOBAL), ("ctrl", (P + 1,), SLOT)]
-    if plan.protocol == "replicas":     # one replica (and rule state) per worker
-        specs.append(("x", (P, n), "float32"))
-        specs += [(f"state_{s}", (P, n), "float32") for s in rule_state]
-        if plan.variant == "easgd":
-            specs.append(("center", (n,), "float32"))
-    else:
-        specs.append(("x", (n,), "float32"))
-        specs += [(f"state_{s}", (n,), "float32") for s in rule_state]
-    if plan.protocol == "server" or (plan.protocol == "direct" and plan.config.read == "snapshot"):
-        specs.append(("snap", (P, n), "float32"))
-    if plan.protocol == "server":
-        specs += [("grad_slots", (P, GRAD_SLOTS, n), "float32"),
-                  ("slot_version", (P, GRAD_SLOTS), "int64"),
-                  ("consumed", (P, PAD_I64), "int64")]
-        if plan.lr_policy.needs_distance:    # the parameters each pushed gradient was read at
-            specs.append(("wread", (P, GRAD_SLOTS, n), "float32"))
-    for name, t in zip(data_names(train, "data"), train):
+    rows = (P,) if plan.replicas is not None else ()     # replicas: one x and rule state per worker
+    specs: list[tuple] = control.specs(P + 1)
+    specs.append(("x", (*rows, n), "float32"))
+    specs += [(f"state_{s}", (*rows, n), "float32") for s in plan.rule.state_names]
+    if plan.replicas is not None and plan.replicas.variant == "easgd":
+        specs.append(("center", (n,), "float32"))
+    if plan.server is not None or (plan.direct is not None and plan.direct.snapshot):
+        specs.append((SNAPSHOTS, (P, n), "float32"))
+    if plan.server is not None:
+        specs += mailbox.specs(P, n, plan.server.keep_params_read)
+    for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs)
+
+
+@dataclass
+class Buffers:
+    """The engine's views of its arena."""
+
+    glob: np.void                       # the global record (stop, pause, version, seq, t_go)
+    ctrl: np.ndarray                    # every process's control slot
+    x: torch.Tensor                     # parameters (P x n for replicas)
+    state: dict[str, torch.Tensor]      # rule state, by the rule's names
+    center: torch.Tensor | None
+    snapshots: torch.Tensor | None      # one private read copy per learner
+    data: tuple[torch.Tensor, ...]
+
+    @classmethod
+    def of(cls, arena: Arena, state_names: tuple[str, ...]) -> "Buffers":
+        names = [e.name for e in arena.layout.entries if e.name.startswith(DATA_PREFIX)]
+        return cls(arena.array("glob")[0], arena.array("ctrl"), arena.tensor("x"),
+                   {s: arena.tensor(f"state_{s}") for s in state_names},
+                   arena.tensor("center") if "center" in arena else None,
+                   arena.tensor(SNAPSHOTS) if SNAPSHOTS in arena else None,
+                   tuple(arena.tensor(n) for n in names))

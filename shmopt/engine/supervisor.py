@@ -1,50 +1,45 @@
-"""The supervisor: builds the arena, starts the processes, watches them, evaluates, stops.
+"""The supervisor (:class:`Engine`): builds the arena, starts the process group, watches it,
+evaluates, checkpoints, stops.
 
 Shutdown protocol (``Engine.close``, idempotent, always reached through ``finally``/``__exit__``
 and a ``weakref.finalize`` safety net):
 
 1. ``glob.stop = 1``; set the start event and release every semaphore, so no process sleeps on
-   one. Every loop checks the flag at least every 0.1 s (``Context.check``/``Context.wait``).
-2. Join every process against one deadline (``join_timeout``, 5 s).
+   one. Every loop checks the flag at least every 0.1 s (``Context.check``, ``wakeups.wait_on``).
+2. Join every process against one deadline (``group.JOIN_TIMEOUT_S``, 5 s).
 3. ``terminate()`` what is still alive, join 1 s; ``kill()`` the rest and reap it.
 4. Copy the final parameters into a private model, drop every view of the arena, unlink its name
    and detach. Nothing is left in /dev/shm, whatever happened before.
 
-Workers notice a dead supervisor within 0.1 s (``os.kill(pid, 0)``) and exit; the segment of a
-SIGKILLed supervisor is removed by multiprocessing's resource tracker when the last process
-holding it exits, else by the next start's sweep (``storage.sweep_stale_segments``) or by
-``shmopt clean``.
+Workers notice a dead supervisor within 0.1 s and exit; the segment of a SIGKILLed supervisor is
+removed by multiprocessing's resource tracker when the last process holding it exits, else by the
+next start's sweep (``memory.sweep_stale_segments``) or by ``shmopt clean``.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing.connection as mpc
-import os
 import pickle
 import time
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
-from ..config import Config, Plan, resolve
+from ..config import Config
 from ..errors import WorkerError
+from ..memory import Arena, sweep_stale_segments
+from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
-from .arena import Arena
-from .context import ProcessArgs
-from .control import DONE, PAUSED, READY, RUNNING, STARTING
-from .flat import bind_params, numel
-from .layout import build_layout, data_names
-from .processes import release_all, signal_name, start_context
-from .stats import Sample, collect_stats
-from .storage import sweep_stale_segments
-from .worker import process_main
-
-if TYPE_CHECKING:
-    from ..api import Result
+from .control import DONE, PAUSED
+from .evaluator import Evaluator
+from ..memory.flat import numel
+from .group import ProcessGroup, shutdown
+from .layout import SCRATCH, Buffers, build_layout, data_names
+from .mailbox import GradientMailbox
+from .record import Result, RunRecord, Sample, summary
 
 POLL_S = 0.01
 
@@ -58,41 +53,47 @@ class Engine:
 
     def __init__(self, problem: Problem, config: Config | None = None, *, source: str | None = None,
                  on_sample: Callable[[Sample], None] | None = None) -> None:
+        problem.validate()                      # everything is checked before any process starts
         self.problem = problem
         self.config = config or Config()
         self.plan: Plan = resolve(self.config, problem)      # validates, no side effect
         self.source = source
         self.on_sample = on_sample
-        self.history: list[Sample] = []
+        self.record = RunRecord()
         self.arena: Arena | None = None
-        self.procs: list = []
-        self._sync: dict = {}
-        self._closed = False
-        self._started = False
+        self.group: ProcessGroup | None = None
+        self._closed = self._started = False
         self._finalizer: weakref.finalize | None = None
-        self.t_spawn = self.t_go = self.t_stop = 0.0
-        self.stop_reason: str | None = None
-        self.final_loss: float | None = None
+        self._final_stats: dict | None = None
         self.model: torch.nn.Module | None = None
         self._log = None
-        self._leader: int | None = None
-        self.leader_changes = 0
-        self.failures: list[dict] = []          # restarted failures (on_worker_failure="restart")
-        self._reports: dict[int, tuple[str, str]] = {}
-        self.checkpoints = 0
         with torch.random.fork_rng():           # the caller's RNG state is left alone
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(self.plan.worker.seed)
             self._template = problem.model()
         self.n_params = numel(self._template)
         self._train = tuple(t.contiguous() for t in problem.train)
-        self.layout = build_layout(self.plan, self.n_params, self.plan.rule.state_names, self._train)
-        self._data_names = tuple(data_names(self._train, "data"))
-        self._ckpt_skip = self._data_names + checkpoint.SCRATCH
+        self.layout = build_layout(self.plan, self.n_params, self._train)
+        self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples)
+        self._ckpt_skip = data_names(len(self._train)) + SCRATCH
         self._resume_doc = None
-        if self.config.resume:                  # refuse a foreign checkpoint before anything starts
-            self._resume_doc = checkpoint.load(self.config.resume)
-            checkpoint.check_compatible(self._resume_doc, self.config.resume, self._ckpt_identity(),
-                                        self.layout, self._ckpt_skip)
+        if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
+            path = self.plan.supervisor.resume
+            self._resume_doc = checkpoint.load(path)
+            checkpoint.check_compatible(self._resume_doc, path, self._ckpt_identity(), self.layout,
+                                        self._ckpt_skip)
+
+    @property
+    def history(self) -> list[Sample]:
+        return self.record.history
+
+    @property
+    def procs(self) -> list:
+        return self.group.procs if self.group else []
+
+    @property
+    def failures(self) -> list[dict]:
+        """Failures survived by restarting the rank (on_worker_failure="restart")."""
+        return self.group.failures if self.group else []
 
     # ---------------------------------------------------------------- start
     def start(self) -> "Engine":
@@ -115,181 +116,98 @@ class Engine:
                 "data": checkpoint.data_digest(self._train)}
 
     def _start(self) -> None:
-        plan, problem, cfg = self.plan, self.problem, self.config
+        plan, sp = self.plan, self.plan.supervisor
         sweep_stale_segments()
-        template, layout = self._template, self.layout
-        self.arena = arena = Arena.create(layout)
-        self._finalizer = weakref.finalize(self, release_all, arena, self.procs, self._sync)
+        self.arena = arena = Arena.create(self.layout)
+        self.buffers = b = Buffers.of(arena, plan.rule.state_names)
+        self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
+        glob = arena.array("glob")
+        self.group = group = ProcessGroup(arena.handle, b.ctrl, glob,
+                                          pickle.dumps((self.problem.model, self.problem.loss, plan)),
+                                          self.source, plan.workers, plan.processes, sp.start_method)
+        self._finalizer = weakref.finalize(self, _release, arena, glob, group)
         if self._resume_doc is not None:
             checkpoint.restore(self._resume_doc, arena)
+            if self.mailbox is not None:       # gradients in flight at the checkpoint are dropped
+                self.mailbox.reset()
             self._resume_doc = None
         else:
-            x0 = torch.cat([p.detach().reshape(-1) for p in template.parameters()])
-            arena.tensor("x")[...] = x0             # every replica starts from x0 (or see replica_init)
-            if "center" in layout:
-                arena.tensor("center").copy_(x0)
-            plan.rule.init({s: arena.tensor(f"state_{s}") for s in plan.rule.state_names})
-        names = self._data_names
-        for name, t in zip(names, self._train):
-            arena.tensor(name).copy_(t)
-        self._next_ckpt = (self.updates() // cfg.checkpoint_every + 1) * cfg.checkpoint_every \
-            if cfg.checkpoint_every else None
-        self._eval_setup(template)
-        if cfg.log:
-            self._log = open(cfg.log, "w", encoding="utf-8")
-        ctx = start_context(cfg.start_method)
-        P = plan.workers
-        self._sync.update(go=ctx.Event(), push=ctx.Semaphore(0),
-                          release=[ctx.Semaphore(0) for _ in range(P)])
-        self._errors = ctx.SimpleQueue()
-        self._ctx = ctx
-        self._payload = pickle.dumps((problem.model, problem.loss, plan))
-        ranks = list(range(P + (1 if plan.protocol == "server" else 0)))
-        self.t_spawn = time.time()
-        for rank in ranks:
-            self.procs.append(self._spawn(rank))
-        self._wait_ready()
-        self.t_go = time.time()
+            x0 = torch.cat([p.detach().reshape(-1) for p in self._template.parameters()])
+            b.x[...] = x0                      # every replica starts from x0 (or see replica_init)
+            if b.center is not None:
+                b.center.copy_(x0)
+            plan.rule.init(b.state)
+        for dst, t in zip(b.data, self._train):
+            dst.copy_(t)
+        every = sp.checkpoint_every
+        self._next_ckpt = (self.updates() // every + 1) * every if every else None
+        self._next_eval = 0.0
+        if sp.log:
+            self._log = open(sp.log, "w", encoding="utf-8")
+        self.record.t_spawn = time.time()
+        group.start()
+        group.wait_ready(sp.startup_timeout, self._check_processes)
+        self.record.t_go = time.time()
         self._evaluate()                   # the initial parameters: the curve's first point
-        self.t_go = time.time()
-        arena.array("glob")[0]["t_go"] = self.t_go
-        self._sync["go"].set()
-
-    def _spawn(self, rank: int):
-        args = ProcessArgs(rank, self.arena.handle, self._payload, self.source, self._data_names,
-                           os.getpid())
-        p = self._ctx.Process(target=process_main,
-                              name=f"shmopt-{'server' if rank == self.plan.workers else rank}",
-                              args=(args, self._sync["go"], self._sync["push"], self._sync["release"],
-                                    self._errors), daemon=True)
-        p.start()
-        return p
-
-    def _restart(self, err: WorkerError) -> None:
-        """on_worker_failure="restart": respawn the rank; the shared state carries on."""
-        rank, cfg = err.rank, self.config
-        if sum(f["rank"] == rank for f in self.failures) >= cfg.max_restarts:
-            raise WorkerError(f"{err} (after {cfg.max_restarts} restarts of this rank)", err.rank,
-                              err.pid, err.exitcode, err.traceback)
-        p = self.procs[rank]
-        if p.is_alive():                      # hung: it must go before its slot is reused
-            p.kill()
-            p.join(2.0)
-        self.failures.append({"rank": rank, "pid": err.pid, "error": str(err), "t": time.time() - self.t_go})
-        warnings.warn(f"shmopt: {err}; restarting it ({len(self.failures)} restart(s) so far)",
-                      RuntimeWarning, stacklevel=2)
-        ctrl = self.arena.array("ctrl")
-        ctrl[rank]["status"] = STARTING
-        ctrl[rank]["heartbeat"] = time.time()
-        if rank == self.plan.workers:         # the server: drop gradients in flight, wake everyone
-            P = self.plan.workers
-            self.arena.array("consumed")[:, 0] = ctrl["pushed"][:P]
-            for sem in self._sync["release"]:
-                sem.release()
-        self.procs[rank] = self._spawn(rank)
-
-    def _wait_ready(self) -> None:
-        ctrl = self.arena.array("ctrl")
-        deadline = time.monotonic() + self.config.startup_timeout
-        while True:
-            self._check_processes()
-            if all(ctrl[r]["status"] >= READY for r in range(len(self.procs))):
-                return
-            if time.monotonic() > deadline:
-                raise WorkerError(f"workers did not start within {self.config.startup_timeout} s "
-                                  f"(--startup-timeout)")
-            mpc.wait([p.sentinel for p in self.procs], timeout=POLL_S)
+        self.record.t_go = b.glob["t_go"] = time.time()
+        group.wakeups.start()
 
     # ---------------------------------------------------------------- watch
     def _check_processes(self) -> None:
         """Raise WorkerError for a process that raised, died or hung (or restart it)."""
+        sp = self.plan.supervisor
         try:
-            self._find_failure()
+            self.group.find_failure(sp.heartbeat_timeout)
         except WorkerError as err:
-            if self.config.on_worker_failure != "restart" or not self.t_go or err.rank < 0:
+            if not sp.restart or not self.record.t_go or err.rank < 0:
                 raise
-            self._restart(err)
-
-    def _find_failure(self) -> None:
-        ctrl = self.arena.array("ctrl")
-        now = time.time()
-        for rank, p in enumerate(self.procs):
-            role = "server" if rank == self.plan.workers else f"worker {rank}"
-            if p.exitcode is not None and p.exitcode != 0:
-                while not self._errors.empty():          # reports of every failed process, by pid
-                    _, pid, what_r, tb_r = self._errors.get()
-                    self._reports[pid] = (what_r, tb_r)
-                what, tb = self._reports.pop(p.pid, ("", ""))
-                if what:
-                    msg = f"{role} (pid {p.pid}) raised {what}"
-                elif p.exitcode < 0:
-                    msg = f"{role} (pid {p.pid}) was killed by {signal_name(p.exitcode)}"
-                else:
-                    msg = f"{role} (pid {p.pid}) exited with code {p.exitcode}"
-                raise WorkerError(msg, rank, p.pid, p.exitcode, tb)
-            st = ctrl[rank]
-            if p.exitcode is None and st["status"] == RUNNING \
-                    and now - st["heartbeat"] > self.config.heartbeat_timeout:
-                raise WorkerError(f"{role} (pid {p.pid}) sent no heartbeat for "
-                                  f"{now - st['heartbeat']:.1f} s (--heartbeat-timeout)", rank, p.pid)
+            self.group.restart(err, sp.max_restarts, time.time() - self.record.t_go,
+                               self.mailbox.reset if self.mailbox else lambda: None)
+            warnings.warn(f"shmopt: {err}; restarting it ({len(self.group.failures)} restart(s) so far)",
+                          RuntimeWarning, stacklevel=2)
 
     def updates(self) -> int:
-        ctrl = self.arena.array("ctrl")
-        if self.plan.protocol == "server":
-            return int(self.arena.array("glob")[0]["version"])
-        return int(ctrl["updates"][:self.plan.workers].sum())
-
-    def _eval_setup(self, template: torch.nn.Module) -> None:
-        data = tuple(t[:self.config.eval_samples] for t in self.problem.eval_data())
-        self._eval_data = data
-        self._eval_x = torch.empty(self.n_params)
-        self._eval_model = template
-        bind_params(template, self._eval_x)
-        self._next_eval = 0.0
+        b = self.buffers
+        if self.plan.server is not None:
+            return int(b.glob["version"])
+        return int(b.ctrl["updates"][:self.plan.workers].sum())
 
     def evaluate(self, x: torch.Tensor) -> float:
         """Objective of the given flat parameters on the eval data (private copy, no grad)."""
-        self._eval_x.copy_(x)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                return float(self.problem.loss(self._eval_model, self._eval_data))
-        finally:
-            torch.set_num_threads(threads)
+        return self.evaluator.loss(x)
 
     def leader(self) -> int | None:
-        """Replica protocols (lsgd): the worker with the lowest windowed mean loss right now."""
+        """lsgd: the worker with the lowest windowed mean loss right now."""
         if self.plan.variant != "lsgd":
             return None
-        ctrl, P = self.arena.array("ctrl"), self.plan.workers
+        ctrl, P = self.buffers.ctrl, self.plan.workers
         return select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P],
-                                            self.config.window))
+                                            self.plan.replicas.window))
 
     def model_params(self) -> torch.Tensor:
         """The flat parameters that are "the model": the shared x, the leader's replica (lsgd)
         or the centre variable (easgd)."""
-        x = self.arena.tensor("x")
-        if self.plan.protocol != "replicas":
-            return x
-        if self.plan.variant == "easgd":
-            return self.arena.tensor("center")
-        return x[self.leader()]
+        b = self.buffers
+        if self.plan.replicas is None:
+            return b.x
+        if b.center is not None:
+            return b.center
+        return b.x[self.leader()]
 
     def _evaluate(self) -> Sample:
         t = time.time()
         leader = self.leader()
-        self._track_leader(leader)
+        self.record.track_leader(leader)
         loss = self.evaluate(self.model_params())
         st = self.stats(partial=True)
-        s = Sample(round(max(t - self.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
+        s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
                    st["staleness_mean"], st["gradients"], st["dropped"], leader)
-        if self.plan.protocol == "replicas":
-            X = self.arena.tensor("x")
+        if self.plan.replicas is not None:
+            X = self.buffers.x
             s.loss_average = self.evaluate(X.mean(0))
             s.loss_replicas = [self.evaluate(X[r]) for r in range(self.plan.workers)]
-        self.history.append(s)
-        self._next_eval = time.monotonic() + self.config.eval_interval
+        self.record.history.append(s)
+        self._next_eval = time.monotonic() + self.plan.supervisor.eval_interval
         if self._log:
             self._log.write(json.dumps(s.to_dict()) + "\n")
             self._log.flush()
@@ -297,53 +215,43 @@ class Engine:
             self.on_sample(s)
         return s
 
-    def _track_leader(self, leader: int | None) -> None:
-        if leader is not None and leader != self._leader:
-            if self._leader is not None:
-                self.leader_changes += 1
-            self._leader = leader
-
     def poll(self) -> str | None:
         """One supervision step: check processes, evaluate when due; the stop reason or None."""
         self._check_processes()
-        if self.plan.variant == "lsgd" and self.t_go:
-            self._track_leader(self.leader())
-        cfg, plan = self.config, self.plan
+        sp = self.plan.supervisor
+        if self.plan.variant == "lsgd" and self.record.t_go:
+            self.record.track_leader(self.leader())
         if self._next_ckpt is not None and self.updates() >= self._next_ckpt:
             self.write_checkpoint(pause=True)
-            self._next_ckpt = (self.updates() // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        if plan.steps is not None and self.updates() >= plan.steps:
+            self._next_ckpt = (self.updates() // sp.checkpoint_every + 1) * sp.checkpoint_every
+        if self.plan.steps is not None and self.updates() >= self.plan.steps:
             return "steps"
-        if cfg.time_limit is not None and time.time() - self.t_go >= cfg.time_limit:
+        if sp.time_limit is not None and time.time() - self.record.t_go >= sp.time_limit:
             return "time_limit"
         if time.monotonic() >= self._next_eval:
             s = self._evaluate()
-            if cfg.target_loss is not None and s.loss is not None and s.loss <= cfg.target_loss:
+            if sp.target_loss is not None and s.loss is not None and s.loss <= sp.target_loss:
                 return "target_loss"
         return None
 
-    def run(self) -> "Result":
+    def run(self) -> Result:
         """Start (if needed), supervise until a stop condition, close; return the result."""
-        from ..api import Result
+        rec = self.record
         try:
             if not self._started:
                 self.start()
             try:
-                while True:
-                    reason = self.poll()
-                    if reason:
-                        break
-                    mpc.wait([p.sentinel for p in self.procs], timeout=POLL_S)
+                while not (reason := self.poll()):
+                    self.group.wait(POLL_S)
             except KeyboardInterrupt:
-                reason = "interrupted"
-                self.stop_reason = reason
+                rec.stop_reason = "interrupted"
                 raise
-            self.stop_reason = reason
-            self.t_stop = time.time()
-            self.arena.array("glob")[0]["stop"] = 1
+            rec.stop_reason = reason
+            rec.t_stop = time.time()
+            self.buffers.glob["stop"] = 1
             self._evaluate()
-            self.final_loss = self.history[-1].loss
-            return Result(self.close(), [s.to_dict() for s in self.history], self.stats())
+            rec.final_loss = rec.history[-1].loss
+            return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
             self.close()
 
@@ -351,27 +259,26 @@ class Engine:
     def write_checkpoint(self, pause: bool = True, path: str | None = None) -> str:
         """Write the whole shared state. With ``pause`` the processes first stop at a consistent
         point (between updates) and wait until the file is written."""
-        path = path or self.config.checkpoint
-        glob = self.arena.array("glob")[0]
+        path = path or self.plan.supervisor.checkpoint
+        glob = self.buffers.glob
         if pause:
             glob["pause"] = 1
             self._wait_paused()
         try:
-            meta = dict(self._ckpt_identity(), config=self.config.to_dict(), seed=self.config.seed,
+            meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
                         updates=self.updates())
             checkpoint.save(path, self.arena, meta, skip=self._ckpt_skip)
-            self.checkpoints += 1
+            self.record.checkpoints += 1
         finally:
             glob["pause"] = 0
         return path
 
     def _wait_paused(self, timeout: float = 30.0) -> None:
-        ctrl = self.arena.array("ctrl")
+        ctrl = self.buffers.ctrl
         deadline = time.monotonic() + timeout
         while True:
-            self._find_failure()
-            live = [r for r, p in enumerate(self.procs) if p.exitcode is None]
-            if all(ctrl[r]["status"] in (PAUSED, DONE) for r in live):
+            self.group.find_failure(self.plan.supervisor.heartbeat_timeout)
+            if all(ctrl[r]["status"] in (PAUSED, DONE) for r in self.group.live()):
                 return
             if time.monotonic() > deadline:
                 raise WorkerError(f"workers did not pause for the checkpoint within {timeout} s")
@@ -380,9 +287,14 @@ class Engine:
     # ---------------------------------------------------------------- stats
     def stats(self, partial: bool = False) -> dict[str, Any]:
         """Counters summed over the control block (lock-free reads) and derived figures."""
-        if getattr(self, "_final_stats", None) is not None:
+        if self._final_stats is not None:
             return self._final_stats
-        return collect_stats(self, partial)
+        extra: dict[str, Any] = {"parameters": self.n_params}
+        if not partial:
+            extra.update(optimum=self.problem.optimum, arena=self.arena.name,
+                         arena_bytes=self.layout.nbytes,
+                         restarts=len(self.group.failures) if self.group else 0)
+        return summary(self.plan, self.buffers.ctrl, self.updates(), self.record, partial, **extra)
 
     # ---------------------------------------------------------------- close
     def close(self) -> torch.nn.Module | None:
@@ -393,23 +305,23 @@ class Engine:
         self._closed = True
         try:
             if self.arena is not None:
-                self.arena.array("glob")[0]["stop"] = 1
-                release_all(None, self.procs, self._sync)
-                if self.config.checkpoint and self.t_go:
+                self.buffers.glob["stop"] = 1
+                if self.group is not None:
+                    self.group.close()
+                if self.plan.supervisor.checkpoint and self.record.t_go:
                     self.write_checkpoint(pause=False)     # quiescent: every process has stopped
                 self._final_stats = self.stats()
-                model = self._eval_model
-                bind_params(model, self.model_params().clone())
-                self.model = model
-                self._eval_data = ()
+                self.model = self.evaluator.final_model(self.model_params())
         finally:
             if self._finalizer is not None:
                 self._finalizer.detach()
+            if self.group is not None:
+                self.group.close()                         # no-op unless the try block failed early
             if self.arena is not None:
+                self.buffers = None
                 self.arena.close()
             if self._log:
                 self._log.close()
-            release_all(None, self.procs, {})   # no-op unless the try block failed early
         return self.model
 
     def __enter__(self) -> "Engine":
@@ -419,3 +331,9 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _release(arena: Arena, glob, group: ProcessGroup) -> None:
+    """The finalizer's shutdown (must not reference the Engine)."""
+    shutdown(glob, group.procs, group.wakeups)
+    arena.close()

@@ -9,7 +9,6 @@ message naming the problem and what is accepted.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -90,11 +89,6 @@ class Problem:
     def num_train(self) -> int:
         """Number of training samples ``N`` (first dimension of the training tensors)."""
         return int(self.train[0].shape[0])
-
-    def with_batch_size(self, b: int) -> "Problem":
-        """A copy of this problem with ``batch_size = b`` (checked against the data size)."""
-        self._check_batch_size(b)
-        return dataclasses.replace(self, batch_size=b)
 
     def __repr__(self) -> str:
         def tensors(ts: object) -> str:

@@ -49,8 +49,9 @@ NO_BIAS_CORRECTION_STEP: int = 2**62
 
 
 @functools.cache
-def fused_adam_available() -> bool:
-    """Whether ``torch._fused_adam_`` works on CPU float32 here (one tiny probe, cached).
+def fused_adam_available(device_type: str = "cpu") -> bool:
+    """Whether ``torch._fused_adam_`` works on float32 tensors of ``device_type`` here (one tiny
+    probe per device type, cached).
 
     The probe runs both the Adam and the AMSGrad variants on 3-element tensors and checks
     the result; any exception (missing op, no CPU kernel, changed signature) means False.
@@ -61,12 +62,11 @@ def fused_adam_available() -> bool:
     try:
         with torch.no_grad():
             for amsgrad in (False, True):
-                p = torch.ones(3, dtype=torch.float32)
-                g = torch.ones(3, dtype=torch.float32)
-                m = torch.zeros(3, dtype=torch.float32)
-                v = torch.zeros(3, dtype=torch.float32)
-                vmax = [torch.zeros(3, dtype=torch.float32)] if amsgrad else []
-                step = torch.tensor(1.0, dtype=torch.float32)
+                kw = {"dtype": torch.float32, "device": device_type}
+                p, g = torch.ones(3, **kw), torch.ones(3, **kw)
+                m, v = torch.zeros(3, **kw), torch.zeros(3, **kw)
+                vmax = [torch.zeros(3, **kw)] if amsgrad else []
+                step = torch.tensor(1.0, **kw)
                 fn([p], [g], [m], [v], vmax, [step], lr=0.5, beta1=0.9, beta2=0.999,
                    weight_decay=0.0, eps=0.0, amsgrad=amsgrad, maximize=False,
                    grad_scale=None, found_inf=None)
@@ -123,10 +123,11 @@ class Adam(Rule):
     def state_names(self) -> tuple[str, ...]:
         return ("m", "v", "vmax") if self.amsgrad else ("m", "v")
 
-    @property
-    def uses_fused(self) -> bool:
-        """Whether :meth:`update` runs the fused kernel (resolved per process, cached)."""
-        return self.fused is not False and fused_adam_available()
+    @classmethod
+    def check_options(cls, options: Mapping[str, object]) -> None:
+        if options.get("momentum"):
+            raise ConfigError(f"invalid momentum={options['momentum']}: momentum belongs to rule sgd, "
+                              f"not {cls.name}")
 
     @torch.no_grad()
     def update(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
@@ -134,7 +135,7 @@ class Adam(Rule):
         if step < 1:
             raise step_error(step)
         eta = self.lr if lr is None else float(lr)
-        if self.fused is not False and fused_adam_available():
+        if self.fused is not False and fused_adam_available(params.device.type):
             self._update_fused(params, grad, state, step, eta)
         else:
             self._update_ops(params, grad, state, step, eta)
@@ -143,8 +144,8 @@ class Adam(Rule):
                       lr: float) -> None:
         cache = self._cache()
         step_t = cache.get("step")
-        if step_t is None:
-            step_t = cache["step"] = torch.zeros((), dtype=torch.float32)
+        if step_t is None or step_t.device != params.device:
+            step_t = cache["step"] = torch.zeros((), dtype=torch.float32, device=params.device)
         step_t.fill_(step if self.bias_correction else NO_BIAS_CORRECTION_STEP)
         b1, b2 = self.betas
         torch._fused_adam_(

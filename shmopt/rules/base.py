@@ -66,6 +66,20 @@ class Rule(abc.ABC):
         overrides :attr:`lr` for this call only.  ``grad`` is never modified.
         """
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "Rule":
+        """Build the rule from a flat mapping of options (a run's configuration, a torch.optim
+        param group): the keys that are hyper-parameters of this rule are taken, every other key
+        is ignored, and :meth:`check_options` may refuse one that belongs to another rule."""
+        cls.check_options(options)
+        accepted = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse options set for another rule (ConfigError); nothing by default."""
+        return None
+
     def hyper(self) -> dict[str, object]:
         """The hyper-parameters as a JSON-able dict; ``make_rule(rule.name, **rule.hyper())``
         rebuilds an equal rule."""
@@ -78,22 +92,6 @@ class Rule(abc.ABC):
         return out
 
     # ------------------------------------------------------------------ helpers
-    def check_buffers(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor]) -> None:
-        """Check that the tensors fit the contract (1-D, contiguous, float32, same numel,
-        every state buffer present).  Not called by :meth:`update` (too costly per call);
-        the engine may call it once when it lays out its buffers.  Raises ``ValueError``."""
-        n = params.numel()
-        named = [("params", params), ("grad", grad)]
-        for key in self.state_names:
-            if key not in state:
-                raise ValueError(f"state buffer {key!r} missing: {self.name} needs {self.state_names}")
-            named.append((f"state[{key!r}]", state[key]))
-        for what, t in named:
-            if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() != n:
-                raise ValueError(
-                    f"{what} must be a 1-D contiguous float32 tensor of numel {n}, got "
-                    f"dtype={t.dtype} shape={tuple(t.shape)} contiguous={t.is_contiguous()}")
-
     def _cache(self) -> dict[str, Tensor]:
         """The per-instance dict of cached tensors (created on first use, never pickled)."""
         cache: dict[str, Tensor] | None = self.__dict__.get(_CACHE_ATTR)

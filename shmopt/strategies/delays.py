@@ -206,12 +206,6 @@ class DelaySampler:
             x = d.params[0] * (1.0 + self._rng.pareto(d.params[1]))
         return float(x) * self.factor
 
-    def __iter__(self) -> "DelaySampler":
-        return self
-
-    def __next__(self) -> float:
-        return self.next()
-
     def __getstate__(self) -> tuple[Delay, int, float, dict]:
         return (self.delay, self.seed, self.factor, self._rng.bit_generator.state)
 

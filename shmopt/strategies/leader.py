@@ -20,6 +20,12 @@ import numpy as np
 from ..errors import ConfigError
 
 TRIGGERS = ("worker", "total")
+LOSS_WINDOW = 16   # capacity of each worker's ring of recent mini-batch losses (the control block)
+
+
+def easgd_alpha(beta: float, workers: int) -> float:
+    """EASGD's moving rate (Zhang, Choromanska, LeCun 2015): alpha = beta / P."""
+    return beta / workers
 
 
 def windowed_means(losses: np.ndarray, counts: Sequence[int], window: int) -> list[float]:

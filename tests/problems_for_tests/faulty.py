@@ -20,13 +20,22 @@ def _in_worker() -> bool:
     return multiprocessing.parent_process() is not None
 
 
+_EVAL_CALLS: dict[int, int] = {}
+
+
 def _loss(model: nn.Module, batch, mode: str, after: int) -> torch.Tensor:
     x, y = batch
+    if not _in_worker() and mode == "eval":      # the supervisor: validation, then evaluations
+        calls = _EVAL_CALLS[after] = _EVAL_CALLS.get(after, 0) + 1   # one count per test setting
+        if calls > after:
+            raise ZeroDivisionError("boom in the evaluation")
     if _in_worker():
         _loss.calls = getattr(_loss, "calls", 0) + 1
         if _loss.calls > after and os.environ.get("SHMOPT_RANK") == "0":
             if mode == "raise":
                 raise ValueError("boom from the test problem")
+            if mode == "long":                   # a traceback far larger than a pipe buffer
+                raise ValueError("boom " + "x" * 300_000)
             if mode == "nan":
                 return (model(x).squeeze(-1) - y).pow(2).mean() * float("nan")
             if mode == "hang":

@@ -1,11 +1,6 @@
-"""Where the arena's bytes live: the storage interface and its POSIX shared-memory backend.
+"""The POSIX shared-memory storage backend (``multiprocessing.shared_memory``), for host arenas.
 
-The engine only needs four things from a storage backend: create a block of ``nbytes`` (owner),
-attach to it from another process by a picklable handle (never tracked by the child), expose the
-bytes as a writable ``memoryview``, and release it (``close`` detaches, ``unlink`` removes the
-name). A CUDA-IPC backend would implement the same :class:`Storage` protocol.
-
-Lifecycle rules (CPU backend, ``multiprocessing.shared_memory``):
+Lifecycle rules:
 
 * names are ``shmopt_<owner pid>_<16 random hex digits>``: recognisable, owner-stamped (so segments of
   dead owners can be swept) and unguessable; POSIX segments are created with mode 0600;
@@ -22,34 +17,17 @@ import re
 import secrets
 import shutil
 import sys
-from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
-from typing import Protocol
+
+import torch
 
 from ..errors import ShmSpaceError
+from .storage import StorageHandle, register_backend
 
 PREFIX = "shmopt_"
 SHM_DIR = "/dev/shm"
 _NAME_RE = re.compile(r"^shmopt_(\d+)_[0-9a-f]{16}$")
 _ZOMBIES: list[shared_memory.SharedMemory] = []   # detached-but-still-exported mappings (see close)
-
-
-@dataclass(frozen=True)
-class StorageHandle:
-    """Picklable reference to a block: enough for a child process to attach."""
-
-    backend: str
-    name: str
-    nbytes: int
-
-
-class Storage(Protocol):
-    handle: StorageHandle
-
-    @property
-    def buf(self) -> memoryview: ...
-    def close(self) -> None: ...
-    def unlink(self) -> None: ...
 
 
 def _fmt_bytes(n: float) -> str:
@@ -81,15 +59,17 @@ class ShmStorage:
     """A POSIX shared-memory block (``multiprocessing.shared_memory``)."""
 
     backend = "shm"
+    device = torch.device("cpu")
 
     def __init__(self, shm: shared_memory.SharedMemory, nbytes: int, owner: bool) -> None:
         self._shm = shm
         self._closed = False
         self.owner = owner
         self.handle = StorageHandle(self.backend, shm.name, nbytes)
+        self._u8: torch.Tensor | None = None
 
     @classmethod
-    def create(cls, nbytes: int) -> "ShmStorage":
+    def create(cls, nbytes: int, device: torch.device | None = None) -> "ShmStorage":
         check_shm_space(nbytes)
         name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(8)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
@@ -110,11 +90,20 @@ class ShmStorage:
                 resource_tracker.register = register
         return cls(shm, handle.nbytes, owner=False)
 
-    @property
-    def buf(self) -> memoryview:
+    def host_buffer(self) -> memoryview:
         if self._closed:
             raise RuntimeError("storage is closed")
         return self._shm.buf
+
+    def bytes(self, offset: int, nbytes: int) -> torch.Tensor:
+        """A ``torch.uint8`` view of ``nbytes`` bytes at ``offset`` (shares the segment)."""
+        if self._u8 is None:
+            self._u8 = torch.frombuffer(self.host_buffer(), dtype=torch.uint8)
+        return self._u8[offset:offset + nbytes]
+
+    def fileno(self) -> int:
+        """The segment's file descriptor (for ``flock``)."""
+        return self._shm._fd  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Detach; idempotent. If views are still exported the mapping is kept alive until
@@ -122,6 +111,7 @@ class ShmStorage:
         if self._closed:
             return
         self._closed = True
+        self._u8 = None
         try:
             self._shm.close()
         except BufferError:
@@ -180,3 +170,6 @@ def sweep_stale_segments(all_owners: bool = False) -> list[str]:
         except FileNotFoundError:
             pass
     return removed
+
+
+register_backend(ShmStorage.backend, ShmStorage, "cpu")

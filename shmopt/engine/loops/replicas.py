@@ -13,61 +13,61 @@ import time
 
 import torch
 
-from ..rules.consensus import elastic_, leader_pull_
-from ..strategies.leader import due, groups, select_leader, windowed_means
-from .context import Context, Stopped
-from .control import record_applied
-from .flat import bind_grads, bind_params
-from .worker import _gradient, _start, _timed
+from ...rules.consensus import elastic_, leader_pull_
+from ...strategies.leader import due, select_leader, windowed_means
+from ..context import Context, Stopped
+from ...memory.flat import bind_grads, bind_params
+from ..wakeups import WakeUps
+from .common import gradient, start, timed
 
 
-def replica_loop(ctx: Context, go, push_sem, release_sems) -> None:
-    plan, cfg, slot, ctrl, rank = ctx.plan, ctx.plan.config, ctx.slot, ctx.ctrl, ctx.rank
+def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
+    plan, rp, counters, rank = ctx.plan, ctx.plan.replicas, ctx.counters, ctx.rank
     P, steps, lr = plan.workers, plan.steps, plan.lr
-    X, x = ctx.arena.tensor("x"), ctx.x
+    ctrl = ctx.buffers.ctrl
+    X, x = ctx.buffers.x, ctx.x
     model = ctx.model_fn()                       # built under seed + rank (Context)
-    bind_params(model, x, copy=cfg.replica_init == "independent")
+    bind_params(model, x, copy=rp.independent_init)
     g = torch.zeros_like(x)
     bind_grads(model, g)
     updates, losses, counts = ctrl["updates"][:P], ctrl["losses"][:P], ctrl["loss_count"][:P]
-    mine = groups(P, cfg.groups)[rank // (P // cfg.groups)]
-    center = ctx.arena.tensor("center") if plan.variant == "easgd" else None
-    alpha = cfg.beta / P
+    mine = rp.members[rank] if rp.members else ()
+    center = ctx.buffers.center
     step, last_local, last_global = 0, 0, 0
-    _start(ctx, go)
+    start(ctx, wakeups)
     while True:
         ctx.check()
         t_begin = time.perf_counter()
-        if _gradient(ctx, model, g) is None:
+        if gradient(ctx, model, g) is None:
             continue
         if (d := ctx.delay.next()) > 0:
             ctx.sleep(d)
-        _timed(slot, t_begin, d)
+        timed(ctx, t_begin, d)
         total = int(updates.sum())
         if steps is not None and total >= steps:
             raise Stopped
         plan.rule.update(x, g, ctx.state, step=step + 1, lr=lr)
         step += 1
         total += 1
-        record_applied(slot, 0, lr)
-        slot["updates"] += 1
+        counters.applied(0, lr)
+        counters.update()
         if center is not None:
-            if due(step, cfg.tau, cfg.trigger, total, last_local, P):
-                elastic_(x, center, alpha)
-                slot["pulls"] += 1
+            if due(step, rp.tau, rp.trigger, total, last_local, P):
+                elastic_(x, center, rp.alpha)
+                counters.count("pulls")
             last_local = total
             continue
         means = None
-        if due(step, cfg.tau, cfg.trigger, total, last_local, P):
-            means = windowed_means(losses, counts, cfg.window)
+        if due(step, rp.tau, rp.trigger, total, last_local, P):
+            means = windowed_means(losses, counts, rp.window)
             leader = select_leader(means, mine)
             if leader != rank:
-                leader_pull_(x, X[leader], cfg.lam)
-                slot["pulls"] += 1
-        if cfg.groups > 1 and due(step, cfg.tau_global, cfg.trigger, total, last_global, P):
-            means = means or windowed_means(losses, counts, cfg.window)
+                leader_pull_(x, X[leader], rp.lam)
+                counters.count("pulls")
+        if rp.n_groups > 1 and due(step, rp.tau_global, rp.trigger, total, last_global, P):
+            means = means or windowed_means(losses, counts, rp.window)
             leader = select_leader(means)
             if leader != rank:
-                leader_pull_(x, X[leader], cfg.lam_global)
-                slot["pulls"] += 1
+                leader_pull_(x, X[leader], rp.lam_global)
+                counters.count("pulls")
         last_local = last_global = total

@@ -51,9 +51,3 @@ def bind_grads(model: nn.Module, flat: torch.Tensor) -> None:
         p.grad = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
 
-
-def unbind(model: nn.Module) -> None:
-    """Give the module private copies of its parameters (detach it from shared memory)."""
-    for p in model.parameters():
-        p.data = p.data.clone()
-        p.grad = None

@@ -1,0 +1,50 @@
+"""The evaluator: the objective of the shared parameters on the eval data, in the supervisor.
+
+It owns a private copy of the model whose parameters are views of one private flat buffer; an
+evaluation copies the flat parameters in (from any device) and runs the user's loss under
+``no_grad`` and in eval mode, with one thread, so it steals little from the workers. An exception
+in the user's loss is reported like a worker failure (what, where, traceback).
+"""
+from __future__ import annotations
+
+import os
+import traceback
+
+import torch
+
+from ..errors import WorkerError
+from ..problems import Problem
+from ..memory.flat import bind_params
+
+
+class Evaluator:
+    def __init__(self, problem: Problem, model: torch.nn.Module, n_params: int, eval_samples: int) -> None:
+        self._loss = problem.loss
+        self._data = tuple(t[:eval_samples] for t in problem.eval_data())
+        self._x = torch.empty(n_params)
+        self.model = model
+        bind_params(model, self._x, copy=True)     # the template keeps its initial values
+
+    def loss(self, x: torch.Tensor) -> float:
+        """Objective of the given flat parameters on the eval data (private copy, no grad)."""
+        self._x.copy_(x)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return float(self._loss(self.model, self._data))
+        except Exception as exc:
+            raise WorkerError(f"the evaluation in the supervisor (pid {os.getpid()}) raised "
+                              f"{type(exc).__name__}: {exc}", -1, os.getpid(), None,
+                              traceback.format_exc()) from exc
+        finally:
+            self.model.train(training)
+            torch.set_num_threads(threads)
+
+    def final_model(self, x: torch.Tensor) -> torch.nn.Module:
+        """The evaluation model, now holding a private copy of ``x`` (the trained model)."""
+        bind_params(self.model, x.detach().to("cpu", copy=True))
+        self._data = ()
+        return self.model

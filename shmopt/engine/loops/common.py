@@ -1,0 +1,45 @@
+"""What every learner loop does the same way: start, compute one mini-batch, book its time."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..context import Context
+from ..control import RUNNING
+from ..wakeups import WakeUps
+
+
+class NonFiniteError(ArithmeticError):
+    """A NaN/Inf loss or gradient under on_nonfinite="stop"."""
+
+
+def start(ctx: Context, wakeups: WakeUps) -> None:
+    """Report ready, wait for the supervisor's go."""
+    ctx.ready()
+    wakeups.wait_start(ctx.check)
+    ctx.counters.set_status(RUNNING)
+
+
+def gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | None:
+    """One mini-batch: zero the flat gradient, forward, backward. None if loss/grad not finite."""
+    g.zero_()
+    loss = ctx.loss_fn(model, ctx.sample())
+    loss.backward()
+    value = float(loss.detach())
+    wp = ctx.plan.worker
+    ctx.counters.gradient(wp.batch_size, value)
+    # one reduction instead of an n-element mask: a NaN or Inf anywhere makes the sum non-finite
+    if wp.check_finite and not (math.isfinite(value) and math.isfinite(float(g.sum()))):
+        ctx.counters.count("nonfinite")
+        if wp.stop_on_nonfinite:
+            raise NonFiniteError(f"non-finite loss ({value}) or gradient at this worker's mini-batch "
+                                 f"{int(ctx.counters['grads'])} (--on-nonfinite stop)")
+        return None
+    return value
+
+
+def timed(ctx: Context, t_begin: float, delay: float) -> None:
+    """Book one mini-batch's time outside the injected delay (the theory's compute term)."""
+    ctx.counters.timed(time.perf_counter() - t_begin - delay)

@@ -1,0 +1,53 @@
+"""The direct protocol (Hogwild; APAM's default form): every learner applies its own updates.
+
+Read the shared parameters (a private snapshot by default, or in place), compute a gradient, apply
+the rule to the shared parameters and state without any lock. The version is the sum of the
+learners' update counters (:class:`~shmopt.engine.store.SummedStore`); the staleness of a gradient
+is the version when it is applied minus the version when its parameters were read.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ...rules.consensus import sq_distance
+from ..context import Context, Stopped
+from ...memory.flat import bind_grads, bind_params
+from ..store import SummedStore
+from ..wakeups import WakeUps
+from .common import gradient, start, timed
+
+
+def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
+    plan, counters, P = ctx.plan, ctx.counters, ctx.plan.workers
+    steps, bound, policy = plan.steps, plan.direct.max_staleness, plan.lr_policy
+    store = SummedStore(ctx.x, ctx.state, ctx.buffers.ctrl["updates"][:P])
+    model = ctx.model_fn()
+    snap = ctx.buffers.snapshots[ctx.rank] if plan.direct.snapshot else None
+    view = snap if snap is not None else store.x
+    bind_params(model, view)
+    g = torch.zeros_like(store.x)
+    bind_grads(model, g)
+    start(ctx, wakeups)
+    while True:
+        ctx.check()
+        t_begin = time.perf_counter()
+        v_read = store.read(snap)
+        counters.slot["version_read"] = v_read
+        if gradient(ctx, model, g) is None:
+            continue
+        if (d := ctx.delay.next()) > 0:
+            ctx.sleep(d)
+        timed(ctx, t_begin, d)
+        v_now = store.version()
+        if steps is not None and v_now >= steps:
+            raise Stopped
+        tau = v_now - v_read
+        if bound is not None and tau > bound:
+            counters.count("dropped")
+            continue
+        lr = policy(plan.lr, tau, sq_distance(store.x, view) if policy.needs_distance else None)
+        plan.rule.update(store.x, g, store.state, step=v_now + 1, lr=lr)
+        counters.applied(tau, lr)
+        counters.update()

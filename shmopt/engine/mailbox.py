@@ -1,0 +1,86 @@
+"""The gradient mailbox of server protocols: learners push, the applier takes, in arrival order.
+
+Each learner owns a ring of ``RING`` gradient slots (push one while the applier reads the other)
+with the version each gradient was computed on (and, for the dutta policy, the parameters it was
+read at). Two monotone counters per learner tell the state of its ring without a lock: ``pushed``
+(written by the learner, in its control slot) and ``consumed`` (written by the applier, in a
+cache-line-padded row of its own). ``pushed - consumed`` gradients are in flight, never more than
+``RING``. :meth:`reset` drops every gradient in flight (``consumed = pushed``): a restarted
+applier and a resumed checkpoint start from an empty mailbox.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import torch
+
+from ..memory.layout import HOST
+from .control import Counters
+
+RING = 2            # gradient slots per learner
+_PAD_I64 = 16       # 128 bytes per learner for its "consumed" counter
+
+
+def specs(workers: int, n: int, keep_params_read: bool) -> list[tuple]:
+    out: list[tuple] = [("grad_slots", (workers, RING, n), "float32"),
+                        ("slot_version", (workers, RING), "int64", HOST),
+                        ("consumed", (workers, _PAD_I64), "int64", HOST)]
+    if keep_params_read:
+        out.append(("wread", (workers, RING, n), "float32"))
+    return out
+
+
+#: per-gradient scratch: never part of a checkpoint
+SCRATCH = ("grad_slots", "wread")
+
+
+class GradientMailbox:
+    def __init__(self, arena, workers: int) -> None:
+        self.workers = workers
+        self.grads = arena.tensor("grad_slots")
+        self.versions = arena.array("slot_version")
+        self.params_read = arena.tensor("wread") if "wread" in arena else None
+        self._consumed = arena.array("consumed")[:, 0]
+        self._pushed = arena.array("ctrl")["pushed"][:workers]
+        self._seen = [int(c) for c in self._consumed]   # applier side: taken from each ring so far
+
+    # ------------------------------------------------------------ learner side
+    def full(self, rank: int) -> bool:
+        return int(self._pushed[rank]) - int(self._consumed[rank]) >= RING
+
+    def push(self, rank: int, counters: Counters, g: torch.Tensor, version: int,
+             params: torch.Tensor | None = None, wait=None) -> None:
+        """Put one gradient into ``rank``'s ring; while it is full call ``wait()`` (a stop check)."""
+        while self.full(rank):
+            if wait is not None:
+                wait()
+            time.sleep(0.0002)
+        pushed = int(counters["pushed"])
+        s = pushed % RING
+        self.grads[rank, s].copy_(g)
+        if self.params_read is not None and params is not None:
+            self.params_read[rank, s].copy_(params)
+        self.versions[rank, s] = version
+        counters.slot["pushed"] = pushed + 1
+
+    # ------------------------------------------------------------ applier side
+    def arrivals(self) -> Iterator[tuple[int, int, int]]:
+        """New gradients since the last call: (rank, version computed on, slot), rank by rank."""
+        for r in range(self.workers):
+            while self._seen[r] < int(self._pushed[r]):
+                s = self._seen[r] % RING
+                self._seen[r] += 1
+                yield r, int(self.versions[r, s]), s
+
+    def consume(self, rank: int) -> None:
+        """Free the oldest slot of ``rank``'s ring (its gradient was applied or dropped)."""
+        self._consumed[rank] += 1
+
+    # ------------------------------------------------------------ supervisor side
+    def in_flight(self) -> int:
+        return int(self._pushed.sum()) - int(self._consumed.sum())
+
+    def reset(self) -> None:
+        """Drop every gradient in flight."""
+        self._consumed[:] = self._pushed

@@ -1,0 +1,118 @@
+"""The run record: what a run returns (:class:`Result`), its evaluation samples, and the summary
+statistics read from the control block.
+
+Every counter is a lock-free read of single-writer slots (engine.control), summed over the
+processes; the supervisor reads them while workers run (``partial``) and once after they stopped.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..plan import Plan
+from .control import bin_label
+
+
+@dataclass
+class Sample:
+    t: float                # seconds since training started
+    updates: int
+    loss: float | None
+    samples_per_s: float
+    staleness_mean: float
+    gradients: int
+    dropped: int
+    leader: int | None = None                 # replica protocols: the current leader
+    loss_average: float | None = None         # replica protocols: eval loss of the replicas' mean
+    loss_replicas: list[float] | None = None  # replica protocols: eval loss of each replica
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Result:
+    """What a run returns: the trained model (a normal, private nn.Module), the error-runtime
+    history (one dict per evaluation: t, updates, loss, ...) and the summary statistics."""
+
+    model: torch.nn.Module
+    history: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.stats.get("final_loss")
+
+
+@dataclass
+class RunRecord:
+    """What the supervisor observed, apart from the counters: times, samples, events."""
+
+    t_spawn: float = 0.0
+    t_go: float = 0.0
+    t_stop: float = 0.0
+    stop_reason: str | None = None
+    final_loss: float | None = None
+    history: list[Sample] = field(default_factory=list)
+    checkpoints: int = 0
+    leader: int | None = None
+    leader_changes: int = 0
+
+    def track_leader(self, leader: int | None) -> None:
+        if leader is not None and leader != self.leader:
+            if self.leader is not None:
+                self.leader_changes += 1
+            self.leader = leader
+
+
+def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial: bool = False,
+            **extra: Any) -> dict[str, Any]:
+    """The JSON summary of a run (``partial``: only what a progress sample needs); ``extra`` is
+    added as it is (model size, arena, restarts, ...)."""
+    P = plan.workers
+    applied = int(ctrl["applied"].sum())
+    t_end = rec.t_stop or time.time()
+    wall = max(t_end - rec.t_go, 1e-9) if rec.t_go else 0.0
+    samples = int(ctrl["samples"][:P].sum())
+    st = {
+        "algo": plan.algo, "rule": plan.rule.name, "protocol": plan.protocol,
+        "variant": plan.variant, "k": plan.k, "workers": P, "lr": plan.lr,
+        "batch_size": plan.batch_size, **extra,
+        "updates": updates, "gradients": int(ctrl["grads"][:P].sum()), "applied": applied,
+        "dropped": int(ctrl["dropped"].sum()), "cancelled": int(ctrl["cancelled"].sum()),
+        "nonfinite": int(ctrl["nonfinite"].sum()),
+        "samples": samples,
+        "startup_s": rec.t_go - rec.t_spawn if rec.t_go else None,
+        "wall_s": wall,
+        "samples_per_s": samples / wall if wall else 0.0,
+        "iteration_time_mean_s": wall / updates if updates else None,
+        "staleness_mean": float(ctrl["stale_sum"].sum()) / applied if applied else 0.0,
+        "staleness_max": int(ctrl["stale_max"].max()),
+        "compute_mean_s": float(ctrl["compute_s"].sum()) / max(1, int(ctrl["timed"].sum())),
+    }
+    if partial:
+        return st
+    hist = ctrl["stale_hist"].sum(axis=0)
+    lr_min = [float(ctrl[r]["lr_min"]) for r in range(len(ctrl)) if ctrl[r]["applied"]]
+    st.update({
+        "staleness_hist": {bin_label(b): int(c) for b, c in enumerate(hist) if c},
+        "lr_policy": plan.lr_policy.name,
+        "lr_mean": float(ctrl["lr_sum"].sum()) / applied if applied else None,
+        "lr_min": min(lr_min) if lr_min else None,
+        "lr_max": float(ctrl["lr_max"].max()) if applied else None,
+        "final_loss": rec.final_loss,
+        "stop_reason": rec.stop_reason,
+        "checkpoints": rec.checkpoints,
+    })
+    if plan.replicas is not None:
+        last = rec.history[-1] if rec.history else None
+        st.update({"pulls": int(ctrl["pulls"].sum()),
+                   "loss_average": last.loss_average if last else None,
+                   "loss_replicas": last.loss_replicas if last else None})
+        if plan.variant == "lsgd":
+            st.update({"leader_rank": rec.leader, "leader_changes": rec.leader_changes})
+    return st

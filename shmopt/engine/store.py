@@ -1,0 +1,69 @@
+"""The parameter store: the shared parameters and rule state, and the version of the parameters.
+
+Two implementations of one interface (``read(dst) -> version``, ``version()``, ``x``, ``state``):
+
+* :class:`SummedStore` (the direct protocol, Hogwild): every learner writes ``x`` in place without
+  a lock; the version is the sum of the learners' own update counters (single writers, so exact).
+* :class:`SeqlockStore` (server protocols): one applier writes ``x``; it publishes each update
+  under a seqlock (``seq`` odd while writing, then ``version += 1``) so learners read consistent
+  snapshots without blocking the writer.
+
+A later transport (another device, another node) is another implementation of the same object.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+
+
+class SummedStore:
+    def __init__(self, x: torch.Tensor, state: Mapping[str, torch.Tensor], updates: np.ndarray) -> None:
+        self.x, self.state = x, state
+        self._updates = updates                 # the learners' "updates" column (a view)
+
+    def version(self) -> int:
+        return int(self._updates.sum())
+
+    def read(self, dst: torch.Tensor | None) -> int:
+        """The version, then a lock-free copy into ``dst`` (None: read in place, version only)."""
+        v = self.version()
+        if dst is not None:
+            dst.copy_(self.x)
+        return v
+
+
+class SeqlockStore:
+    def __init__(self, x: torch.Tensor, state: Mapping[str, torch.Tensor], glob: np.void) -> None:
+        self.x, self.state = x, state
+        self._glob = glob
+
+    def version(self) -> int:
+        return int(self._glob["version"])
+
+    def read(self, dst: torch.Tensor) -> int:
+        """Copy the parameters into ``dst`` at a moment no update was being written; their version."""
+        glob = self._glob
+        while True:
+            seq = int(glob["seq"])
+            if seq & 1:
+                time.sleep(0)
+                continue
+            dst.copy_(self.x)
+            version = int(glob["version"])
+            if int(glob["seq"]) == seq:
+                return version
+
+    @contextmanager
+    def writing(self) -> Iterator[int]:
+        """The single writer's update: yields the version being written (current + 1)."""
+        glob = self._glob
+        glob["seq"] += 1
+        try:
+            yield int(glob["version"]) + 1
+            glob["version"] += 1
+        finally:
+            glob["seq"] += 1

@@ -1,0 +1,105 @@
+"""The arena: the named buffers of a :class:`~shmopt.memory.layout.Layout`, in storage blocks.
+
+The owner (the supervisor, or a shared optimizer) calls :meth:`Arena.create`; other processes
+:meth:`Arena.attach` with the picklable :class:`ArenaHandle`. ``tensor(name)`` is a torch view
+made by torch from the storage's bytes (on the buffer's device: nothing is copied and every
+process sees every write), ``array(name)`` a numpy view of a host buffer (the control block's
+structured records), ``raw(name)`` its bytes (checkpoints). Only this layer owns bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import shm  # noqa: F401 - registers the host backend
+from .layout import HOST, Layout
+from .storage import Storage, StorageHandle, attach_storage, create_storage
+
+
+@dataclass(frozen=True)
+class ArenaHandle:
+    storages: tuple[tuple[str, StorageHandle], ...]     # (region, handle)
+    layout: Layout
+
+
+@dataclass
+class Arena:
+    storages: dict[str, Storage]
+    layout: Layout
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, layout: Layout) -> "Arena":
+        storages: dict[str, Storage] = {}
+        try:
+            for region, nbytes in layout.regions:
+                storages[region] = create_storage(nbytes, "cpu" if region == HOST else layout.device)
+        except BaseException:
+            for s in storages.values():
+                s.unlink()
+                s.close()
+            raise
+        return cls(storages, layout)
+
+    @classmethod
+    def attach(cls, handle: ArenaHandle) -> "Arena":
+        return cls({region: attach_storage(h) for region, h in handle.storages}, handle.layout)
+
+    @property
+    def handle(self) -> ArenaHandle:
+        return ArenaHandle(tuple((r, s.handle) for r, s in self.storages.items()), self.layout)
+
+    @property
+    def storage(self) -> Storage:
+        """The host block (the control block is always there)."""
+        return self.storages[HOST]
+
+    @property
+    def name(self) -> str:
+        return self.storage.handle.name
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.layout.device)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.layout
+
+    def raw(self, name: str) -> torch.Tensor:
+        """The bytes of a buffer as a ``torch.uint8`` view on its device."""
+        e = self.layout[name]
+        return self.storages[e.region].bytes(e.offset, e.nbytes)
+
+    def array(self, name: str) -> np.ndarray:
+        """numpy view of a host buffer (structured dtypes included)."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            e = self.layout[name]
+            if e.region != HOST:
+                raise TypeError(f"arena buffer {name!r} is on {self.layout.device}: use tensor()")
+            arr = np.ndarray(e.shape, dtype=e.dtype, buffer=self.storage.host_buffer(), offset=e.offset)
+            self._arrays[name] = arr
+        return arr
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """torch view of a numeric buffer on its device (shares memory with every process)."""
+        t = self._tensors.get(name)
+        if t is None:
+            e = self.layout[name]
+            if e.structured:
+                raise TypeError(f"arena buffer {name!r} holds records: use array()")
+            t = self.raw(name).view(e.torch_dtype).view(e.shape)
+            self._tensors[name] = t
+        return t
+
+    def close(self, unlink: bool = True) -> None:
+        """Drop this process's views, remove the blocks (owner) and detach. Idempotent."""
+        self._tensors.clear()
+        self._arrays.clear()
+        for s in self.storages.values():
+            if unlink:
+                s.unlink()
+            s.close()

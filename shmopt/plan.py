@@ -1,0 +1,290 @@
+"""From a :class:`~shmopt.config.Config` to the :class:`Plan` the engine runs.
+
+:func:`resolve` validates every option eagerly (before any process or segment exists; each bad
+option is one ConfigError naming it and what is accepted) and resolves every default and every
+derived number here, so the engine reads finished values only: per-protocol sub-plans
+(:class:`DirectPlan`, :class:`ServerPlan`, :class:`ReplicaPlan`), what each learner needs
+(:class:`WorkerPlan`) and what the supervisor needs (:class:`SupervisorPlan`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from .config import Config
+from .errors import ConfigError
+from .problems import Problem
+from .rules import RULES, Rule
+from .strategies import LrPolicy, get_algorithm, make_lr_policy
+from .strategies.algorithms import default_k
+from .strategies.delays import Delay, parse_delay, parse_slow
+from .strategies.leader import LOSS_WINDOW, TRIGGERS, easgd_alpha, groups
+from .strategies.server import KAggregator
+
+READ_MODES = ("snapshot", "inplace")
+START_METHODS = ("forkserver", "spawn")
+DEFAULT_STEPS = 5000
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every learner process needs, whatever its protocol."""
+
+    seed: int
+    threads: int
+    pin: bool
+    batch_size: int
+    check_finite: bool
+    stop_on_nonfinite: bool
+    delay: Delay
+    slow: dict[int, float]
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    snapshot: bool                  # read a private copy per gradient (else the shared x in place)
+    max_staleness: int | None
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    variant: str                    # k-sync, k-batch-sync, k-async, k-batch-async
+    k: int
+    max_staleness: int | None
+    keep_params_read: bool          # the dutta policy: the parameters each gradient was read at
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    variant: str                    # lsgd or easgd
+    tau: int
+    trigger: str
+    independent_init: bool
+    lam: float = 0.0                # lsgd
+    members: tuple[tuple[int, ...], ...] = ()   # lsgd: the ranks of each rank's group
+    n_groups: int = 1
+    lam_global: float = 0.0
+    tau_global: int = 1
+    window: int = 1
+    group: tuple[int, ...] = ()     # lsgd: the group index of each rank
+    alpha: float = 0.0              # easgd: the moving rate
+
+
+@dataclass(frozen=True)
+class SupervisorPlan:
+    time_limit: float | None
+    target_loss: float | None
+    eval_interval: float
+    eval_samples: int
+    heartbeat_timeout: float
+    startup_timeout: float
+    start_method: str
+    restart: bool                   # on_worker_failure == "restart"
+    max_restarts: int
+    checkpoint: str | None
+    checkpoint_every: int | None
+    resume: str | None
+    log: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated configuration with every default resolved."""
+
+    algo: str
+    rule: Rule
+    protocol: str                   # direct, server or replicas
+    variant: str                    # direct, a K-variant, lsgd or easgd
+    k: int
+    workers: int
+    lr: float
+    steps: int | None
+    lr_policy: LrPolicy
+    worker: WorkerPlan
+    supervisor: SupervisorPlan
+    options: dict                   # the Config as a plain dict (checkpoints record it)
+    direct: DirectPlan | None = None
+    server: ServerPlan | None = None
+    replicas: ReplicaPlan | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.worker.batch_size
+
+    @property
+    def processes(self) -> int:
+        """Engine processes: the learners, plus the applier of server protocols."""
+        return self.workers + (1 if self.server is not None else 0)
+
+
+def default_threads(workers: int, cores: int | None = None) -> int:
+    """torch threads per worker: ``max(1, (cores - 1) // workers)``.
+
+    One core is left to the supervisor (evaluations) and the server: measured on 2 cores, a single
+    worker with 2 OpenMP threads next to the supervisor ran 6-10x slower on ``mlp`` than with 1
+    (threads spin-waiting for a preempted peer), so ``cores // workers`` is not the default.
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, (cores - 1) // workers)
+
+
+def _choice(name: str, value, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"invalid {name}={value!r}: choose one of {', '.join(accepted)}")
+
+
+def _check_int(name: str, value, lo: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"invalid {name}={value!r}: must be an integer >= {lo}{hint}")
+
+
+def _check_pos(name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}: must be a finite number "
+                          f"{'>= 0' if allow_zero else '> 0'}")
+
+
+def check_output_path(name: str, path: str | None) -> None:
+    """An output file must be creatable before any work starts (no trained model lost at the end)."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"invalid {name}={path!r}: is a directory; give a file path")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"invalid {name}={path!r}: directory {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ConfigError(f"invalid {name}={path!r}: not writable")
+
+
+def _replica_plan(c: Config, variant: str) -> ReplicaPlan:
+    _check_int("tau", c.tau, 1)
+    _check_int("tau-global", c.tau_global, 1)
+    for name, v in (("lam", c.lam), ("lam-global", c.lam_global)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ConfigError(f"invalid {name}={v!r}: must be in [0, 1]")
+    _check_int("groups", c.groups, 1)
+    parts = groups(c.workers, c.groups)
+    _check_int("window", c.window, 1)
+    if c.window > LOSS_WINDOW:
+        raise ConfigError(f"invalid window={c.window}: at most {LOSS_WINDOW} losses are kept")
+    _choice("trigger", c.trigger, TRIGGERS)
+    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)) or not 0.0 < c.beta <= c.workers:
+        raise ConfigError(f"invalid beta={c.beta!r}: must be in (0, workers] "
+                          f"(alpha = beta / workers <= 1)")
+    _choice("replica-init", c.replica_init, ("same", "independent"))
+    if c.max_staleness is not None:
+        raise ConfigError(f"--max-staleness does not apply to {variant}: replicas take no stale gradients")
+    group = tuple(next(i for i, g in enumerate(parts) if r in g) for r in range(c.workers))
+    return ReplicaPlan(variant, c.tau, c.trigger, c.replica_init == "independent", lam=c.lam,
+                       members=tuple(tuple(parts[i]) for i in group), n_groups=c.groups, group=group,
+                       lam_global=c.lam_global, tau_global=c.tau_global, window=c.window,
+                       alpha=easgd_alpha(c.beta, c.workers))
+
+
+def _supervisor_plan(c: Config) -> SupervisorPlan:
+    if c.time_limit is not None:
+        _check_pos("time-limit", c.time_limit)
+    if c.target_loss is not None and (isinstance(c.target_loss, bool) or not isinstance(
+            c.target_loss, (int, float)) or not math.isfinite(c.target_loss)):
+        raise ConfigError(f"invalid target-loss={c.target_loss!r}: must be a finite number")
+    _check_pos("eval-interval", c.eval_interval)
+    _check_int("eval-samples", c.eval_samples, 1)
+    _check_pos("heartbeat-timeout", c.heartbeat_timeout)
+    _check_pos("startup-timeout", c.startup_timeout)
+    _choice("on-worker-failure", c.on_worker_failure, ("stop", "restart"))
+    _check_int("max-restarts", c.max_restarts, 0)
+    if c.checkpoint_every is not None:
+        _check_int("checkpoint-every", c.checkpoint_every, 1)
+        if not c.checkpoint:
+            raise ConfigError("--checkpoint-every needs --checkpoint FILE")
+    check_output_path("checkpoint", c.checkpoint)
+    if c.resume is not None and not os.path.isfile(c.resume):
+        raise ConfigError(f"invalid resume={c.resume!r}: no such checkpoint file")
+    check_output_path("log", c.log)
+    _choice("start-method", c.start_method, START_METHODS)
+    return SupervisorPlan(c.time_limit, c.target_loss, c.eval_interval, c.eval_samples,
+                          c.heartbeat_timeout, c.startup_timeout, c.start_method,
+                          c.on_worker_failure == "restart", c.max_restarts, c.checkpoint,
+                          c.checkpoint_every, c.resume, c.log)
+
+
+def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
+    n = len(problem.train[0])
+    batch = problem.batch_size if c.batch_size is None else c.batch_size
+    _check_int("batch-size", batch, 1)
+    if batch > n:
+        raise ConfigError(f"invalid batch-size={batch}: larger than the training data ({n} rows)")
+    _check_int("seed", c.seed, 0)
+    if c.threads is not None:
+        _check_int("threads", c.threads, 1)
+    _choice("on-nonfinite", c.on_nonfinite, ("skip", "stop"))
+    delay = parse_delay(c.delay)
+    if delay.kind == "pareto" and not delay.alpha > 1:   # type: ignore[operator]
+        raise ConfigError(f"invalid delay {c.delay!r}: a run needs ALPHA > 1 (ALPHA <= 1 has an "
+                          f"infinite mean delay, the run would sleep without end)")
+    return WorkerPlan(c.seed, c.threads or default_threads(c.workers), bool(c.pin), batch,
+                      bool(c.check_finite), c.on_nonfinite == "stop", delay, parse_slow(c.slow, c.workers))
+
+
+def resolve(config: Config, problem: Problem) -> Plan:
+    """Validate ``config`` against ``problem``; raise ConfigError naming the first bad option."""
+    c = config
+    spec = get_algorithm(c.algo)
+    _check_int("workers", c.workers, 1)
+    if c.workers > 256:
+        raise ConfigError(f"invalid workers={c.workers}: at most 256 are supported")
+    if c.steps is not None:
+        _check_int("steps", c.steps, 1)
+    if c.lr is not None:
+        _check_pos("lr", c.lr)
+    if c.max_staleness is not None:
+        _check_int("max-staleness", c.max_staleness, 0)
+    worker = _worker_plan(c, problem)
+    supervisor = _supervisor_plan(c)
+    _choice("read", c.read, READ_MODES)
+
+    rule_name = c.rule or spec.rule
+    if rule_name not in spec.rules:
+        raise ConfigError(f"invalid rule={rule_name!r} for {c.algo}: choose one of {', '.join(spec.rules)}")
+    protocol = c.protocol or spec.protocol
+    if protocol not in spec.protocols:
+        raise ConfigError(f"invalid protocol={protocol!r} for {c.algo}: choose one of "
+                          f"{', '.join(spec.protocols)}")
+    lr = c.lr if c.lr is not None else problem.lr.get(rule_name)
+    rule = RULES[rule_name].from_options({**c.to_dict(), "betas": tuple(c.betas), "lr": lr})
+
+    policy = make_lr_policy(c.lr_policy, c.lr_c, c.lr_max)
+    if policy.name != "constant" and protocol == "replicas":
+        raise ConfigError(f"the {policy.name} lr policy is for stale gradients; {c.algo} replicas "
+                          f"take none (use --lr-policy constant)")
+    if policy.name != "constant" and not spec.asynchronous:
+        raise ConfigError(f"the {policy.name} lr policy is for asynchronous algorithms, not {c.algo}")
+    sub: dict = {}
+    k = 1
+    if protocol == "replicas":
+        sub["replicas"] = _replica_plan(c, spec.variant)
+    if protocol in ("direct", "replicas"):
+        variant = "direct" if protocol == "direct" else spec.variant
+        if c.k is not None:
+            raise ConfigError("--k applies to server protocols only (use --protocol server)")
+    else:
+        variant = spec.variant
+        k = c.k if c.k is not None else default_k(spec, c.workers)
+        _check_int("k", k, 1)
+        KAggregator(variant, c.workers, k, c.max_staleness)   # validates k against workers
+        sub["server"] = ServerPlan(variant, k, c.max_staleness, policy.needs_distance)
+    if protocol == "direct":
+        if policy.needs_distance and c.read == "inplace":
+            raise ConfigError("the dutta lr policy needs the parameters a gradient was read at: "
+                              "use --read snapshot")
+        sub["direct"] = DirectPlan(c.read == "snapshot", c.max_staleness)
+    steps = c.steps
+    if steps is None and c.time_limit is None and c.target_loss is None:
+        steps = DEFAULT_STEPS
+    return Plan(c.algo, rule, protocol, variant, k, c.workers, rule.lr, steps, policy, worker,
+                supervisor, c.to_dict(), **sub)
