@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from shmopt.engine.storage import list_segments
+from shmopt.memory.shm import list_segments
 from shmopt.errors import ConfigError
 from shmopt.rules import fused_adam_available
 from shmopt.shared import (SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, SharingError,

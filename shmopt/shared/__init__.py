@@ -7,11 +7,20 @@
     # in each worker (pass shared and opt as torch.multiprocessing Process args):
     #     pull_parameters(local, shared); loss(local).backward(); opt.step_from(local)
 
-See :mod:`shmopt.shared.model` (gradients: one private buffer per process) and
-:mod:`shmopt.shared.optim` (state, pickling by handle, step counting, staleness).
+The modules, bottom up: :mod:`~shmopt.shared.lifecycle` (an object's hold on its arena: owner,
+attach by handle, finalizer), :mod:`~shmopt.shared.counters` (the exact step count),
+:mod:`~shmopt.shared.guards` and :mod:`~shmopt.shared.model` (the shared model and what keeps
+it shared), :mod:`~shmopt.shared.push_pull` (gradients: one private buffer per process),
+:mod:`~shmopt.shared.param_groups`, :mod:`~shmopt.shared.group_rules` (the rule of each group),
+:mod:`~shmopt.shared.torch_state` and
+:mod:`~shmopt.shared.optimizer_base` (state, pickling by handle, step counting, staleness), and
+:mod:`~shmopt.shared.optimizers` (the optimizer classes).  Only the memory layer, the rules and
+the strategies are used, nothing above them.
 """
-from .model import SharedModel, SharingError, pull_parameters, push_gradients, share
-from .optim import SharedAdam, SharedAMSGrad, SharedSGD
+from .errors import SharingError
+from .model import SharedModel, share
+from .optimizers import SharedAdam, SharedAMSGrad, SharedSGD
+from .push_pull import pull_parameters, push_gradients
 
 __all__ = ["SharedAMSGrad", "SharedAdam", "SharedSGD", "share", "SharedModel", "push_gradients",
            "pull_parameters", "SharingError"]

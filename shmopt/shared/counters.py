@@ -22,8 +22,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..engine.arena import Arena
-from ..engine.storage import SHM_DIR, pid_alive
+from ..memory import Arena
+from ..memory.shm import SHM_DIR, pid_alive
 from ..errors import ConfigError
 
 SLOT_BYTES = 128
@@ -55,7 +55,7 @@ def _claim_lock(arena: Arena) -> Iterator[None]:
 
     path = os.path.join(SHM_DIR, arena.name)
     fd = os.open(path, os.O_RDWR) if os.path.exists(path) else \
-        os.dup(arena.storage._shm._fd)  # non-Linux POSIX: the mapping's own descriptor
+        os.dup(arena.storage.fileno())  # non-Linux POSIX: the mapping's own descriptor
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
