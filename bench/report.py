@@ -217,6 +217,20 @@ def startup(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
+def latency(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "latency")
+    if not found:
+        return []
+    e = found[0]
+    rows = ["| what | median | max | over rounds |", "|---|---:|---:|---:|"]
+    for key, label in (("detect_s", "a SIGKILLed worker is reported (poll every 10 ms)"),
+                       ("stop_s", "stop flag to every worker exited by itself, inside a 30 s injected delay"),
+                       ("close_s", "Engine.close() after the workers stopped"),
+                       ("orphan_s", "supervisor SIGKILLed to every worker exited")):
+        rows.append(f"| {label} | {e[key] * 1e3:.0f} ms | {e['max'][key] * 1e3:.0f} ms | {e['rounds']} |")
+    return rows
+
+
 def targets(benchmarks: list[dict]) -> list[str]:
     """The issue's targets, each with its measured ratio (medians over interleaved rounds)."""
     rows = ["| target | measured | met |", "|---|---:|---|"]
@@ -247,7 +261,7 @@ def targets(benchmarks: list[dict]) -> list[str]:
 TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
           "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
-          "startup": startup}
+          "startup": startup, "latency": latency}
 
 
 def update_readme(readme: str, paths: list[str]) -> None:

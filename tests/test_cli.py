@@ -121,7 +121,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, needle, bad_files
 
 def test_algos_info_clean(capsys):
     code, out, _ = run_main(["algos"], capsys)
-    assert code == 0 and {ln.split()[0] for ln in out.splitlines()} >= {"apam", "hogwild", "sync"}
+    assert code == 0 and [ln.split()[0] for ln in out.splitlines()] == [
+        "hogwild", "apam", "sync", "k-sync", "k-batch-sync", "k-async", "k-batch-async", "lsgd", "easgd"]
     code, out, _ = run_main(["info"], capsys)
     assert code == 0 and "/dev/shm free" in out and "torch" in out and "CUDA devices" in out
     code, out, _ = run_main(["clean"], capsys)
@@ -169,11 +170,44 @@ def test_compare_writes_one_combined_log(capsys, tmp_path):
     assert all(float(r["t"]) >= 0 for r in rows)
     assert "time to loss 0.5" in out
     png = tmp_path / "cmp.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in out
+    again = tmp_path / "again.png"
+    code, out, err = run_main(["plot", str(out_csv), "--out", str(again), "--title", "t"], capsys)
+    assert code == 0 and again.exists() and again.stat().st_size > 1000 and f"plot: {again}" in out
+
+
+def test_compare_without_matplotlib_says_how_to_get_the_plot(capsys, tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *a, **k):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    out_csv = tmp_path / "cmp.csv"
+    code, out, err = run_main(["compare", "quadratic", "--algos", "hogwild", "--steps", "50",
+                               "--out", str(out_csv)], capsys)
+    assert code == 0 and out_csv.exists() and not (tmp_path / "cmp.png").exists() and "pip install" in out
+    code, _, err = run_main(["plot", str(out_csv)], capsys)
+    assert code == 1 and "pip install" in err
+
+
+def test_clean_removes_a_stale_segment_and_keeps_a_live_one(capsys):
+    code = ("import os, secrets; from multiprocessing import shared_memory as s, resource_tracker as r;"
+            "n=f'shmopt_{os.getpid()}_{secrets.token_hex(8)}'; m=s.SharedMemory(n, create=True, size=64);"
+            "r.unregister(m._name, 'shared_memory'); print(n)")
+    stale = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    from shmopt.memory import Arena, Layout
+    live = Arena.create(Layout.build([("x", (4,), "float32")]))
     try:
-        import matplotlib  # noqa: F401
-        assert png.exists() and "plot: " in out
-    except ImportError:
-        assert not png.exists() and "pip install" in out
+        assert stale in _all_segments() and live.name in _all_segments()
+        rc, out, _ = run_main(["clean"], capsys)
+        assert rc == 0 and stale in out and stale not in _all_segments()
+        assert live.name in _all_segments()                 # a live owner's segment stays
+    finally:
+        live.close()
 
 
 @pytest.mark.timeout_s(300)

@@ -5,7 +5,6 @@ import pytest
 
 import shmopt
 from shmopt.problems import load_problem
-from shmopt.strategies.theory import expected_iteration_time
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +31,9 @@ def test_k_sync_cancellation_cuts_a_running_delay_short(quad):
     r = shmopt.train(quad, algo="k-sync", workers=2, k=1, time_limit=2.0, lr=0.05,
                      delay="exp:0.02", slow=("1:100",))
     st = r.stats
-    assert st["updates"] > 40
+    assert st["cancelled"] >= 10                 # waiting the delays out: 1 or 2 in 2 s
     assert st["cancelled"] > 0.5 * st["updates"]
     assert st["staleness_max"] == 0
-
-
-def test_measured_time_per_update_follows_the_theory(quad):
-    """Loose in CI (noisy machine); bench/test_theory_match.py holds the 5% comparison."""
-    r = shmopt.train(quad, algo="k-batch-async", workers=2, k=1, time_limit=3.0, lr=0.02,
-                     delay="exp:0.01")
-    st = r.stats
-    th = expected_iteration_time("k-batch-async", 2, 1, "exp:0.01", compute=st["compute_mean_s"])
-    assert st["iteration_time_mean_s"] == pytest.approx(th.expected_iteration_time_s, rel=0.25)
 
 
 def test_staleness_lr_policy_reports_the_rates_used(quad):
@@ -60,5 +50,5 @@ def test_dutta_policy_runs_on_both_protocols(quad):
         r = shmopt.train(quad, algo="hogwild", protocol=proto, workers=2, steps=300, lr=0.05,
                          lr_policy="dutta", lr_c=1e-4)
         st = r.stats
-        assert st["lr_max"] <= 0.05 + 1e-12 and st["lr_min"] > 0
+        assert st["lr_max"] <= 0.05 + 1e-12 and 0 < st["lr_min"] < 0.5 * 0.05   # the rate did fall
         assert r.final_loss < r.history[0]["loss"]

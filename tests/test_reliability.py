@@ -49,7 +49,7 @@ def test_restart_policy_respawns_a_killed_worker_and_finishes_the_run(quad, algo
 
 
 def test_restart_gives_up_after_max_restarts():
-    with pytest.raises(WorkerError, match="raised ValueError"):
+    with pytest.raises(WorkerError, match=r"raised ValueError.*\(after 2 restarts of this rank\)"):
         shmopt.train(FAULTY, problem_options={"mode": "raise", "after": 0}, algo="hogwild", workers=2,
                      steps=10**6, on_worker_failure="restart", max_restarts=2)
 
@@ -60,16 +60,17 @@ def test_nonfinite_stop_policy_fails_the_run():
                      on_nonfinite="stop")
 
 
-def test_worker_failure_is_detected_within_one_second(quad):
+def test_worker_failure_is_detected_by_polling(quad):
+    """The latency is measured in bench/test_latency.py; here: detected, named, no hang."""
     eng = Engine(quad, Config(algo="apam", workers=2, time_limit=60))
     eng.start()
     time.sleep(0.2)
-    t0 = time.monotonic()
-    os.kill(eng.procs[0].pid, signal.SIGKILL)
-    with pytest.raises(WorkerError):
-        while eng.poll() is None:
+    victim = eng.procs[0].pid
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(WorkerError, match=f"worker 0 \\(pid {victim}\\) was killed by SIGKILL"):
+        deadline = time.monotonic() + 30
+        while eng.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-    assert time.monotonic() - t0 < 1.0
     eng.close()
 
 
@@ -100,18 +101,71 @@ def test_checkpoint_resume_restores_every_buffer_bit_exactly(quad, tmp_path):
         assert torch.equal(pa, pb)
 
 
-def test_resume_continues_counting_and_periodic_checkpoints_are_consistent(quad, tmp_path):
+def _keep_every_checkpoint(monkeypatch) -> list[str]:
+    """Copy each checkpoint file as it is written (the final one overwrites the periodic ones)."""
+    import shutil
+    kept, save = [], ckpt.save
+
+    def keeping(path, *a, **k):
+        save(path, *a, **k)
+        kept.append(f"{path}.{len(kept)}")
+        shutil.copyfile(path, kept[-1])
+    monkeypatch.setattr(ckpt, "save", keeping)
+    return kept
+
+
+def _records(doc, name, dtype):
+    return np.frombuffer(doc["buffers"][name].numpy().tobytes(), dtype=dtype)
+
+
+@pytest.mark.parametrize("algo,opts", [("apam", {}), ("k-async", {"k": 1, "rule": "amsgrad"})])
+def test_each_periodic_checkpoint_is_a_consistent_paused_state(quad, tmp_path, monkeypatch, algo, opts):
+    """Every periodic checkpoint (written while the workers are paused between updates) has
+    counters that agree exactly with its version and an AMSGrad state that is not torn."""
+    kept = _keep_every_checkpoint(monkeypatch)
+    path = str(tmp_path / "run.ckpt")
+    shmopt.train(quad, algo=algo, workers=2, steps=600, checkpoint=path, checkpoint_every=150,
+                 delay="exp:0.0005", **opts)
+    docs = [ckpt.load(p) for p in kept]
+    periodic = docs[:-1]
+    assert len(periodic) >= 3, len(kept)
+    versions = []
+    for doc in periodic:
+        ctrl = _records(doc, "ctrl", shmopt.engine.control.SLOT)
+        glob = _records(doc, "glob", shmopt.engine.control.GLOBAL)[0]
+        if algo == "apam":                         # direct: version = sum of the workers' updates
+            version = int(ctrl["updates"][:2].sum())
+            assert int(ctrl["applied"].sum()) == version
+        else:                                      # the applier's version, one update per gradient
+            version = int(glob["version"])
+            assert int(ctrl[2]["updates"]) == int(ctrl["applied"].sum()) == version
+        assert doc["updates"] == version >= 150
+        assert int(ctrl["stale_hist"].sum()) == int(ctrl["applied"].sum())
+        assert int(glob["seq"]) % 2 == 0           # no update half written
+        v = doc["buffers"]["state_v"].view(torch.float32)
+        vmax = doc["buffers"]["state_vmax"].view(torch.float32)
+        assert torch.all(vmax >= v)                # vmax = max(vmax, v) after every whole update
+        versions.append(version)
+    periods = [v // 150 for v in versions]          # one checkpoint per period of 150 updates
+    assert periods == sorted(set(periods)) and periods[0] >= 1
+
+
+def test_resume_continues_counting(quad, tmp_path):
     path = str(tmp_path / "run.ckpt")
     shmopt.train(quad, algo="hogwild", workers=2, steps=300, checkpoint=path, checkpoint_every=100)
+    saved = ckpt.load(path)["updates"]
     r = shmopt.train(quad, algo="hogwild", workers=2, steps=700, resume=path)
     assert 700 <= r.stats["updates"] <= 702
-    assert r.history[0]["updates"] >= 300        # continued from the checkpoint's version
+    assert r.history[0]["updates"] == saved      # continued from the checkpoint's exact version
 
 
 @pytest.mark.parametrize("change,needle", [
     (dict(algo="hogwild"), "algo is 'apam' in the checkpoint but 'hogwild' here"),
     (dict(workers=3), "workers is 2 in the checkpoint but 3 here"),
     (dict(problem_options={"d": 4}), "does not fit this run"),
+    (dict(problem_options={"seed": 7}), "data is"),              # same shapes, other data
+    (dict(rule="adam"), "rule is 'amsgrad' in the checkpoint but 'adam' here"),
+    (dict(protocol="server"), "protocol is 'direct' in the checkpoint but 'server' here"),
 ])
 def test_an_incompatible_checkpoint_is_refused(quad, tmp_path, change, needle):
     path = str(tmp_path / "run.ckpt")
@@ -137,6 +191,29 @@ def test_a_corrupt_or_foreign_checkpoint_is_refused(quad, tmp_path, damage):
         torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(ConfigError, match="corrupt or truncated|not a shmopt checkpoint"):
         shmopt.train(quad, algo="apam", workers=2, steps=100, resume=str(path))
+
+
+def test_a_k_change_is_refused(quad, tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    shmopt.train(quad, algo="k-async", workers=2, k=1, steps=50, checkpoint=path)
+    with pytest.raises(ConfigError, match="k is 1 in the checkpoint but 2 here"):
+        shmopt.train(quad, algo="k-async", workers=2, k=2, steps=100, resume=path)
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_file_and_no_temporary(quad, tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+    shmopt.train(quad, algo="apam", workers=2, steps=50, checkpoint=str(path))
+    before = path.read_bytes()
+
+    def crash(doc, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        shmopt.train(quad, algo="apam", workers=2, steps=50, checkpoint=str(path))
+    monkeypatch.undo()
+    assert path.read_bytes() == before and ckpt.load(str(path))["updates"] >= 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]   # the temp file is gone
 
 
 def test_checkpoint_never_unpickles_code(tmp_path):
@@ -178,14 +255,29 @@ def _wait_workers(proc, n, timeout=60):
 def test_sigint_and_sigterm_stop_cleanly_with_a_checkpoint(tmp_path, sig, code):
     proc = _start_cli("--workers", "2", "--checkpoint", "final.ckpt", tmp_path=tmp_path)
     kids, segs = _wait_workers(proc, 2)
-    t0 = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 3.0
     assert proc.returncode == code, err
     assert (tmp_path / "final.ckpt").exists()
     assert ckpt.load(str(tmp_path / "final.ckpt"))["algo"] == "apam"
     assert not [s for s in segs if s in storage.list_segments()]
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.timeout_s(120)
+def test_ctrl_c_in_a_terminal_signals_the_whole_process_group(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the foreground group: the workers and the
+    forkserver ignore it, the supervisor stops them, checkpoints and exits 130."""
+    proc = _start_cli("--workers", "2", "--checkpoint", "final.ckpt", tmp_path=tmp_path)
+    kids, segs = _wait_workers(proc, 2)
+    assert all(os.getpgid(k.pid) == proc.pid for k in kids)   # the workers are in the CLI's group
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted; workers stopped" in err and "Traceback" not in err
+    assert ckpt.load(str(tmp_path / "final.ckpt"))["updates"] > 0
+    assert not [s for s in segs if s in storage.list_segments()]
+    psutil.wait_procs(kids, timeout=10)
     assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
 
 
@@ -195,8 +287,8 @@ def test_sigkill_of_the_supervisor_stops_workers_and_leaves_no_segment(tmp_path)
     kids, segs = _wait_workers(proc, 2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    gone, alive = psutil.wait_procs(kids, timeout=2.5)
-    assert not alive, f"workers still alive 2.5 s after the supervisor died: {alive}"
+    gone, alive = psutil.wait_procs(kids, timeout=10)      # the latency: bench/test_latency.py
+    assert not alive, f"workers still alive 10 s after the supervisor died: {alive}"
     deadline = time.monotonic() + 5
     while [s for s in segs if s in storage.list_segments()] and time.monotonic() < deadline:
         time.sleep(0.1)

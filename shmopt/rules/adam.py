@@ -135,7 +135,7 @@ class Adam(Rule):
         if step < 1:
             raise step_error(step)
         eta = self.lr if lr is None else float(lr)
-        if self.fused is not False and fused_adam_available(params.device.type):
+        if self.fused is not False and fused_adam_available("cpu" if params.is_cpu else params.device.type):
             self._update_fused(params, grad, state, step, eta)
         else:
             self._update_ops(params, grad, state, step, eta)
@@ -143,9 +143,10 @@ class Adam(Rule):
     def _update_fused(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
                       lr: float) -> None:
         cache = self._cache()
-        step_t = cache.get("step")
-        if step_t is None or step_t.device != params.device:
-            step_t = cache["step"] = torch.zeros((), dtype=torch.float32, device=params.device)
+        key = f"step{params.get_device()}"          # the kernel wants the step on the params' device
+        step_t = cache.get(key)
+        if step_t is None:
+            step_t = cache[key] = torch.zeros((), dtype=torch.float32, device=params.device)
         step_t.fill_(step if self.bias_correction else NO_BIAS_CORRECTION_STEP)
         b1, b2 = self.betas
         torch._fused_adam_(

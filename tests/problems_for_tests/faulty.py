@@ -23,8 +23,12 @@ def _in_worker() -> bool:
 _EVAL_CALLS: dict[int, int] = {}
 
 
-def _loss(model: nn.Module, batch, mode: str, after: int) -> torch.Tensor:
+def _loss(model: nn.Module, batch, mode: str, after: int, count_dir: str | None = None) -> torch.Tensor:
     x, y = batch
+    if count_dir and _in_worker():               # count this process's loss() calls, independently
+        _loss.counted = getattr(_loss, "counted", 0) + 1
+        with open(os.path.join(count_dir, f"{os.getpid()}.calls"), "w") as f:
+            f.write(str(_loss.counted))
     if not _in_worker() and mode == "eval":      # the supervisor: validation, then evaluations
         calls = _EVAL_CALLS[after] = _EVAL_CALLS.get(after, 0) + 1   # one count per test setting
         if calls > after:
@@ -43,9 +47,9 @@ def _loss(model: nn.Module, batch, mode: str, after: int) -> torch.Tensor:
     return 0.5 * (model(x).squeeze(-1) - y).pow(2).mean()
 
 
-def problem(mode: str = "raise", after: int = 5) -> Problem:
+def problem(mode: str = "raise", after: int = 5, count_dir: str | None = None) -> Problem:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 4, generator=g)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
-    return Problem("faulty", _model, functools.partial(_loss, mode=mode, after=after), (x, y),
+    return Problem("faulty", _model, functools.partial(_loss, mode=mode, after=after, count_dir=count_dir), (x, y),
                    batch_size=16, lr={"sgd": 0.05, "amsgrad": 0.01})
