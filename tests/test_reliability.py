@@ -275,7 +275,10 @@ def test_ctrl_c_in_a_terminal_signals_the_whole_process_group(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "interrupted; workers stopped" in err and "Traceback" not in err
-    assert ckpt.load(str(tmp_path / "final.ckpt"))["updates"] > 0
+    doc = ckpt.load(str(tmp_path / "final.ckpt"))
+    assert doc["updates"] > 0
+    status = _records(doc, "ctrl", shmopt.engine.control.SLOT)["status"][:2]
+    assert list(status) == [shmopt.engine.control.DONE] * 2     # stopped by the flag, not by SIGINT
     assert not [s for s in segs if s in storage.list_segments()]
     psutil.wait_procs(kids, timeout=10)
     assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
