@@ -36,6 +36,8 @@ def test_dutta_policy_under_heavy_tailed_staleness(benchmark, policy):
                                 staleness_mean=st["staleness_mean"], staleness_max=st["staleness_max"],
                                 nonfinite=st["nonfinite"], lr_mean=st["lr_mean"], lr_min=st["lr_min"],
                                 diverged=not (math.isfinite(loss) and loss < 10 * st["optimum"]))
+    # the claim: at this rate the constant policy diverges and the compensated one converges
+    assert benchmark.extra_info["diverged"] is (policy == "constant"), (policy, loss)
 
 
 @pytest.mark.parametrize("algo", ["apam", "lsgd", "easgd"])

@@ -53,4 +53,6 @@ def test_time_per_update_matches_theory(benchmark, quad, variant, k):
         ratio=measured / pure.expected_iteration_time_s,
         ratio_with_compute=measured / with_compute.expected_iteration_time_s,
         sampling_se_rel=se / with_compute.expected_iteration_time_s)
-    assert measured > 0
+    # the README's claim: within 15% of the theory for X = compute + delay (asynchronous
+    # variants within a few %, the synchronous ones above it by up to about 11%)
+    assert 0.95 < measured / with_compute.expected_iteration_time_s < 1.15

@@ -90,3 +90,14 @@ def test_cli_reports_a_failed_worker_with_rank_pid_and_traceback(capsys):
     last = err.strip().splitlines()[-1]
     assert last.startswith("shmopt: worker 0 (pid ") and "raised ValueError" in last
     assert int(last.split("(pid ")[1].split(")")[0]) != os.getpid()
+
+
+def test_groups_give_one_leader_per_group_and_one_global_leader(quad):
+    """Each rank's local leader is the best of its own group (from the plan's members), not the
+    global best; the global leader is the best of all."""
+    from shmopt.strategies.leader import select_leader
+    plan = resolve(Config(algo="lsgd", workers=6, groups=3), quad)
+    means = [0.9, 0.5, 0.7, 0.8, 0.2, 0.6]
+    local = [select_leader(means, plan.replicas.members[r]) for r in range(6)]
+    assert local == [1, 1, 2, 2, 4, 4]                     # three groups, three leaders
+    assert select_leader(means) == 4

@@ -43,7 +43,10 @@ def test_every_algorithm_converges_on_the_quadratic(quad, opts):
     assert st["updates"] >= 2000 and st["updates"] <= 2000 + 2
     first = r.history[0]["loss"]
     assert r.final_loss < 0.05 * first, (first, r.final_loss)
-    assert r.final_loss <= quad.optimum * 3 + 1e-3
+    # measured (4 runs each): sgd and sync 1.004-1.052x the optimum; asynchronous AMSGrad at
+    # lr 0.02 keeps a noise floor of 1.19-1.73x
+    bound = 2.5 if opts["algo"] == "apam" else 1.1
+    assert r.final_loss <= quad.optimum * bound, (r.final_loss / quad.optimum, bound)
     # the returned model is private and holds the final parameters
     p = next(r.model.parameters())
     assert p.dtype == torch.float32 and p.shape == next(quad.model().parameters()).shape

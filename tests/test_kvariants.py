@@ -18,6 +18,7 @@ def test_each_variant_trains_and_keeps_its_staleness_contract(quad, algo):
     st = r.stats
     assert st["updates"] >= 300 and st["k"] == 2 and st["variant"] == algo
     assert r.final_loss < 0.2 * r.history[0]["loss"]
+    assert r.final_loss <= 1.05 * quad.optimum               # measured: 1.002-1.005x
     assert st["applied"] == 2 * st["updates"]               # K gradients per update
     if algo in ("k-sync", "k-batch-sync"):
         assert st["staleness_max"] == 0                      # never a stale gradient
