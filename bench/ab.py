@@ -1,6 +1,6 @@
 """Before/after: the same runs on two revisions, interleaved in one session, medians of ratios.
 
-    python bench/ab.py --base REV [--rounds 5] [--seconds 3] [--json FILE]
+    python bench/ab.py --base REV [--rounds 5] [--seconds 3] [--only TEXT] [--json FILE]
 
 Checks out REV into a temporary git worktree, then for each case alternates a run of the base
 and of this working tree (each in its own subprocess with its own PYTHONPATH, the order flipped
@@ -46,13 +46,14 @@ def main() -> None:
     ap.add_argument("--base", required=True, help="git revision to compare against")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--only", help="run only the cases whose name contains this, e.g. 'mlp lsgd'")
     ap.add_argument("--json", help="write the results to this file")
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix="shmopt-ab-")
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "-q", "--detach", base, a.base], check=True)
     rows = []
     try:
-        for case in CASES:
+        for case in [c for c in CASES if not a.only or a.only in " ".join(map(str, c))]:
             rates: dict[str, list[float]] = {"base": [], "new": []}
             for i in range(a.rounds):
                 order = [("base", base), ("new", ROOT)]
