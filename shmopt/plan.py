@@ -113,6 +113,11 @@ class Plan:
     def batch_size(self) -> int:
         return self.worker.batch_size
 
+    def group_of(self, rank: int) -> int:
+        """lsgd: the group of a learner (multi-leader); 0 for every other rank and algorithm."""
+        groups = self.replicas.group if self.replicas is not None else ()
+        return groups[rank] if rank < len(groups) else 0
+
     @property
     def processes(self) -> int:
         """Engine processes: the learners, plus the applier of server protocols."""

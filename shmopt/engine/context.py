@@ -46,10 +46,8 @@ class Context:
         self.model_fn, self.loss_fn, plan = pickle.loads(args.payload)
         self.plan: Plan = plan
         wp = plan.worker
-        replicas = plan.replicas
-        set_worker_info(WorkerInfo(self.rank, plan.workers,
-                                   replicas.group[self.rank] if replicas and self.rank < plan.workers
-                                   and replicas.group else 0, wp.seed + self.rank, wp.device))
+        set_worker_info(WorkerInfo(self.rank, plan.workers, plan.group_of(self.rank), wp.seed + self.rank,
+                                   wp.device))
         torch.set_num_threads(wp.threads)
         if wp.pin:
             import psutil
@@ -62,7 +60,7 @@ class Context:
         self.glob = b.glob
         self.counters = Counters(b.ctrl[self.rank])
         self.counters.slot["pid"] = os.getpid()
-        own = replicas is not None          # replicas: this worker's own row of x and state
+        own = plan.replicas is not None     # replicas: this worker's own row of x and state
         self.x = b.x[self.rank] if own else b.x
         self.state = {s: t[self.rank] if own else t for s, t in b.state.items()}
         self.n_rows = len(b.data[0])
