@@ -18,6 +18,7 @@ from . import __version__
 from .cli_options import RUN, TRAIN, config_from, config_options
 from .config import Config
 from .errors import ConfigError, ShmoptError, WorkerError
+from .node_plan import node_path
 from .plan import check_output_path
 
 
@@ -65,6 +66,9 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save
     show = not (quiet or as_json) and sys.stdout.isatty()
     bar = _Progress(config) if show else None
     engine = Engine(prob, config, source=problem, on_sample=bar.sample if bar else None)
+    if engine.plan.nodes is not None and save:        # one file per node, like --checkpoint
+        save = node_path(save, engine.plan.nodes.rank)
+        check_output_path("save", save)
     try:
         result = engine.run()
     finally:
@@ -200,6 +204,17 @@ def _summary(st: dict) -> None:
             ("final loss", "n/a" if st["final_loss"] is None else f"{st['final_loss']:.6g}")]
     if st.get("optimum") is not None:
         rows.append(("optimum", f"{st['optimum']:.6g}"))
+    if st.get("nodes"):
+        rows += [("node", f"{st['node_rank']} of {st['nodes']} ({st['all_nodes_updates']} updates on "
+                          f"all nodes)"),
+                 ("exchanges", f"{st['exchanges']} ({st['bytes_per_update'] or 0:,.0f} bytes sent per "
+                               f"update, collectives in flight {100 * (st['comm_share'] or 0):.0f}% of the "
+                               f"time)"),
+                 ("node lag", f"mean {st['node_staleness_mean']:.1f}, max {st['node_staleness_max']} "
+                              f"local updates unseen by the other nodes at an exchange")]
+        if st.get("global_leader"):
+            gl = st["global_leader"]
+            rows.append(("leader", f"node {gl['node']} worker {gl['worker']} (loss {gl['score']:.5g})"))
     rows.append(("stopped by", st["stop_reason"]))
     for k, v in rows:
         click.echo(f"{k:>12}  {v}")

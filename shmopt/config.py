@@ -59,9 +59,10 @@ class Config:
     tau: int = opt(10, "lsgd/easgd: local steps between pulls.", type=int)
     lam: float = opt(0.1, "lsgd: pull strength toward the (group) leader, in [0, 1].", type=float)
     groups: int = opt(1, "lsgd: groups of workers, each with a local leader (multi-leader).", type=int)
-    lam_global: float = opt(0.1, "lsgd with --groups > 1: pull strength toward the global leader.",
-                            type=float)
-    tau_global: int = opt(50, "lsgd with --groups > 1: local steps between global pulls.", type=int)
+    lam_global: float = opt(0.1, "lsgd with --groups > 1 or across nodes: pull strength toward the "
+                            "global leader.", type=float)
+    tau_global: int = opt(50, "lsgd with --groups > 1: local steps between global pulls; lsgd/easgd "
+                          "across nodes: each worker's steps between exchanges.", type=int)
     window: int = opt(10, "lsgd: recent losses averaged to choose the leader.", type=int)
     trigger: str = opt("worker", "lsgd/easgd: pull on each worker's own step count (worker) or on the "
                        "total steps over all workers (total, the reference's).")
@@ -90,6 +91,22 @@ class Config:
     checkpoint_every: int | None = opt(None, "Updates between checkpoints.", type=int, scope=RUN)
     resume: str | None = opt(None, "Continue from this checkpoint (same problem, algorithm, workers).",
                              scope=RUN)
+    nnodes: int | None = opt(None, "Nodes (machines) in the job, one shmopt run per node [default: "
+                             "torchrun's WORLD_SIZE, else 1].", type=int, scope=RUN)
+    node_rank: int | None = opt(None, "This node's rank, 0..nnodes-1 [default: torchrun's RANK].",
+                                type=int, scope=RUN)
+    master: str | None = opt(None, "HOST:PORT where node 0 listens for the others (without torchrun); "
+                             "node 0 binds this address only.", scope=RUN, metavar="HOST:PORT")
+    dist_timeout: float = opt(60.0, "Across nodes: seconds to wait for another node before it counts "
+                              "as lost.", type=float, scope=RUN)
+    exchange_every: int = opt(10, "apam/hogwild across nodes: node updates between model averagings "
+                              "(H).", type=int, scope=RUN)
+    outer_lr: float = opt(1.0, "apam/hogwild across nodes: outer learning rate on the averaged delta "
+                          "(DiLoCo; 1 with no momentum = plain averaging).", type=float, scope=RUN)
+    outer_momentum: float = opt(0.0, "apam/hogwild across nodes: outer Nesterov momentum (DiLoCo uses "
+                                "0.9 with --outer-lr 0.7).", type=float, scope=RUN)
+    sync_state: bool = opt(False, "apam/hogwild across nodes: average the rule state (AMSGrad "
+                           "moments) too, not only the parameters.", scope=RUN)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -39,3 +39,15 @@ class WorkerError(ShmoptError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.rank, self.pid, self.exitcode, self.traceback))
+
+
+class NodeError(ShmoptError):
+    """Across nodes: another node was lost (died, stalled past ``--dist-timeout``, unreachable) or
+    runs a configuration this node cannot exchange with. ``nodes``: the node ranks named."""
+
+    def __init__(self, message: str, nodes: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.nodes = tuple(nodes)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.nodes))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Config
 from .errors import ConfigError
+from .node_plan import NodePlan, node_path, resolve_nodes, split_steps
 from .problems import Problem
 from .rules import RULES, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
@@ -40,6 +41,7 @@ class WorkerPlan:
     delay: Delay
     slow: dict[int, float]
     device: str = "cpu"
+    rank_offset: int = 0            # across nodes: node_rank * workers (seeds are seed + offset + rank)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Plan:
     direct: DirectPlan | None = None
     server: ServerPlan | None = None
     replicas: ReplicaPlan | None = None
+    nodes: NodePlan | None = None   # across machines; None on a single node
 
     @property
     def batch_size(self) -> int:
@@ -120,8 +123,9 @@ class Plan:
 
     @property
     def processes(self) -> int:
-        """Engine processes: the learners, plus the applier of server protocols."""
-        return self.workers + (1 if self.server is not None else 0)
+        """Engine processes: the learners, plus the applier of server protocols, or across nodes
+        the node link of the other protocols (rank ``workers`` in both cases)."""
+        return self.workers + (1 if self.server is not None or self.nodes is not None else 0)
 
 
 def default_threads(workers: int, cores: int | None = None) -> int:
@@ -250,7 +254,6 @@ def resolve(config: Config, problem: Problem) -> Plan:
     if c.max_staleness is not None:
         _check_int("max-staleness", c.max_staleness, 0)
     worker = _worker_plan(c, problem)
-    supervisor = _supervisor_plan(c)
     _choice("read", c.read, READ_MODES)
 
     rule_name = c.rule or spec.rule
@@ -291,5 +294,14 @@ def resolve(config: Config, problem: Problem) -> Plan:
     steps = c.steps
     if steps is None and c.time_limit is None and c.target_loss is None:
         steps = DEFAULT_STEPS
+    nodes = resolve_nodes(c, c.algo, variant, k, steps)
+    if nodes is not None:                 # per-node files; each node runs its share of the steps
+        c = replace(c, checkpoint=node_path(c.checkpoint, nodes.rank),
+                    resume=node_path(c.resume, nodes.rank), log=node_path(c.log, nodes.rank))
+        worker = replace(worker, rank_offset=nodes.rank * c.workers)
+        if steps is not None and protocol != "server":
+            steps = split_steps(steps, nodes.nnodes, nodes.rank)
+        sub["nodes"] = nodes
+    supervisor = _supervisor_plan(c)
     return Plan(c.algo, rule, protocol, variant, k, c.workers, rule.lr, steps, policy, worker,
                 supervisor, c.to_dict(), **sub)

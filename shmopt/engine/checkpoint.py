@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..memory import Arena, Layout
+from .control import RUN_FIELDS
 
 FORMAT = "shmopt-checkpoint"
 VERSION = 1
@@ -115,9 +116,8 @@ def restore(doc: dict, arena: Arena) -> None:
     for f in PER_PROCESS:
         ctrl[f] = 0
     glob = arena.array("glob")
-    glob["stop"] = 0
-    glob["pause"] = 0
-    glob["seq"] = 0
+    for f in RUN_FIELDS:
+        glob[f] = 0
 
 
 def _short(v: Any) -> str:

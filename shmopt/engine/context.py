@@ -46,26 +46,30 @@ class Context:
         self.model_fn, self.loss_fn, plan = pickle.loads(args.payload)
         self.plan: Plan = plan
         wp = plan.worker
-        set_worker_info(WorkerInfo(self.rank, plan.workers, plan.group_of(self.rank), wp.seed + self.rank,
-                                   wp.device))
+        seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
+        set_worker_info(WorkerInfo(self.rank, plan.workers, plan.group_of(self.rank), seed, wp.device))
         torch.set_num_threads(wp.threads)
         if wp.pin:
             import psutil
             cores = psutil.Process().cpu_affinity() or list(range(os.cpu_count() or 1))
             psutil.Process().cpu_affinity([cores[self.rank % len(cores)]])
-        torch.manual_seed(wp.seed + self.rank)
-        self.generator = torch.Generator().manual_seed(wp.seed + self.rank)
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
         self.arena = Arena.attach(args.arena)
         self.buffers = b = Buffers.of(self.arena, plan.rule.state_names)
         self.glob = b.glob
         self.counters = Counters(b.ctrl[self.rank])
         self.counters.slot["pid"] = os.getpid()
-        own = plan.replicas is not None     # replicas: this worker's own row of x and state
+        learner = self.rank < plan.workers
+        own = plan.replicas is not None and learner   # replicas: this worker's own row of x, state
         self.x = b.x[self.rank] if own else b.x
         self.state = {s: t[self.rank] if own else t for s, t in b.state.items()}
         self.n_rows = len(b.data[0])
-        if self.rank < plan.workers:        # learners draw their straggler delays
-            self.delay = wp.delay.sampler(wp.seed + self.rank, wp.slow.get(self.rank, 1.0))
+        if learner:                         # learners draw their straggler delays
+            self.delay = wp.delay.sampler(seed, wp.slow.get(self.rank, 1.0))
+        # across nodes the learners of direct and replica protocols stop on the node's vote; the
+        # learners of sync keep pushing until the applier's last collective
+        self._stop_on_finish = learner and plan.nodes is not None and plan.server is None
         self._next_parent_check = 0.0
 
     def _parent_alive(self) -> bool:
@@ -85,12 +89,19 @@ class Context:
         self.counters.set_status(READY)
 
     def check(self) -> None:
-        """Heartbeat; raise Stopped when the run is over or the supervisor is gone."""
-        now = self.counters.heartbeat()
-        if self.glob["stop"]:
+        """Heartbeat; raise Stopped when the run is over or the supervisor is gone; pause."""
+        self.check_abort()
+        if self._stop_on_finish and self.glob["finish"]:
             raise Stopped
         if self.glob["pause"]:
             self._pause()
+
+    def check_abort(self) -> None:
+        """Heartbeat; raise Stopped on the stop flag or a dead supervisor (no pause: the node
+        link calls this while a collective is in flight)."""
+        now = self.counters.heartbeat()
+        if self.glob["stop"]:
+            raise Stopped
         if now >= self._next_parent_check:
             self._next_parent_check = now + 0.1
             if not self._parent_alive():

@@ -65,7 +65,30 @@ GLOBAL = _padded([
     ("seq", "i8"),              # server protocols: seqlock, odd while the parameters are written
     ("t_go", "f8"),             # supervisor: time.time() when training started
     ("pause", "i8"),            # supervisor: 1 = every process waits at its next check (checkpoints)
-], 128)
+    # across nodes (written by the node link, or by the applier of sync; ``finish`` also by the
+    # supervisor): the learners stop on ``finish``, the link runs the final exchange, then says
+    # ``link_done``
+    ("finish", "i8"),           # 0 running, DONE_VOTE: this node is done, HALT_VOTE: stop all nodes
+    ("peer_finish", "i8"),      # 1 when another node ended the job
+    ("link_done", "i8"),
+    ("exchanges", "i8"),
+    ("comm_s", "f8"),           # seconds collectives were in flight
+    ("wire_bytes", "i8"),       # payload bytes this node handed to collectives
+    ("node_stale_sum", "i8"),   # per exchange: local updates the other nodes had not seen
+    ("node_stale_max", "i8"),
+    ("all_updates", "i8"),      # updates over all nodes, at the last exchange
+    ("gl_version", "i8"),       # lsgd: global leaders published; which half of `gleader` holds it
+    ("gl_index", "i8"),
+    ("gl_node", "i8"),
+    ("gl_worker", "i8"),
+    ("gl_score", "f8"),
+    ("local_score", "f8"),      # lsgd: this node's local leader's score at the last exchange
+], 256)
+
+# votes in GLOBAL.finish
+DONE_VOTE, HALT_VOTE = 1, 2
+#: fields of GLOBAL that belong to one run and start at 0 again on a resume
+RUN_FIELDS = ("stop", "pause", "seq", "finish", "peer_finish", "link_done", "gl_version", "gl_index")
 
 
 def staleness_bin(tau: int) -> int:

@@ -16,14 +16,20 @@ from .control import DONE, FAILED
 from .loops.applier import applier_loop
 from .loops.client import client_loop
 from .loops.direct import direct_loop
+from .loops.link import link_loop
 from .loops.replicas import replica_loop
 from .wakeups import WakeUps
 
-LOOPS = {"direct": direct_loop, "server": client_loop, "replicas": replica_loop, "applier": applier_loop}
+LOOPS = {"direct": direct_loop, "server": client_loop, "replicas": replica_loop, "applier": applier_loop,
+         "link": link_loop}
 
 
 def role(rank: int, workers: int, protocol: str) -> str:
-    return "applier" if rank == workers else protocol
+    """Ranks below ``workers`` are learners; rank ``workers`` is the applier of server protocols
+    or, across nodes, the node link of the others."""
+    if rank < workers:
+        return protocol
+    return "applier" if protocol == "server" else "link"
 
 
 def write_report(path: str, what: str, tb: str) -> None:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ..errors import WorkerError
+from ..errors import NodeError, WorkerError
 from ..memory import ArenaHandle
 from .context import ProcessArgs
 from .control import FAILED, READY, RUNNING, STARTING
@@ -29,6 +29,7 @@ from .entry import process_main, read_report
 from .wakeups import WakeUps
 
 JOIN_TIMEOUT_S = 5.0
+NODE_ERROR = f"{NodeError.__name__}: "
 
 
 def start_context(method: str):
@@ -69,10 +70,11 @@ def shutdown(glob: np.ndarray | None, procs: list, wakeups: WakeUps | None) -> N
 
 class ProcessGroup:
     def __init__(self, arena: ArenaHandle, ctrl: np.ndarray, glob: np.ndarray, payload: bytes,
-                 source: str | None, workers: int, processes: int, start_method: str) -> None:
+                 source: str | None, workers: int, processes: int, start_method: str,
+                 server: bool = True) -> None:
         self._arena, self._ctrl, self._glob = arena, ctrl, glob
         self._payload, self._source = payload, source
-        self.workers, self.n = workers, processes
+        self.workers, self.n, self.server = workers, processes, server
         self._ctx = start_context(start_method)
         self.wakeups = WakeUps(self._ctx, workers)
         self.procs: list = []
@@ -81,7 +83,9 @@ class ProcessGroup:
         self.failures: list[dict] = []          # restarted failures
 
     def role(self, rank: int) -> str:
-        return "server" if rank == self.workers else f"worker {rank}"
+        if rank < self.workers:
+            return f"worker {rank}"
+        return "server" if self.server else "node link"
 
     def _report_path(self, rank: int) -> str:
         return os.path.join(self._reports, f"{rank}.{self._spawns[rank]}.json")
@@ -125,6 +129,8 @@ class ProcessGroup:
             role = self.role(rank)
             if p.exitcode is not None and p.exitcode != 0:
                 what, tb = read_report(self._report_path(rank))
+                if what.startswith(NODE_ERROR):    # across nodes: the lost node, not a traceback
+                    raise NodeError(what[len(NODE_ERROR):])
                 if what:
                     msg = f"{role} (pid {p.pid}) raised {what}"
                 elif self._ctrl[rank]["status"] == FAILED:

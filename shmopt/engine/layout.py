@@ -14,8 +14,9 @@ from . import control, mailbox
 
 DATA_PREFIX = "data"
 SNAPSHOTS = "snap"
+GLOBAL_LEADER = "gleader"
 #: buffers that are per-gradient scratch or the problem's data: never part of a checkpoint
-SCRATCH = (SNAPSHOTS, *mailbox.SCRATCH)
+SCRATCH = (SNAPSHOTS, GLOBAL_LEADER, *mailbox.SCRATCH)
 
 
 def data_names(n_tensors: int) -> tuple[str, ...]:
@@ -25,11 +26,13 @@ def data_names(n_tensors: int) -> tuple[str, ...]:
 def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...]) -> Layout:
     P = plan.workers
     rows = (P,) if plan.replicas is not None else ()     # replicas: one x and rule state per worker
-    specs: list[tuple] = control.specs(P + 1)
+    specs: list[tuple] = control.specs(P + 1)       # rank P: the applier or the node link
     specs.append(("x", (*rows, n), "float32"))
     specs += [(f"state_{s}", (*rows, n), "float32") for s in plan.rule.state_names]
     if plan.replicas is not None and plan.replicas.variant == "easgd":
         specs.append(("center", (n,), "float32"))
+    if plan.replicas is not None and plan.replicas.variant == "lsgd" and plan.nodes is not None:
+        specs.append((GLOBAL_LEADER, (2, n), "float32"))    # published / being received
     if plan.server is not None or (plan.direct is not None and plan.direct.snapshot):
         specs.append((SNAPSHOTS, (P, n), "float32"))
     if plan.server is not None:
@@ -48,6 +51,7 @@ class Buffers:
     x: torch.Tensor                     # parameters (P x n for replicas)
     state: dict[str, torch.Tensor]      # rule state, by the rule's names
     center: torch.Tensor | None
+    gleader: torch.Tensor | None        # lsgd across nodes: the global leader's replica (2 x n)
     snapshots: torch.Tensor | None      # one private read copy per learner
     data: tuple[torch.Tensor, ...]
 
@@ -57,5 +61,6 @@ class Buffers:
         return cls(arena.array("glob")[0], arena.array("ctrl"), arena.tensor("x"),
                    {s: arena.tensor(f"state_{s}") for s in state_names},
                    arena.tensor("center") if "center" in arena else None,
+                   arena.tensor(GLOBAL_LEADER) if GLOBAL_LEADER in arena else None,
                    arena.tensor(SNAPSHOTS) if SNAPSHOTS in arena else None,
                    tuple(arena.tensor(n) for n in names))

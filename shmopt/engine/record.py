@@ -116,3 +116,27 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         if plan.variant == "lsgd":
             st.update({"leader_rank": rec.leader, "leader_changes": rec.leader_changes})
     return st
+
+
+def node_summary(plan: Plan, glob: np.void, updates: int, wall: float) -> dict[str, Any]:
+    """Across nodes: this node's place and what it exchanged (the node link's figures)."""
+    np_ = plan.nodes
+    ex = int(glob["exchanges"])
+    st: dict[str, Any] = {
+        "node_rank": np_.rank, "nodes": np_.nnodes,
+        "exchange_every": np_.every if plan.server is None else 1,
+        "exchanges": ex, "all_nodes_updates": int(glob["all_updates"]),
+        "comm_s": float(glob["comm_s"]),
+        "comm_share": float(glob["comm_s"]) / wall if wall else None,
+        "bytes_sent": int(glob["wire_bytes"]),
+        "bytes_per_update": int(glob["wire_bytes"]) / updates if updates else None,
+        "node_staleness_mean": int(glob["node_stale_sum"]) / ex if ex else 0.0,
+        "node_staleness_max": int(glob["node_stale_max"]),
+    }
+    if plan.direct is not None:
+        st.update(outer_lr=np_.outer_lr, outer_momentum=np_.outer_momentum, sync_state=np_.sync_state)
+    if plan.variant == "lsgd" and glob["gl_version"] > 0:
+        st.update(global_leader={"node": int(glob["gl_node"]), "worker": int(glob["gl_worker"]),
+                                 "score": float(glob["gl_score"]),
+                                 "local_score": float(glob["local_score"])})
+    return st

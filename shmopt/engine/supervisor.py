@@ -33,13 +33,13 @@ from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
-from .control import DONE, PAUSED
+from .control import DONE, DONE_VOTE, HALT_VOTE, PAUSED
 from .evaluator import Evaluator
 from ..memory.flat import numel
 from .group import ProcessGroup, shutdown
 from .layout import SCRATCH, Buffers, build_layout, data_names
 from .mailbox import GradientMailbox
-from .record import Result, RunRecord, Sample, summary
+from .record import Result, RunRecord, Sample, node_summary, summary
 
 POLL_S = 0.01
 
@@ -118,13 +118,14 @@ class Engine:
     def _start(self) -> None:
         plan, sp = self.plan, self.plan.supervisor
         sweep_stale_segments()
-        self.arena = arena = Arena.create(self.layout)
+        self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "")
         self.buffers = b = Buffers.of(arena, plan.rule.state_names)
         self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
         glob = arena.array("glob")
         self.group = group = ProcessGroup(arena.handle, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss, plan)),
-                                          self.source, plan.workers, plan.processes, sp.start_method)
+                                          self.source, plan.workers, plan.processes, sp.start_method,
+                                          server=plan.server is not None)
         self._finalizer = weakref.finalize(self, _release, arena, glob, group)
         if self._resume_doc is not None:
             checkpoint.restore(self._resume_doc, arena)
@@ -146,7 +147,9 @@ class Engine:
             self._log = open(sp.log, "w", encoding="utf-8")
         self.record.t_spawn = time.time()
         group.start()
-        group.wait_ready(sp.startup_timeout, self._check_processes)
+        # across nodes the node link first meets the other nodes (at most --dist-timeout)
+        group.wait_ready(sp.startup_timeout + (plan.nodes.timeout if plan.nodes else 0.0),
+                         self._check_processes)
         self.record.t_go = time.time()
         self._evaluate()                   # the initial parameters: the curve's first point
         self.record.t_go = b.glob["t_go"] = time.time()
@@ -159,8 +162,9 @@ class Engine:
         try:
             self.group.find_failure(sp.heartbeat_timeout)
         except WorkerError as err:
-            if not sp.restart or not self.record.t_go or err.rank < 0:
-                raise
+            if not sp.restart or not self.record.t_go or err.rank < 0 or (
+                    self.plan.nodes is not None and err.rank >= self.plan.workers):
+                raise                         # the node link's collectives cannot be resumed
             self.group.restart(err, sp.max_restarts, time.time() - self.record.t_go,
                                self.mailbox.reset if self.mailbox else lambda: None)
             warnings.warn(f"shmopt: {err}; restarting it ({len(self.group.failures)} restart(s) so far)",
@@ -192,6 +196,8 @@ class Engine:
             return b.x
         if b.center is not None:
             return b.center
+        if b.gleader is not None and b.glob["gl_version"] > 0:    # lsgd across nodes
+            return b.gleader[int(b.glob["gl_index"])]
         return b.x[self.leader()]
 
     def _evaluate(self) -> Sample:
@@ -219,6 +225,8 @@ class Engine:
         """One supervision step: check processes, evaluate when due; the stop reason or None."""
         self._check_processes()
         sp = self.plan.supervisor
+        if self.plan.nodes is not None and self.buffers.glob["peer_finish"]:
+            return "peer"                     # another node ended the job (target, Ctrl-C)
         if self.plan.variant == "lsgd" and self.record.t_go:
             self.record.track_leader(self.leader())
         if self._next_ckpt is not None and self.updates() >= self._next_ckpt:
@@ -243,8 +251,12 @@ class Engine:
             try:
                 while not (reason := self.poll()):
                     self.group.wait(POLL_S)
+                if self.plan.nodes is not None:
+                    self._finish_nodes(reason)
             except KeyboardInterrupt:
                 rec.stop_reason = "interrupted"
+                if self.plan.nodes is not None:
+                    self._finish_nodes(rec.stop_reason, deadline=min(10.0, self.plan.nodes.timeout))
                 raise
             rec.stop_reason = reason
             rec.t_stop = time.time()
@@ -254,6 +266,24 @@ class Engine:
             return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
             self.close()
+
+    def _finish_nodes(self, reason: str, deadline: float | None = None) -> None:
+        """Across nodes: vote (done, or halt for a target reached / Ctrl-C) and wait until the
+        node link has run the final exchange. A lost node surfaces as the link's failure; a
+        second Ctrl-C (or ``deadline`` seconds) gives up the wait."""
+        glob = self.buffers.glob
+        if not glob["finish"]:
+            glob["finish"] = HALT_VOTE if reason in ("target_loss", "interrupted") else DONE_VOTE
+        end = time.monotonic() + deadline if deadline is not None else None
+        try:
+            while not glob["link_done"]:
+                self._check_processes()
+                if end is not None and time.monotonic() > end:
+                    return
+                self.group.wait(POLL_S)
+        except (KeyboardInterrupt, WorkerError):
+            if deadline is None:
+                raise
 
     # ---------------------------------------------------------------- checkpoints
     def write_checkpoint(self, pause: bool = True, path: str | None = None) -> str:
@@ -294,7 +324,10 @@ class Engine:
             extra.update(optimum=self.problem.optimum, arena=self.arena.name,
                          arena_bytes=self.layout.nbytes,
                          restarts=len(self.group.failures) if self.group else 0)
-        return summary(self.plan, self.buffers.ctrl, self.updates(), self.record, partial, **extra)
+        st = summary(self.plan, self.buffers.ctrl, self.updates(), self.record, partial, **extra)
+        if self.plan.nodes is not None:
+            st.update(node_summary(self.plan, self.buffers.glob, st["updates"], st["wall_s"]))
+        return st
 
     # ---------------------------------------------------------------- close
     def close(self) -> torch.nn.Module | None:

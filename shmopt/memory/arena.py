@@ -32,11 +32,11 @@ class Arena:
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, layout: Layout) -> "Arena":
+    def create(cls, layout: Layout, tag: str = "") -> "Arena":
         storages: dict[str, Storage] = {}
         try:
             for region, nbytes in layout.regions:
-                storages[region] = create_storage(nbytes, "cpu" if region == HOST else layout.device)
+                storages[region] = create_storage(nbytes, "cpu" if region == HOST else layout.device, tag)
         except BaseException:
             for s in storages.values():
                 s.unlink()

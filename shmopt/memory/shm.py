@@ -2,8 +2,9 @@
 
 Lifecycle rules:
 
-* names are ``shmopt_<owner pid>_<16 random hex digits>``: recognisable, owner-stamped (so segments of
-  dead owners can be swept) and unguessable; POSIX segments are created with mode 0600;
+* names are ``shmopt_<owner pid>_[<tag>_]<16 random hex digits>`` (tag ``n<R>``: the node rank
+  across nodes): recognisable, owner-stamped (so segments of dead owners can be swept) and
+  unguessable; POSIX segments are created with mode 0600;
 * only the creator registers the segment with multiprocessing's resource tracker (which also
   unlinks it if the creator is SIGKILLed); children attach *untracked* (``track=False`` on
   Python >= 3.13, registration suppressed before);
@@ -26,7 +27,8 @@ from .storage import StorageHandle, register_backend
 
 PREFIX = "shmopt_"
 SHM_DIR = "/dev/shm"
-_NAME_RE = re.compile(r"^shmopt_(\d+)_[0-9a-f]{16}$")
+_NAME_RE = re.compile(r"^shmopt_(\d+)_(?:[a-z0-9]{1,16}_)?[0-9a-f]{16}$")
+_TAG_RE = re.compile(r"^[a-z0-9]{1,16}$")
 _ZOMBIES: list[shared_memory.SharedMemory] = []   # detached-but-still-exported mappings (see close)
 
 
@@ -69,9 +71,12 @@ class ShmStorage:
         self._u8: torch.Tensor | None = None
 
     @classmethod
-    def create(cls, nbytes: int, device: torch.device | None = None) -> "ShmStorage":
+    def create(cls, nbytes: int, device: torch.device | None = None, tag: str = "") -> "ShmStorage":
+        """A new segment; ``tag`` (e.g. ``n1``, the node rank) goes into its name."""
+        if tag and not _TAG_RE.match(tag):
+            raise ValueError(f"invalid segment tag {tag!r}: 1-16 lowercase letters or digits")
         check_shm_space(nbytes)
-        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(8)}"
+        name = f"{PREFIX}{os.getpid()}_{tag + '_' if tag else ''}{secrets.token_hex(8)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
         return cls(shm, nbytes, owner=True)
 

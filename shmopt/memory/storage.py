@@ -40,7 +40,7 @@ class Storage(Protocol):
 
 
 class Backend(Protocol):
-    def create(self, nbytes: int, device: torch.device) -> Storage: ...
+    def create(self, nbytes: int, device: torch.device, tag: str = "") -> Storage: ...
     def attach(self, handle: StorageHandle) -> Storage: ...
 
 
@@ -54,13 +54,13 @@ def register_backend(name: str, backend: Backend, device_type: str) -> None:
     _FOR_DEVICE[device_type] = name
 
 
-def create_storage(nbytes: int, device: torch.device | str = "cpu") -> Storage:
+def create_storage(nbytes: int, device: torch.device | str = "cpu", tag: str = "") -> Storage:
     device = torch.device(device)
     name = _FOR_DEVICE.get(device.type)
     if name is None:
         raise ConfigError(f"no storage backend for device {device}: available for "
                           f"{', '.join(sorted(_FOR_DEVICE))}")
-    return _BACKENDS[name].create(nbytes, device)
+    return _BACKENDS[name].create(nbytes, device, tag)
 
 
 def attach_storage(handle: StorageHandle) -> Storage:

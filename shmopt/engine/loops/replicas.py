@@ -6,6 +6,10 @@ couples to the others: ``lsgd`` pulls toward the leader chosen from the shared l
 (strategies.leader; the leader's replica is read straight from shared memory, no broadcast),
 ``easgd`` exchanges with the shared centre variable (rules.consensus). Only parameters are pulled,
 never the rule state.
+
+Across nodes the node is the group: the node link publishes the global leader (the best replica
+of all nodes) in ``gleader`` after each exchange, and every worker but the global leader itself
+pulls toward it once per published leader, with λ_G (``--lam-global``).
 """
 from __future__ import annotations
 
@@ -32,8 +36,9 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
     bind_grads(model, g)
     updates, losses, counts = ctrl["updates"][:P], ctrl["losses"][:P], ctrl["loss_count"][:P]
     mine = rp.members[rank] if rp.members else ()
-    center = ctx.buffers.center
-    step, last_local, last_global = 0, 0, 0
+    center, G, glob = ctx.buffers.center, ctx.buffers.gleader, ctx.glob
+    me = (plan.nodes.rank if plan.nodes else 0, rank)
+    step, last_local, last_global, seen_global = 0, 0, 0, 0
     start(ctx, wakeups)
     while True:
         ctx.check()
@@ -63,6 +68,11 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
             leader = select_leader(means, mine)
             if leader != rank:
                 leader_pull_(x, X[leader], rp.lam)
+                counters.count("pulls")
+        if G is not None and (v := int(glob["gl_version"])) > seen_global:
+            seen_global = v
+            if (int(glob["gl_node"]), int(glob["gl_worker"])) != me:
+                leader_pull_(x, G[int(glob["gl_index"])], rp.lam_global)
                 counters.count("pulls")
         if rp.n_groups > 1 and due(step, rp.tau_global, rp.trigger, total, last_global, P):
             means = means or windowed_means(losses, counts, rp.window)

@@ -1,0 +1,100 @@
+"""The node link's loop (rank ``workers`` of direct and replica protocols across nodes).
+
+It joins the process group, checks that every node runs the same configuration, gives every
+node node 0's starting point, reports ready, and then exchanges every ``NodePlan.every`` node
+updates (the sum of its learners' update counters; it never blocks them). Each exchange carries
+the node's vote; after the exchange in which one node halted or every node is done, the link
+stops its learners (``finish``), waits until they have stopped, runs one final exchange with no
+update in flight (so every node ends with the same model), says ``link_done`` and leaves.
+"""
+from __future__ import annotations
+
+import time
+
+from ...strategies.nodes import finished
+from ..context import Context
+from ..control import DONE, DONE_VOTE, FAILED, HALT_VOTE
+from ..exchanges import DeltaExchange, LeaderExchange, book
+from ..node_link import NodeLink
+from ..wakeups import WakeUps
+from .common import start
+
+IDLE_S = 0.0005
+STOP_WAIT_S = 30.0
+
+
+def node_signature(ctx: Context) -> tuple[list[float], list[str]]:
+    """What every node must share to exchange: workers, parameters, the nodes' steps."""
+    p = ctx.plan
+    n = ctx.buffers.x.shape[-1]
+    return [float(p.workers), float(n), float(p.nodes.total_steps or 0)], ["workers", "parameters",
+                                                                          "steps"]
+
+
+def connect(ctx: Context) -> NodeLink:
+    link = NodeLink(ctx.plan.nodes, ctx.check_abort).connect()
+    link.agree(*node_signature(ctx))
+    return link
+
+
+def make_exchange(ctx: Context, link: NodeLink):
+    plan, b = ctx.plan, ctx.buffers
+    if plan.replicas is not None and plan.replicas.variant == "lsgd":
+        return LeaderExchange(link, b.x, b.gleader, b.glob, b.ctrl, plan.workers, plan.replicas.window)
+    if b.center is not None:                            # easgd: the centres; replicas stay local
+        ex = DeltaExchange(link, [b.center])
+        link.broadcast_(b.x, 0, "the start")
+        return ex
+    np_ = plan.nodes
+    bufs = [b.x] + (list(b.state.values()) if np_.sync_state else [])
+    ex = DeltaExchange(link, bufs, np_.outer_lr, np_.outer_momentum)
+    if not np_.sync_state:                              # the rule state starts equal, then stays per node
+        for t in b.state.values():
+            link.broadcast_(t, 0, "the start")
+    return ex
+
+
+def _wait_learners(ctx: Context) -> None:
+    status = ctx.buffers.ctrl["status"][:ctx.plan.workers]
+    deadline = time.monotonic() + STOP_WAIT_S
+    while not all(int(s) in (DONE, FAILED) for s in status) and time.monotonic() < deadline:
+        ctx.check_abort()
+        time.sleep(IDLE_S)
+
+
+def link_loop(ctx: Context, wakeups: WakeUps) -> None:
+    plan, glob, every = ctx.plan, ctx.glob, ctx.plan.nodes.every
+    updates = ctx.buffers.ctrl["updates"][:plan.workers]
+    link = connect(ctx)
+    clean = False
+    try:
+        exchange = make_exchange(ctx, link)
+        exchange.initial()
+        start(ctx, wakeups)
+        next_at, last = every, 0
+        while True:
+            ctx.check()
+            link.beat()
+            n = int(updates.sum())
+            vote_done = bool(glob["finish"]) or (plan.steps is not None and n >= plan.steps)
+            if n < next_at and not vote_done:
+                time.sleep(IDLE_S)
+                continue
+            vote = exchange.exchange(vote_done, glob["finish"] >= HALT_VOTE, n)
+            merged = int(updates.sum())
+            book(glob, link, vote, merged - last)
+            next_at, last = n + every, merged
+            if finished(vote.n_done, vote.n_halt, plan.nodes.nnodes):
+                break
+        if vote.n_halt > 0 and glob["finish"] < HALT_VOTE:   # another node ended the job
+            glob["peer_finish"] = 1
+        if not glob["finish"]:
+            glob["finish"] = DONE_VOTE
+        _wait_learners(ctx)
+        n = int(updates.sum())
+        vote = exchange.exchange(True, False, n, final=True)
+        book(glob, link, vote, n - last)
+        glob["link_done"] = 1
+        clean = True
+    finally:
+        link.close(clean)

@@ -1,0 +1,147 @@
+"""Across machines: which node this run is, how it finds the others, and what the nodes exchange.
+
+A job of N nodes is N ``shmopt run`` processes (one per machine), started by ``torchrun
+--nproc-per-node 1`` (its ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` are read here) or
+by hand with ``--nnodes N --node-rank R --master HOST:PORT``. :func:`resolve_nodes` validates the
+node options eagerly, like every other option, and returns None for a single node (which runs
+exactly as before). The engine's node link (``engine/loops/link.py``) does the exchanges.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+#: algorithm variants that run across nodes today, and what crosses the network for each
+ACROSS_NODES = {
+    "direct": "the parameters' delta since the last exchange, averaged every --exchange-every node updates",
+    "lsgd": "the best replica of every node (its local leader), every --tau-global steps of each worker",
+    "easgd": "the node centres, averaged every --tau-global steps of each worker",
+    "sync": "the node's summed gradient, all-reduced at every update",
+}
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """This node's place in a multi-node job (N >= 2)."""
+
+    nnodes: int
+    rank: int
+    master: tuple[str, int] | None      # None: torchrun's environment (env:// rendezvous)
+    timeout: float                      # seconds before another node counts as lost
+    every: int                          # node updates between exchanges (direct, lsgd, easgd)
+    outer_lr: float = 1.0
+    outer_momentum: float = 0.0
+    sync_state: bool = False
+    total_steps: int | None = None      # --steps over all nodes (each node runs its share)
+
+    @property
+    def kind(self) -> str:
+        return "torchrun" if self.master is None else "tcp"
+
+
+def under_torchrun(env=os.environ) -> bool:
+    return "TORCHELASTIC_RUN_ID" in env or ("LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env)
+
+
+def _env_int(env, name: str) -> int:
+    try:
+        return int(env[name])
+    except (KeyError, ValueError):
+        raise ConfigError(f"torchrun environment without a valid {name}: start shmopt with "
+                          f"`torchrun --nproc-per-node 1 -m shmopt run ...`") from None
+
+
+def parse_master(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [ADDR]:PORT) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"invalid master={text!r}: give HOST:PORT with a port in 1..65535 "
+                          f"(node 0 listens there)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def node_path(path: str | None, rank: int) -> str | None:
+    """A per-node output file: ``{node}`` in the path is replaced, else ``.node<R>`` goes before
+    the extension (``ck.pt`` -> ``ck.node1.pt``), so nodes sharing a file system never collide."""
+    if not path:
+        return path
+    if "{node}" in path:
+        return path.replace("{node}", str(rank))
+    root, ext = os.path.splitext(path)
+    return f"{root}.node{rank}{ext}"
+
+
+def split_steps(steps: int, nnodes: int, rank: int) -> int:
+    """Node ``rank``'s share of ``steps`` updates (the shares sum to ``steps``)."""
+    return steps // nnodes + (1 if rank < steps % nnodes else 0)
+
+
+def _number(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value > lo if lo_open else value >= lo) and (hi is None or value < hi)
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'})"
+        raise ConfigError(f"invalid {name}={value!r}: must be a number in {rng}")
+
+
+def resolve_nodes(c, algo: str, variant: str, k: int, steps: int | None,
+                  env=os.environ) -> NodePlan | None:
+    """Validate the node options of Config ``c``; None for a single-node run."""
+    nnodes, rank, master = c.nnodes, c.node_rank, None
+    if under_torchrun(env):
+        if _env_int(env, "LOCAL_WORLD_SIZE") != 1:
+            raise ConfigError(f"torchrun --nproc-per-node must be 1 for shmopt (got "
+                              f"{env['LOCAL_WORLD_SIZE']}): shmopt starts each node's workers itself "
+                              f"(use --workers)")
+        world, env_rank = _env_int(env, "WORLD_SIZE"), _env_int(env, "RANK")
+        for name, mine, theirs in (("nnodes", nnodes, world), ("node-rank", rank, env_rank)):
+            if mine is not None and mine != theirs:
+                raise ConfigError(f"invalid {name}={mine}: torchrun says {theirs} (drop the option "
+                                  f"under torchrun)")
+        nnodes, rank = world, env_rank
+        if c.master is not None:
+            raise ConfigError("--master is for runs without torchrun: torchrun's --rdzv-endpoint "
+                              "already says where the nodes meet")
+    for name, v in (("nnodes", nnodes), ("node-rank", rank)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "nnodes" else 0)):
+            raise ConfigError(f"invalid {name}={v!r}: must be an integer >= {1 if name == 'nnodes' else 0}")
+    nnodes = nnodes or 1
+    if nnodes == 1:
+        if (rank or 0) != 0 or c.master is not None:
+            raise ConfigError("--node-rank and --master need --nnodes >= 2")
+        return None
+    if not under_torchrun(env):
+        if rank is None or c.master is None:
+            raise ConfigError(f"--nnodes {nnodes} without torchrun needs --node-rank R and "
+                              f"--master HOST:PORT on every node")
+        master = parse_master(c.master)
+    if rank >= nnodes:
+        raise ConfigError(f"invalid node-rank={rank}: must be in 0..{nnodes - 1} (--nnodes {nnodes})")
+    if variant not in ACROSS_NODES and not (variant == "k-sync" and k == c.workers):
+        raise ConfigError(f"{algo} with --protocol server (or a K-variant) does not run across nodes "
+                          f"yet: use apam or hogwild (direct), sync, lsgd or easgd with --nnodes > 1")
+    if variant == "lsgd" and c.groups != 1:
+        raise ConfigError("lsgd across nodes: each node is one group with its local leader; drop --groups")
+    _number("dist-timeout", c.dist_timeout, 0.0, lo_open=True)
+    if isinstance(c.exchange_every, bool) or not isinstance(c.exchange_every, int) or c.exchange_every < 1:
+        raise ConfigError(f"invalid exchange-every={c.exchange_every!r}: must be an integer >= 1")
+    _number("outer-lr", c.outer_lr, 0.0, lo_open=True)
+    _number("outer-momentum", c.outer_momentum, 0.0, 1.0)
+    if steps is not None and steps < nnodes:
+        raise ConfigError(f"invalid steps={steps}: fewer than the {nnodes} nodes")
+    every = c.exchange_every if variant == "direct" else c.tau_global * c.workers
+    return NodePlan(nnodes, rank, master, float(c.dist_timeout), every, float(c.outer_lr),
+                    float(c.outer_momentum), bool(c.sync_state), steps)
