@@ -1,0 +1,208 @@
+"""Across nodes, for real: two fake nodes on this machine, each a ``python -m shmopt run`` with
+one worker and one thread, linked by gloo over 127.0.0.1, every run under a hard timeout.
+Every family trains and agrees with its definition; a killed, a silent and an interrupted node
+end the others in bounded time; nothing is left in /dev/shm."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from shmopt.memory.shm import list_segments, owner_pid
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HARD_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict:
+    return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def launch(algo: str, *args: str, problem: str = "logreg", nodes: int = 2, workers=(1, 1),
+           timeout: float = 10.0) -> list[subprocess.Popen]:
+    port = free_port()
+    return [subprocess.Popen(
+        [sys.executable, "-m", "shmopt", "run", problem, "--algo", algo, "-w", str(workers[r]),
+         "--threads", "1", "--nnodes", str(nodes), "--node-rank", str(r), "--master",
+         f"127.0.0.1:{port}", "--dist-timeout", str(timeout), "--json", "-q", *args],
+        cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True) for r in range(nodes)]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = HARD_S) -> list[tuple[int, dict | None, str]]:
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            so, se = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            stats = json.loads(so.strip().splitlines()[-1]) if so.strip() else None
+            out.append((p.returncode, stats, se))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return out
+
+
+def no_segment_of(procs) -> None:
+    pids = {p.pid for p in procs}
+    deadline = time.monotonic() + 5
+    while any(owner_pid(n) in pids for n in list_segments()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [n for n in list_segments() if owner_pid(n) in pids]
+
+
+def wait_training(path: str, timeout: float = 60.0) -> None:
+    """Until the node's log has a sample after t = 0 (its link met the others, workers run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= 2:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the nodes did not start training")
+
+
+def ok(results):
+    for rc, stats, err in results:
+        assert rc == 0, err[-3000:]
+    return [s for _, s, _ in results]
+
+
+def load(path):
+    return torch.load(path, weights_only=True)
+
+
+def same_model(a: str, b: str) -> bool:
+    sa, sb = load(a), load(b)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ------------------------------------------------------------------ every family
+def test_apam_two_nodes_share_the_steps_and_end_with_one_model(tmp_path):
+    save = str(tmp_path / "m.pt")
+    procs = launch("apam", "--steps", "2000", "--exchange-every", "10", "--save", save)
+    s0, s1 = ok(finish(procs))
+    for r, s in enumerate((s0, s1)):
+        assert (s["node_rank"], s["nodes"], s["updates"], s["all_nodes_updates"]) == (r, 2, 1000, 2000)
+        assert s["exchanges"] >= 2000 // 2 // 10 * 0.5 and s["bytes_per_update"] > 0
+        assert s["final_loss"] < s["optimum"] + 0.02    # logreg starts at ln 2 = 0.69
+        assert s["arena"].startswith(f"shmopt_{procs[r].pid}_n{r}_")
+    assert s0["final_loss"] == s1["final_loss"]
+    assert same_model(str(tmp_path / "m.node0.pt"), str(tmp_path / "m.node1.pt"))
+    no_segment_of(procs)
+
+
+def test_easgd_centres_are_identical_after_the_last_exchange(tmp_path):
+    save = str(tmp_path / "c.pt")
+    s0, s1 = ok(finish(launch("easgd", "--steps", "1200", "--tau-global", "20", "--save", save)))
+    assert s0["exchanges"] == s1["exchanges"] and 600 // 20 // 2 <= s0["exchanges"] <= 600 // 20 + 1
+    assert s0["final_loss"] == s1["final_loss"] < s0["optimum"] + 0.03
+    assert same_model(str(tmp_path / "c.node0.pt"), str(tmp_path / "c.node1.pt"))
+
+
+def test_lsgd_global_leader_is_the_best_local_leader_of_all_nodes(tmp_path):
+    save = str(tmp_path / "l.pt")
+    procs = launch("lsgd", "--steps", "1200", "--tau-global", "20", "--replica-init", "independent",
+                   "--save", save, workers=(2, 2))
+    s0, s1 = ok(finish(procs))
+    g0, g1 = s0["global_leader"], s1["global_leader"]
+    assert g0 == {**g1, "local_score": g0["local_score"]}           # every node: the same leader
+    best = min((s0, s1), key=lambda s: (s["global_leader"]["local_score"], s["node_rank"]))
+    assert g0["node"] == best["node_rank"] and g0["score"] == best["global_leader"]["local_score"]
+    assert s0["pulls"] > 0 and s1["pulls"] > 0
+    assert same_model(str(tmp_path / "l.node0.pt"), str(tmp_path / "l.node1.pt"))
+
+
+def test_sync_on_two_nodes_computes_what_one_node_with_twice_the_workers_does(tmp_path):
+    two = str(tmp_path / "two.pt")
+    s0, s1 = ok(finish(launch("sync", "--steps", "150", "--save", two)))
+    assert s0["updates"] == s1["updates"] == s0["exchanges"] == 150
+    one = str(tmp_path / "one.pt")
+    cmd = [sys.executable, "-m", "shmopt", "run", "logreg", "--algo", "sync", "-w", "2", "--threads",
+           "1", "--steps", "150", "--json", "-q", "--save", one]
+    single = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=HARD_S)
+    assert single.returncode == 0, single.stderr
+    a, b = load(str(tmp_path / "two.node0.pt")), load(one)
+    for k in a:                            # the same seeds: bit for bit (2 sums of 1 gradient)
+        assert torch.equal(a[k], b[k]), k
+    assert same_model(str(tmp_path / "two.node0.pt"), str(tmp_path / "two.node1.pt"))
+
+
+# ------------------------------------------------------------------ faults
+@pytest.mark.parametrize("how", ["kill", "silent"])
+def test_a_lost_node_ends_the_other_in_bounded_time_with_its_rank(tmp_path, how):
+    log = str(tmp_path / "log.jsonl")
+    procs = launch("apam", "--time-limit", "90", "--log", log, "--eval-interval", "0.2", timeout=4)
+    try:
+        wait_training(str(tmp_path / "log.node0.jsonl"))
+        t0 = time.monotonic()
+        if how == "kill":
+            procs[1].kill()                            # the node's supervisor: its workers follow
+        else:
+            os.killpg(procs[1].pid, signal.SIGSTOP)    # the whole node stalls
+        rc0 = procs[0].wait(timeout=4 + 15)
+        took = time.monotonic() - t0
+        err0 = procs[0].stderr.read()
+        assert rc0 == 1 and "lost node 1" in err0, err0
+        assert took < 4 + 10
+        if how == "silent":
+            os.killpg(procs[1].pid, signal.SIGCONT)
+            assert procs[1].wait(timeout=30) == 1
+            assert "lost node 0" in procs[1].stderr.read()
+    finally:
+        finish(procs, timeout=30)
+    no_segment_of(procs)
+
+
+def test_ctrl_c_on_one_node_stops_every_node_cleanly(tmp_path):
+    procs = launch("apam", "--time-limit", "90", "--log", str(tmp_path / "log.jsonl"))
+    try:
+        wait_training(str(tmp_path / "log.node1.jsonl"))
+        os.kill(procs[1].pid, signal.SIGINT)
+        (rc0, s0, err0), (rc1, _, err1) = finish(procs, timeout=30)
+    finally:
+        finish(procs, timeout=5)
+    assert rc1 == 130, err1
+    assert rc0 == 0 and s0["stop_reason"] == "peer", err0
+    no_segment_of(procs)
+
+
+def test_nodes_with_different_options_refuse_to_train():
+    results = finish(launch("apam", "--steps", "200", workers=(1, 2)))
+    for rc, _, err in results:
+        assert rc == 1 and "every node needs the same options" in err, err
+
+
+# ------------------------------------------------------------------ torchrun
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="no torchrun console script")
+def test_torchrun_launches_two_nodes(tmp_path):
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    port = free_port()
+    procs = [subprocess.Popen(
+        [torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+         "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "shmopt", "run", "logreg", "--algo", "hogwild",
+         "-w", "1", "--threads", "1", "--steps", "600", "--dist-timeout", "20", "--json", "-q"],
+        cwd=str(tmp_path), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True) for _ in range(2)]
+    stats = ok(finish(procs))
+    assert sorted(s["node_rank"] for s in stats) == [0, 1]
+    assert all(s["all_nodes_updates"] == 600 for s in stats)
+    assert stats[0]["final_loss"] == stats[1]["final_loss"]
