@@ -231,6 +231,36 @@ def latency(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
+def nodes(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "nodes")
+    if not found:
+        return []
+    e = found[0]
+    rows = [f"| {e['problem']}, 1 worker per node | samples/s, 1 node | samples/s, 2 nodes | scaling "
+            "efficiency | two lone runs at once: efficiency | 2 nodes / two lone runs | bytes sent per "
+            "update | collectives in flight |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, m in e["families"].items():
+        rows.append(f"| {label} | {m['one_node']:,.0f} | {m['two_nodes']:,.0f} | {m['efficiency']:.2f} | "
+                    f"{m['pair_efficiency']:.2f} | {m['vs_pair']:.2f} | {m['bytes_per_update']:,.0f} | "
+                    f"{100 * m['comm_share']:.0f}% |")
+    return rows
+
+
+def nodes_peers(benchmarks: list[dict]) -> list[str]:
+    found = _kind(benchmarks, "nodes")
+    if not found:
+        return []
+    e = found[0]
+    rows = [f"| 2 ranks / 2 nodes x 1 worker, {e['problem']} | samples/s | time to eval loss "
+            f"{e['target']:g} |", "|---|---:|---:|"]
+    label = {"ddp": "torch DDP over gloo, AMSGrad", "shmopt sync": "shmopt sync",
+             "shmopt apam H=10": "shmopt apam, --exchange-every 10"}
+    for name, m in e["peers"].items():
+        ttt = "not reached" if m["time_to_target"] is None else f"{m['time_to_target']:.2f} s"
+        rows.append(f"| {label[name]} | {m['samples_per_s']:,.0f} | {ttt} |")
+    return rows
+
+
 def targets(benchmarks: list[dict]) -> list[str]:
     """The issue's targets, each with its measured ratio (medians over interleaved rounds)."""
     rows = ["| target | measured | met |", "|---|---:|---|"]
@@ -261,7 +291,7 @@ def targets(benchmarks: list[dict]) -> list[str]:
 TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
           "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
-          "startup": startup, "latency": latency}
+          "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers}
 
 
 def update_readme(readme: str, paths: list[str]) -> None:

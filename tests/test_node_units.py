@@ -187,3 +187,13 @@ def test_gradient_reducer_is_the_mean_over_every_nodes_gradients():
     red = GradientReducer(ScriptedLink(peer=peer), 2)
     mean = red.mean(g, halt=False, updates=7)
     assert torch.allclose(mean, torch.tensor([14.0 / 3, 26.0 / 3])) and red.stop
+
+
+def test_delta_exchange_of_several_buffers_averages_each_and_the_outer_step_applies():
+    x, m = torch.zeros(2), torch.ones(3)            # parameters and a moment (--sync-state)
+    peer = torch.tensor([2.0, 2.0, 3.0, 3.0, 3.0, 0.0, 0.0, 10.0])
+    ex = DeltaExchange(ScriptedLink(peer=peer), [x, m], outer_lr=0.5)
+    ex.initial()
+    ex.exchange(done=False, halt=False, updates=10)
+    assert torch.allclose(x, torch.full((2,), 0.5))    # mean delta 1, outer lr 0.5
+    assert torch.allclose(m, torch.full((3,), 1.75))   # 1 + 0.5 * 1.5

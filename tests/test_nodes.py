@@ -171,17 +171,29 @@ def test_a_lost_node_ends_the_other_in_bounded_time_with_its_rank(tmp_path, how)
     no_segment_of(procs)
 
 
-def test_ctrl_c_on_one_node_stops_every_node_cleanly(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_on_one_node_stops_every_node_cleanly(tmp_path, sig, code):
     procs = launch("apam", "--time-limit", "90", "--log", str(tmp_path / "log.jsonl"))
     try:
         wait_training(str(tmp_path / "log.node1.jsonl"))
-        os.kill(procs[1].pid, signal.SIGINT)
+        os.kill(procs[1].pid, sig)
         (rc0, s0, err0), (rc1, _, err1) = finish(procs, timeout=30)
     finally:
         finish(procs, timeout=5)
-    assert rc1 == 130, err1
+    assert rc1 == code, err1
     assert rc0 == 0 and s0["stop_reason"] == "peer", err0
+    last = json.loads(open(tmp_path / "log.node0.jsonl").read().splitlines()[-1])
+    assert last["exchanges"] > 0 and 0 <= last["comm_share"] <= 1      # the log has the node figures
     no_segment_of(procs)
+
+
+def test_a_checkpointed_job_resumes_on_every_node(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    ok(finish(launch("apam", "--steps", "600", "--checkpoint", ck)))
+    assert os.path.exists(tmp_path / "ck.node0.pt") and os.path.exists(tmp_path / "ck.node1.pt")
+    s0, s1 = ok(finish(launch("apam", "--steps", "1200", "--resume", ck)))
+    assert s0["updates"] == s1["updates"] == 600 and s0["all_nodes_updates"] == 1200
+    assert s0["final_loss"] == s1["final_loss"] < s0["optimum"] + 0.02
 
 
 def test_nodes_with_different_options_refuse_to_train():

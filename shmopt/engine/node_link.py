@@ -32,7 +32,7 @@ import torch.distributed as dist
 from ..errors import NodeError
 from ..node_plan import NodePlan, is_loopback
 
-POLL_S = 0.0002
+POLL_S = 0.0005                 # a collective in flight is polled every 0.5 ms
 BEAT_S = 0.5
 NAMING_S = 1.5
 

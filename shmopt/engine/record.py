@@ -29,6 +29,10 @@ class Sample:
     leader: int | None = None                 # replica protocols: the current leader
     loss_average: float | None = None         # replica protocols: eval loss of the replicas' mean
     loss_replicas: list[float] | None = None  # replica protocols: eval loss of each replica
+    exchanges: int | None = None              # across nodes: exchanges so far
+    comm_share: float | None = None           # across nodes: share of the time collectives ran
+    bytes_per_update: float | None = None
+    node_staleness_mean: float | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

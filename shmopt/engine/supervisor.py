@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import Config
-from ..errors import WorkerError
+from ..errors import ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..plan import Plan, resolve
 from ..problems import Problem
@@ -208,6 +208,9 @@ class Engine:
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
                    st["staleness_mean"], st["gradients"], st["dropped"], leader)
+        if self.plan.nodes is not None:
+            s.exchanges, s.comm_share = st["exchanges"], st["comm_share"]
+            s.bytes_per_update, s.node_staleness_mean = st["bytes_per_update"], st["node_staleness_mean"]
         if self.plan.replicas is not None:
             X = self.buffers.x
             s.loss_average = self.evaluate(X.mean(0))
@@ -255,8 +258,12 @@ class Engine:
                     self._finish_nodes(reason)
             except KeyboardInterrupt:
                 rec.stop_reason = "interrupted"
-                if self.plan.nodes is not None:
-                    self._finish_nodes(rec.stop_reason, deadline=min(10.0, self.plan.nodes.timeout))
+                self._halt_nodes()
+                raise
+            except ShmoptError:
+                raise
+            except BaseException:               # SIGTERM (the CLI's Terminated), SystemExit
+                self._halt_nodes()
                 raise
             rec.stop_reason = reason
             rec.t_stop = time.time()
@@ -266,6 +273,11 @@ class Engine:
             return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
             self.close()
+
+    def _halt_nodes(self) -> None:
+        """Ctrl-C or SIGTERM on this node: stop every node (a bounded wait for the final exchange)."""
+        if self.plan.nodes is not None and self.buffers is not None:
+            self._finish_nodes("interrupted", deadline=min(10.0, self.plan.nodes.timeout))
 
     def _finish_nodes(self, reason: str, deadline: float | None = None) -> None:
         """Across nodes: vote (done, or halt for a target reached / Ctrl-C) and wait until the
