@@ -6,6 +6,12 @@ updates (the sum of its learners' update counters; it never blocks them). Each e
 the node's vote; after the exchange in which one node halted or every node is done, the link
 stops its learners (``finish``), waits until they have stopped, runs one final exchange with no
 update in flight (so every node ends with the same model), says ``link_done`` and leaves.
+
+It is a process of its own rather than a thread of the supervisor: the supervisor's evaluations
+hold the GIL for a whole forward pass and would delay exchanges, and as an engine process the
+link gets the group's failure reporting (its NodeError reaches the supervisor in its report
+file) and its watch on a dead supervisor for free. Measured cost on 2 cores: about 10% of a core
+at H = 10 on mlp, most of it gloo's transport, none of it on the workers' path.
 """
 from __future__ import annotations
 
