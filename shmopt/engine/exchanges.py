@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..rules.averaging import delta_, merge_, outer_step_
+from ..rules.consensus import sum_into
 from ..strategies.leader import select_leader, windowed_means
 from ..strategies.nodes import select_global
 from .node_link import NodeLink
@@ -63,8 +64,7 @@ class DeltaExchange:
 
     def initial(self) -> None:
         """Node 0's buffers everywhere (a fresh start or a resume); the consensus starts there."""
-        for b in self.bufs:
-            self.link.broadcast_(b, 0, "the start")
+        initial_broadcast(self.link, self.bufs)
         self.sync = [b.clone() for b in self.bufs]
 
     def exchange(self, done: bool, halt: bool, updates: int, final: bool = False) -> Vote:
@@ -92,7 +92,7 @@ class LeaderExchange:
         self.window = window
 
     def initial(self) -> None:
-        self.link.broadcast_(self.X, 0, "the start")
+        initial_broadcast(self.link, [self.X])
         self.glob["gl_version"] = 0
 
     def local_leader(self) -> tuple[int, float]:
@@ -131,10 +131,7 @@ class GradientReducer:
     def mean(self, grads: list[torch.Tensor], halt: bool, updates: int) -> torch.Tensor:
         """Sum of this node's ``grads`` -> the mean over all nodes' gradients; sets ``stop``
         when any node voted to halt (every node then stops after this same update)."""
-        g = self.wire[:self.n]
-        g.copy_(grads[0])
-        for t in grads[1:]:
-            g.add_(t)
+        g = sum_into(self.wire[:self.n], grads)
         self.wire[-FLAGS:] = torch.tensor([float(len(grads)), float(halt), float(updates)])
         self.link.all_reduce_(self.wire, self.what)
         count, n_halt, _ = self.wire[-FLAGS:].tolist()

@@ -13,12 +13,17 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def average_into(out: Tensor, tensors: list[Tensor]) -> Tensor:
-    """out = mean of ``tensors`` (in place, no temporary); returns out."""
+def sum_into(out: Tensor, tensors: list[Tensor]) -> Tensor:
+    """out = sum of ``tensors`` (in place, no temporary); returns out."""
     out.copy_(tensors[0])
     for t in tensors[1:]:
         out.add_(t)
-    return out.div_(len(tensors))
+    return out
+
+
+def average_into(out: Tensor, tensors: list[Tensor]) -> Tensor:
+    """out = mean of ``tensors`` (in place, no temporary); returns out."""
+    return sum_into(out, tensors).div_(len(tensors))
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import time
 from ...strategies.nodes import finished
 from ..context import Context
 from ..control import DONE, DONE_VOTE, FAILED, HALT_VOTE
-from ..exchanges import DeltaExchange, LeaderExchange, book
+from ..exchanges import DeltaExchange, LeaderExchange, book, initial_broadcast
 from ..node_link import NodeLink
 from ..wakeups import WakeUps
 from .common import start
@@ -44,20 +44,16 @@ def connect(ctx: Context) -> NodeLink:
 
 
 def make_exchange(ctx: Context, link: NodeLink):
+    """The family's exchange, and what else must start equal on every node but is not exchanged."""
     plan, b = ctx.plan, ctx.buffers
     if plan.replicas is not None and plan.replicas.variant == "lsgd":
-        return LeaderExchange(link, b.x, b.gleader, b.glob, b.ctrl, plan.workers, plan.replicas.window)
+        return LeaderExchange(link, b.x, b.gleader, b.glob, b.ctrl, plan.workers, plan.replicas.window), []
     if b.center is not None:                            # easgd: the centres; replicas stay local
-        ex = DeltaExchange(link, [b.center])
-        link.broadcast_(b.x, 0, "the start")
-        return ex
+        return DeltaExchange(link, [b.center]), [b.x]
     np_ = plan.nodes
-    bufs = [b.x] + (list(b.state.values()) if np_.sync_state else [])
-    ex = DeltaExchange(link, bufs, np_.outer_lr, np_.outer_momentum)
-    if not np_.sync_state:                              # the rule state starts equal, then stays per node
-        for t in b.state.values():
-            link.broadcast_(t, 0, "the start")
-    return ex
+    state = list(b.state.values())                      # per node, unless --sync-state
+    bufs = [b.x] + (state if np_.sync_state else [])
+    return DeltaExchange(link, bufs, np_.outer_lr, np_.outer_momentum), ([] if np_.sync_state else state)
 
 
 def _wait_learners(ctx: Context) -> None:
@@ -74,7 +70,8 @@ def link_loop(ctx: Context, wakeups: WakeUps) -> None:
     link = connect(ctx)
     clean = False
     try:
-        exchange = make_exchange(ctx, link)
+        exchange, local = make_exchange(ctx, link)
+        initial_broadcast(link, local)
         exchange.initial()
         start(ctx, wakeups)
         next_at, last = every, 0
