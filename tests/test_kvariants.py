@@ -47,9 +47,11 @@ def test_staleness_lr_policy_reports_the_rates_used(quad):
 
 
 def test_dutta_policy_runs_on_both_protocols(quad):
+    # the injected delay makes the workers overlap even on a loaded machine: without it a CI run
+    # once saw no parameter move between a read and its write, so the rate never fell
     for proto in ("direct", "server"):
         r = shmopt.train(quad, algo="hogwild", protocol=proto, workers=2, steps=300, lr=0.05,
-                         lr_policy="dutta", lr_c=1e-4)
+                         lr_policy="dutta", lr_c=1e-4, delay="exp:0.002")
         st = r.stats
         assert st["lr_max"] <= 0.05 + 1e-12 and 0 < st["lr_min"] < 0.5 * 0.05   # the rate did fall
         assert r.final_loss < r.history[0]["loss"]
