@@ -193,6 +193,34 @@ class _Progress:
         self.bar.__exit__(None, None, None)
 
 
+def _node_rows(st: dict) -> list[tuple[str, str]]:
+    if "messages" in st:                      # server protocols: the global applier and relays
+        me = "the global applier" if st["node_rank"] == 0 else "a relay to node 0"
+        rows = [("node", f"{st['node_rank']} of {st['nodes']} ({me})"),
+                ("messages", f"{st['messages']} ({st['messages_per_update'] or 0:.2f} per update, "
+                             f"{st['bytes_per_update'] or 0:,.0f} bytes sent per update)")]
+        for row in st.get("per_node", []):
+            rows.append((f"node {row['node']}", f"{row['applied']} applied, staleness mean "
+                         f"{row['staleness_mean']:.2f}, max {row['staleness_max']}, "
+                         f"{row['dropped']} dropped"))
+        if st.get("applier_cpu_s_per_update") is not None:
+            rows.append(("applier", f"{1e3 * st['applier_cpu_s_per_update']:.3f} ms CPU per update"))
+        if st["nodes_lost"]:
+            rows.append(("lost", f"{st['nodes_lost']} node(s), carried on without them"))
+        return rows
+    rows = [("node", f"{st['node_rank']} of {st['nodes']} ({st['all_nodes_updates']} updates on "
+                     f"all nodes)"),
+            ("exchanges", f"{st['exchanges']} ({st['bytes_per_update'] or 0:,.0f} bytes sent per "
+                          f"update, collectives in flight {100 * (st['comm_share'] or 0):.0f}% of the "
+                          f"time)"),
+            ("node lag", f"mean {st['node_staleness_mean']:.1f}, max {st['node_staleness_max']} "
+                         f"local updates unseen by the other nodes at an exchange")]
+    if st.get("global_leader"):
+        gl = st["global_leader"]
+        rows.append(("leader", f"node {gl['node']} worker {gl['worker']} (loss {gl['score']:.5g})"))
+    return rows
+
+
 def _summary(st: dict) -> None:
     rows = [("algorithm", f"{st['algo']} ({st['rule']}, {st['protocol']}"
              + (f", {st['variant']} k={st['k']}" if st["protocol"] == "server" else "") + ")"),
@@ -205,16 +233,7 @@ def _summary(st: dict) -> None:
     if st.get("optimum") is not None:
         rows.append(("optimum", f"{st['optimum']:.6g}"))
     if st.get("nodes"):
-        rows += [("node", f"{st['node_rank']} of {st['nodes']} ({st['all_nodes_updates']} updates on "
-                          f"all nodes)"),
-                 ("exchanges", f"{st['exchanges']} ({st['bytes_per_update'] or 0:,.0f} bytes sent per "
-                               f"update, collectives in flight {100 * (st['comm_share'] or 0):.0f}% of the "
-                               f"time)"),
-                 ("node lag", f"mean {st['node_staleness_mean']:.1f}, max {st['node_staleness_max']} "
-                              f"local updates unseen by the other nodes at an exchange")]
-        if st.get("global_leader"):
-            gl = st["global_leader"]
-            rows.append(("leader", f"node {gl['node']} worker {gl['worker']} (loss {gl['score']:.5g})"))
+        rows += _node_rows(st)
     rows.append(("stopped by", st["stop_reason"]))
     for k, v in rows:
         click.echo(f"{k:>12}  {v}")

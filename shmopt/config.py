@@ -107,6 +107,10 @@ class Config:
                                 "0.9 with --outer-lr 0.7).", type=float, scope=RUN)
     sync_state: bool = opt(False, "apam/hogwild across nodes: average the rule state (AMSGrad "
                            "moments) too, not only the parameters.", scope=RUN)
+    on_node_failure: str = opt("stop", "Server protocols across nodes (K-variants, apam/hogwild "
+                               "--protocol server): stop (every node, naming the lost one) or "
+                               "continue without the lost node, while the rest can still make K.",
+                               scope=RUN)
 
     def to_dict(self) -> dict:
         d = asdict(self)

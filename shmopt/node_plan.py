@@ -14,13 +14,16 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-#: algorithm variants that run across nodes today, and what crosses the network for each
+#: what crosses the network, per family (node_plan.family)
 ACROSS_NODES = {
     "direct": "the parameters' delta since the last exchange, averaged every --exchange-every node updates",
     "lsgd": "the best replica of every node (its local leader), every --tau-global steps of each worker",
     "easgd": "the node centres, averaged every --tau-global steps of each worker",
     "sync": "the node's summed gradient, all-reduced at every update",
+    "server": "each gradient to the global applier on node 0 (K counts worker gradients over all "
+              "nodes); the new parameters back to the nodes the update concerns",
 }
+NODE_FAILURE = ("stop", "continue")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class NodePlan:
     outer_momentum: float = 0.0
     sync_state: bool = False
     total_steps: int | None = None      # --steps over all nodes (each node runs its share)
+    on_failure: str = "stop"            # server protocols: stop, or continue without a lost node
 
     @property
     def kind(self) -> str:
@@ -97,9 +101,27 @@ def _number(name: str, value, lo: float, hi: float | None = None, lo_open: bool 
         raise ConfigError(f"invalid {name}={value!r}: must be a number in {rng}")
 
 
-def resolve_nodes(c, algo: str, variant: str, k: int, steps: int | None,
-                  env=os.environ) -> NodePlan | None:
-    """Validate the node options of Config ``c``; None for a single-node run."""
+def family(algo: str, protocol: str, variant: str) -> str:
+    """What crosses the network (a key of :data:`ACROSS_NODES`)."""
+    if protocol == "server":
+        return "sync" if algo == "sync" else "server"
+    return variant
+
+
+def nnodes_of(c, env=os.environ) -> int:
+    """The job's node count, before the other node options are validated (K counts every node's
+    learners, so the server options need it first)."""
+    if under_torchrun(env):
+        return _env_int(env, "WORLD_SIZE")
+    n = c.nnodes
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
+def resolve_nodes(c, fam: str, steps: int | None, env=os.environ) -> NodePlan | None:
+    """Validate the node options of Config ``c`` (``fam``: :func:`family`); None for a single
+    node."""
+    if c.on_node_failure not in NODE_FAILURE:
+        raise ConfigError(f"invalid on-node-failure={c.on_node_failure!r}: choose stop or continue")
     nnodes, rank, master = c.nnodes, c.node_rank, None
     if under_torchrun(env):
         if _env_int(env, "LOCAL_WORLD_SIZE") != 1:
@@ -130,10 +152,11 @@ def resolve_nodes(c, algo: str, variant: str, k: int, steps: int | None,
         master = parse_master(c.master)
     if rank >= nnodes:
         raise ConfigError(f"invalid node-rank={rank}: must be in 0..{nnodes - 1} (--nnodes {nnodes})")
-    if variant not in ACROSS_NODES and not (variant == "k-sync" and k == c.workers):
-        raise ConfigError(f"{algo} with --protocol server (or a K-variant) does not run across nodes "
-                          f"yet: use apam or hogwild (direct), sync, lsgd or easgd with --nnodes > 1")
-    if variant == "lsgd" and c.groups != 1:
+    if c.on_node_failure == "continue" and fam != "server":
+        raise ConfigError("--on-node-failure continue is for server protocols across nodes (the "
+                          "K-variants, apam/hogwild --protocol server): the collectives of "
+                          f"{c.algo} need every node")
+    if fam == "lsgd" and c.groups != 1:
         raise ConfigError("lsgd across nodes: each node is one group with its local leader; drop --groups")
     _number("dist-timeout", c.dist_timeout, 0.0, lo_open=True)
     if isinstance(c.exchange_every, bool) or not isinstance(c.exchange_every, int) or c.exchange_every < 1:
@@ -142,6 +165,6 @@ def resolve_nodes(c, algo: str, variant: str, k: int, steps: int | None,
     _number("outer-momentum", c.outer_momentum, 0.0, 1.0)
     if steps is not None and steps < nnodes:
         raise ConfigError(f"invalid steps={steps}: fewer than the {nnodes} nodes")
-    every = c.exchange_every if variant == "direct" else c.tau_global * c.workers
+    every = c.exchange_every if fam == "direct" else c.tau_global * c.workers
     return NodePlan(nnodes, rank, master, float(c.dist_timeout), every, float(c.outer_lr),
-                    float(c.outer_momentum), bool(c.sync_state), steps)
+                    float(c.outer_momentum), bool(c.sync_state), steps, c.on_node_failure)

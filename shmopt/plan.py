@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from .config import Config
 from .errors import ConfigError
-from .node_plan import NodePlan, node_path, resolve_nodes, split_steps
+from .node_plan import NodePlan, family, node_path, nnodes_of, resolve_nodes, split_steps
 from .problems import Problem
 from .rules import RULES, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
@@ -56,6 +56,8 @@ class ServerPlan:
     k: int
     max_staleness: int | None
     keep_params_read: bool          # the dutta policy: the parameters each gradient was read at
+    learners: int = 0               # learners K is counted over: P, or N·P for the global applier
+    global_applier: bool = False    # across nodes: node 0's applier serves every node (not sync)
 
 
 @dataclass(frozen=True)
@@ -282,10 +284,16 @@ def resolve(config: Config, problem: Problem) -> Plan:
             raise ConfigError("--k applies to server protocols only (use --protocol server)")
     else:
         variant = spec.variant
-        k = c.k if c.k is not None else default_k(spec, c.workers)
+        # across nodes (but sync, an all-reduce) K counts the worker gradients of every node
+        central = nnodes_of(c) > 1 and family(c.algo, protocol, variant) == "server"
+        learners = c.workers * nnodes_of(c) if central else c.workers
+        k = c.k if c.k is not None else default_k(spec, learners)
         _check_int("k", k, 1)
-        KAggregator(variant, c.workers, k, c.max_staleness)   # validates k against workers
-        sub["server"] = ServerPlan(variant, k, c.max_staleness, policy.needs_distance)
+        if central and k > learners:
+            raise ConfigError(f"invalid k={k}: must be 1 <= k <= {learners} (--workers {c.workers} on "
+                              f"each of {nnodes_of(c)} nodes: K counts the worker gradients of all nodes)")
+        KAggregator(variant, learners, k, c.max_staleness)   # validates k against the learners
+        sub["server"] = ServerPlan(variant, k, c.max_staleness, policy.needs_distance, learners, central)
     if protocol == "direct":
         if policy.needs_distance and c.read == "inplace":
             raise ConfigError("the dutta lr policy needs the parameters a gradient was read at: "
@@ -294,7 +302,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
     steps = c.steps
     if steps is None and c.time_limit is None and c.target_loss is None:
         steps = DEFAULT_STEPS
-    nodes = resolve_nodes(c, c.algo, variant, k, steps)
+    nodes = resolve_nodes(c, family(c.algo, protocol, variant), steps)
     if nodes is not None:                 # per-node files; each node runs its share of the steps
         c = replace(c, checkpoint=node_path(c.checkpoint, nodes.rank),
                     resume=node_path(c.resume, nodes.rank), log=node_path(c.log, nodes.rank))

@@ -25,7 +25,7 @@ TORCHRUN = {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_W
 # ------------------------------------------------------------------ options
 def nodes_of(env=None, algo="apam", **kw):
     c = Config(algo=algo, **kw)
-    return resolve_nodes(c, algo, "direct" if algo in ("apam", "hogwild") else algo, 1, c.steps or 5000,
+    return resolve_nodes(c, "direct" if algo in ("apam", "hogwild") else algo, c.steps or 5000,
                          env=env or {})
 
 
@@ -66,17 +66,34 @@ def test_bad_node_options_are_one_clear_error(kw, match):
         nodes_of(**{**TCP, **kw})
 
 
-def test_families_that_do_not_cross_nodes_yet_are_refused():
+def test_every_family_crosses_nodes_and_k_counts_the_gradients_of_all_nodes():
     logreg = load_problem("logreg")
-    for algo, extra in (("k-async", {}), ("k-batch-sync", {}), ("apam", {"protocol": "server"})):
-        with pytest.raises(ConfigError, match="does not run across nodes yet"):
-            resolve(Config(algo=algo, **TCP, **extra), logreg)
     with pytest.raises(ConfigError, match="each node is one group"):
         resolve(Config(algo="lsgd", workers=4, groups=2, **TCP), logreg)
     plan = resolve(Config(algo="sync", workers=2, steps=100, **TCP), logreg)
     assert plan.steps == 100 and plan.processes == 3      # sync: every update is global
+    assert not plan.server.global_applier and plan.server.learners == 2    # an all-reduce
     plan = resolve(Config(algo="apam", workers=2, steps=101, **{**TCP, "node_rank": 1}), logreg)
     assert (plan.steps, plan.worker.rank_offset, plan.processes) == (50, 2, 3)   # + the node link
+    for algo, extra in (("k-async", {}), ("k-batch-sync", {}), ("apam", {"protocol": "server"})):
+        plan = resolve(Config(algo=algo, workers=2, steps=100, **TCP, **extra), logreg)
+        assert plan.server.global_applier and plan.server.learners == 4 and plan.steps == 100
+    assert resolve(Config(algo="k-sync", workers=2, **TCP), logreg).k == 2     # P/2 of N·P = 4
+    assert resolve(Config(algo="k-sync", workers=2, k=4, **TCP), logreg).k == 4
+    with pytest.raises(ConfigError, match=r"invalid k=5: must be 1 <= k <= 4 \(--workers 2 on each "
+                                          r"of 2 nodes"):
+        resolve(Config(algo="k-sync", workers=2, k=5, **TCP), logreg)
+
+
+def test_on_node_failure_continue_is_for_the_global_applier_only():
+    logreg = load_problem("logreg")
+    plan = resolve(Config(algo="k-async", workers=1, on_node_failure="continue", **TCP), logreg)
+    assert plan.nodes.on_failure == "continue"
+    for algo in ("apam", "sync", "easgd"):
+        with pytest.raises(ConfigError, match="continue is for server protocols across nodes"):
+            resolve(Config(algo=algo, workers=1, on_node_failure="continue", **TCP), logreg)
+    with pytest.raises(ConfigError, match="on-node-failure='maybe': choose stop or continue"):
+        resolve(Config(algo="k-async", on_node_failure="maybe", **TCP), logreg)
 
 
 def test_per_node_files_and_step_shares():

@@ -165,14 +165,14 @@ def test_mailbox_push_take_consume_and_reset():
             box.push(0, c0, torch.full((n,), float(v)), v, params=torch.full((n,), -v * 1.0))
         assert box.full(0) and not box.full(1) and box.in_flight() == RING
         got = list(box.arrivals())
-        assert [(r, v) for r, v, _ in got] == [(0, 5), (0, 6)]
-        assert [float(box.grads[r, s][0]) for r, _, s in got] == [5.0, 6.0]
-        assert float(box.params_read[0, got[1][2]][0]) == -6.0
+        assert [(a.rank, a.version) for a in got] == [(0, 5), (0, 6)]
+        assert [float(box.grad(a)[0]) for a in got] == [5.0, 6.0]
+        assert float(box.params_of(got[1])[0]) == -6.0
         assert list(box.arrivals()) == []                     # each arrival is seen once
-        box.consume(0)
+        box.consume(got[0])
         assert not box.full(0) and box.in_flight() == 1
         box.push(0, c0, torch.zeros(n), 7)
-        assert [(r, v) for r, v, _ in box.arrivals()] == [(0, 7)]
+        assert [(a.rank, a.version) for a in box.arrivals()] == [(0, 7)]
         box.reset()                                           # drop everything in flight
         assert box.in_flight() == 0 and not box.full(0)
     finally:

@@ -11,7 +11,9 @@ The :data:`GLOBAL` record is written by the supervisor (``stop``) and by the ser
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -83,6 +85,8 @@ GLOBAL = _padded([
     ("gl_worker", "i8"),
     ("gl_score", "f8"),
     ("local_score", "f8"),      # lsgd: this node's local leader's score at the last exchange
+    ("serve_cpu_s", "f8"),      # the global applier: its process's CPU seconds so far
+    ("nodes_lost", "i8"),       # the global applier: nodes it carried on without
 ], 256)
 
 # votes in GLOBAL.finish
@@ -108,6 +112,33 @@ def bin_label(b: int) -> str:
 def specs(processes: int) -> list[tuple]:
     """Arena entries of the control block: always host memory, whatever the arena's device."""
     return [("glob", (1,), GLOBAL, HOST), ("ctrl", (processes,), SLOT, HOST)]
+
+
+@dataclass
+class Booking:
+    """Gradients applied (staleness, rate) and dropped, tallied away from their control slot: the
+    global applier tallies each node's and sends it with the node's next reply, where the node's
+    relay merges it into its own slot (:meth:`Counters.book`)."""
+
+    applied: int = 0
+    stale_sum: int = 0
+    stale_max: int = 0
+    dropped: int = 0
+    lr_sum: float = 0.0
+    lr_min: float = math.inf
+    lr_max: float = 0.0
+    hist: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
+
+    def add(self, tau: int, lr: float) -> None:
+        self.applied += 1
+        self.stale_sum += tau
+        self.stale_max = max(self.stale_max, tau)
+        self.hist[staleness_bin(tau)] += 1
+        self.lr_sum += lr
+        self.lr_min, self.lr_max = min(self.lr_min, lr), max(self.lr_max, lr)
+
+    def __bool__(self) -> bool:
+        return bool(self.applied or self.dropped)
 
 
 class Counters:
@@ -154,6 +185,22 @@ class Counters:
         if lr > s["lr_max"]:
             s["lr_max"] = lr
         s["applied"] += 1
+
+    def book(self, b: Booking) -> None:
+        """Merge a tally of gradients applied and dropped elsewhere (a node's relay)."""
+        if not b:
+            return
+        s = self.slot
+        if b.applied:
+            if s["applied"] == 0 or b.lr_min < s["lr_min"]:
+                s["lr_min"] = b.lr_min
+            s["lr_max"] = max(float(s["lr_max"]), b.lr_max)
+            s["stale_max"] = max(int(s["stale_max"]), b.stale_max)
+            s["stale_sum"] += b.stale_sum
+            s["lr_sum"] += b.lr_sum
+            s["stale_hist"] += np.asarray(b.hist, dtype=np.int64)
+            s["applied"] += b.applied
+        s["dropped"] += b.dropped
 
     def update(self) -> None:
         self.slot["updates"] += 1

@@ -17,19 +17,29 @@ from .loops.applier import applier_loop
 from .loops.client import client_loop
 from .loops.direct import direct_loop
 from .loops.link import link_loop
+from .loops.relay import relay_loop
 from .loops.replicas import replica_loop
 from .wakeups import WakeUps
 
 LOOPS = {"direct": direct_loop, "server": client_loop, "replicas": replica_loop, "applier": applier_loop,
-         "link": link_loop}
+         "link": link_loop, "relay": relay_loop}
 
 
-def role(rank: int, workers: int, protocol: str) -> str:
+def role(rank: int, plan) -> str:
     """Ranks below ``workers`` are learners; rank ``workers`` is the applier of server protocols
-    or, across nodes, the node link of the others."""
-    if rank < workers:
-        return protocol
-    return "applier" if protocol == "server" else "link"
+    (across nodes: the global applier on node 0, a relay on the others) or, across nodes, the
+    node link of the others."""
+    if rank < plan.workers:
+        return plan.protocol
+    if plan.protocol != "server":
+        return "link"
+    return "relay" if plan.server.global_applier and plan.nodes.rank > 0 else "applier"
+
+
+def role_name(plan) -> str:
+    """What rank ``workers`` is called in messages."""
+    return {"applier": "global applier" if plan.server and plan.server.global_applier else "server",
+            "relay": "relay", "link": "node link"}[role(plan.workers, plan)]
 
 
 def write_report(path: str, what: str, tb: str) -> None:
@@ -53,7 +63,7 @@ def process_main(args: ProcessArgs, wakeups: WakeUps) -> None:
     ctx = None
     try:
         ctx = Context(args)
-        LOOPS[role(ctx.rank, ctx.plan.workers, ctx.plan.protocol)](ctx, wakeups)
+        LOOPS[role(ctx.rank, ctx.plan)](ctx, wakeups)
     except Stopped:
         pass
     except BaseException as exc:  # noqa: BLE001 - reported to the supervisor, then exit 1

@@ -71,10 +71,10 @@ def shutdown(glob: np.ndarray | None, procs: list, wakeups: WakeUps | None) -> N
 class ProcessGroup:
     def __init__(self, arena: ArenaHandle, ctrl: np.ndarray, glob: np.ndarray, payload: bytes,
                  source: str | None, workers: int, processes: int, start_method: str,
-                 server: bool = True) -> None:
+                 last_role: str = "server") -> None:
         self._arena, self._ctrl, self._glob = arena, ctrl, glob
         self._payload, self._source = payload, source
-        self.workers, self.n, self.server = workers, processes, server
+        self.workers, self.n, self.last_role = workers, processes, last_role
         self._ctx = start_context(start_method)
         self.wakeups = WakeUps(self._ctx, workers)
         self.procs: list = []
@@ -85,7 +85,7 @@ class ProcessGroup:
     def role(self, rank: int) -> str:
         if rank < self.workers:
             return f"worker {rank}"
-        return "server" if self.server else "node link"
+        return self.last_role
 
     def _report_path(self, rank: int) -> str:
         return os.path.join(self._reports, f"{rank}.{self._spawns[rank]}.json")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..memory import Arena, Layout
+from ..memory.layout import HOST
 from ..plan import Plan
 from . import control, mailbox
 
@@ -37,6 +38,8 @@ def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...]) -> Layout:
         specs.append((SNAPSHOTS, (P, n), "float32"))
     if plan.server is not None:
         specs += mailbox.specs(P, n, plan.server.keep_params_read)
+        if plan.server.global_applier:              # per node: applied, stale sum/max, dropped
+            specs.append(("node_book", (plan.nodes.nnodes, 4), "int64", HOST))
     for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs)

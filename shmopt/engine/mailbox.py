@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 
 from ..memory.layout import HOST
+from ..strategies.server import Arrival
 from .control import Counters
 
 RING = 2            # gradient slots per learner
@@ -65,17 +66,25 @@ class GradientMailbox:
         counters.slot["pushed"] = pushed + 1
 
     # ------------------------------------------------------------ applier side
-    def arrivals(self) -> Iterator[tuple[int, int, int]]:
-        """New gradients since the last call: (rank, version computed on, slot), rank by rank."""
+    def arrivals(self) -> Iterator[Arrival]:
+        """New gradients since the last call (rank, version computed on, slot), rank by rank."""
         for r in range(self.workers):
             while self._seen[r] < int(self._pushed[r]):
                 s = self._seen[r] % RING
                 self._seen[r] += 1
-                yield r, int(self.versions[r, s]), s
+                yield Arrival(r, int(self.versions[r, s]), s)
 
-    def consume(self, rank: int) -> None:
-        """Free the oldest slot of ``rank``'s ring (its gradient was applied or dropped)."""
-        self._consumed[rank] += 1
+    def grad(self, a: Arrival) -> torch.Tensor:
+        return self.grads[a.rank, a.slot]
+
+    def params_of(self, a: Arrival) -> torch.Tensor | None:
+        """The parameters ``a`` was computed on (dutta policy), else None."""
+        return None if self.params_read is None else self.params_read[a.rank, a.slot]
+
+    def consume(self, a: Arrival) -> None:
+        """Free the oldest slot of the learner's ring (its gradient was applied or dropped); a
+        ring is consumed in arrival order."""
+        self._consumed[a.rank] += 1
 
     # ------------------------------------------------------------ supervisor side
     def in_flight(self) -> int:

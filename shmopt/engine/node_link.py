@@ -75,6 +75,9 @@ class NodeLink:
         self.bytes = 0
         self.collectives = 0
         self._next_beat = 0.0
+        self._next_watch = 0.0
+        self._last_watch: float | None = None
+        self._moved: dict[int, tuple[int, float]] = {}   # peer -> (heartbeat count, when it moved)
 
     # ------------------------------------------------------------ connect
     def connect(self) -> "NodeLink":
@@ -159,6 +162,42 @@ class NodeLink:
         names = ", ".join(map(str, gone or peers))
         return NodeError(f"lost node {names} ({detail if gone else 'cause unknown'}) during {what}: "
                          f"{_first_line(exc)}", gone or tuple(peers))
+
+    def silent(self, peers: list[int], after_s: float) -> list[int]:
+        """The peers whose heartbeat has not moved for ``after_s`` seconds of this process's own
+        watching (read at most every BEAT_S; a gap in the watching itself, such as a checkpoint
+        pause, restarts the clocks, so a peer held up by this process is never blamed)."""
+        now = time.monotonic()
+        if now < self._next_watch:
+            return []
+        if self._last_watch is not None and now - self._last_watch > 4 * BEAT_S:
+            self._moved = {}
+        self._next_watch, self._last_watch = now + BEAT_S, now
+        moved, out = self._moved, []
+        for r in peers:
+            try:
+                count = self.store.add(self._hb(r), 0)
+            except Exception as exc:  # noqa: BLE001
+                raise self._lost_store(exc, "the heartbeat watch") from None
+            last = moved.get(r)
+            if last is None or last[0] != count:
+                moved[r] = (count, now)
+            elif now - last[1] > after_s:
+                out.append(r)
+        return out
+
+    # ------------------------------------------------------------ point to point
+    def send(self, t: torch.Tensor, dst: int) -> None:
+        """Blocking send (gloo's returns once the peer has received it); raises what gloo raises."""
+        t0 = time.perf_counter()
+        dist.send(t, dst)
+        self.comm_s += time.perf_counter() - t0
+        self.bytes += t.numel() * t.element_size()
+
+    @staticmethod
+    def recv(t: torch.Tensor, src: int | None = None) -> int:
+        """Blocking receive into ``t``, from ``src`` or (None) any node; returns the sender."""
+        return dist.recv(t, src)
 
     # ------------------------------------------------------------ collectives
     def _finish(self, work, what: str, nbytes: int) -> None:

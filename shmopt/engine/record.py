@@ -122,8 +122,10 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
     return st
 
 
-def node_summary(plan: Plan, glob: np.void, updates: int, wall: float) -> dict[str, Any]:
-    """Across nodes: this node's place and what it exchanged (the node link's figures)."""
+def node_summary(plan: Plan, glob: np.void, updates: int, wall: float,
+                 node_book: np.ndarray | None = None) -> dict[str, Any]:
+    """Across nodes: this node's place and what it exchanged (the node link's figures; for the
+    global applier, messages and its per-node tallies)."""
     np_ = plan.nodes
     ex = int(glob["exchanges"])
     st: dict[str, Any] = {
@@ -139,6 +141,15 @@ def node_summary(plan: Plan, glob: np.void, updates: int, wall: float) -> dict[s
     }
     if plan.direct is not None:
         st.update(outer_lr=np_.outer_lr, outer_momentum=np_.outer_momentum, sync_state=np_.sync_state)
+    sp = plan.server
+    if sp is not None and sp.global_applier:
+        st.update(messages=ex, messages_per_update=ex / updates if updates else None,
+                  on_node_failure=np_.on_failure, nodes_lost=int(glob["nodes_lost"]))
+        if node_book is not None and np_.rank == 0:
+            st["applier_cpu_s_per_update"] = float(glob["serve_cpu_s"]) / updates if updates else None
+            st["per_node"] = [{"node": m, "applied": int(a), "dropped": int(d),
+                               "staleness_mean": float(s_) / a if a else 0.0, "staleness_max": int(mx)}
+                              for m, (a, s_, mx, d) in enumerate(node_book.tolist())]
     if plan.variant == "lsgd" and glob["gl_version"] > 0:
         st.update(global_leader={"node": int(glob["gl_node"]), "worker": int(glob["gl_worker"]),
                                  "score": float(glob["gl_score"]),

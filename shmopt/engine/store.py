@@ -57,6 +57,17 @@ class SeqlockStore:
             if int(glob["seq"]) == seq:
                 return version
 
+    def publish(self, src: torch.Tensor, version: int) -> None:
+        """Write parameters computed elsewhere (the global applier's, on a relay's node) with
+        their version, under the seqlock."""
+        glob = self._glob
+        glob["seq"] += 1
+        try:
+            self.x.copy_(src)
+            glob["version"] = version
+        finally:
+            glob["seq"] += 1
+
     @contextmanager
     def writing(self) -> Iterator[int]:
         """The single writer's update: yields the version being written (current + 1)."""

@@ -36,6 +36,7 @@ from . import checkpoint
 from .control import DONE, DONE_VOTE, HALT_VOTE, PAUSED
 from .evaluator import Evaluator
 from ..memory.flat import numel
+from .entry import role_name
 from .group import ProcessGroup, shutdown
 from .layout import SCRATCH, Buffers, build_layout, data_names
 from .mailbox import GradientMailbox
@@ -125,7 +126,7 @@ class Engine:
         self.group = group = ProcessGroup(arena.handle, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss, plan)),
                                           self.source, plan.workers, plan.processes, sp.start_method,
-                                          server=plan.server is not None)
+                                          last_role=role_name(plan))
         self._finalizer = weakref.finalize(self, _release, arena, glob, group)
         if self._resume_doc is not None:
             checkpoint.restore(self._resume_doc, arena)
@@ -338,7 +339,8 @@ class Engine:
                          restarts=len(self.group.failures) if self.group else 0)
         st = summary(self.plan, self.buffers.ctrl, self.updates(), self.record, partial, **extra)
         if self.plan.nodes is not None:
-            st.update(node_summary(self.plan, self.buffers.glob, st["updates"], st["wall_s"]))
+            book = self.arena.array("node_book") if "node_book" in self.arena else None
+            st.update(node_summary(self.plan, self.buffers.glob, st["updates"], st["wall_s"], book))
         return st
 
     # ---------------------------------------------------------------- close

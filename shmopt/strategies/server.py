@@ -15,7 +15,10 @@ k-batch-async  K mini-batches       yes             nobody           each pusher
 
 K = P of k-sync is fully synchronous SGD; K = 1 of k-async is asynchronous SGD (APAM's
 master-worker form). This module is pure bookkeeping over integers: the engine feeds it arrivals
-and carries out its decisions, and tests drive it with scripted arrival orders.
+and carries out its decisions, and tests drive it with scripted arrival orders. The same logic
+serves a node's applier (P learners) and, across nodes, the global applier (the N·P learners of
+every node, numbered node · P + rank); a learner can be retired for good (a lost node, under
+``--on-node-failure continue``).
 """
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ class KAggregator:
     k: int
     max_staleness: int | None = None
     pending: list[Arrival] = field(default_factory=list)
+    retired: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -79,9 +83,35 @@ class KAggregator:
         return {"k-sync": WorkerMode.WAIT, "k-async": WorkerMode.WAIT,
                 "k-batch-sync": WorkerMode.SAME, "k-batch-async": WorkerMode.PULL}[self.variant]
 
+    @property
+    def wakes_refused(self) -> bool:
+        """A refused gradient's learner must be woken: it waits for a release (k-async) that no
+        update would send it. (Synchronous variants release everyone at the update that made
+        the gradient obsolete.)"""
+        return self.mode is WorkerMode.WAIT and not self.synchronous
+
+    @property
+    def live(self) -> list[int]:
+        return [r for r in range(self.workers) if r not in self.retired]
+
+    def retire(self, ranks: list[int]) -> list[Arrival]:
+        """Lose learners for good; returns their pending gradients (to be dropped). Raises
+        ValueError when K can no longer be reached (distinct-learner variants need K live ones)."""
+        self.retired |= set(ranks)
+        gone = [a for a in self.pending if a.rank in self.retired]
+        self.pending = [a for a in self.pending if a.rank not in self.retired]
+        need = 1 if self.per_batch else self.k
+        if len(self.live) < need:
+            raise ValueError(f"{self.variant} with K={self.k} needs {need} live learner(s); "
+                             f"{len(self.live)} are left")
+        return gone
+
     def offer(self, arrival: Arrival, version: int) -> str:
         """Take one pushed gradient; returns ``"accepted"``, ``"obsolete"`` (sync variants: computed
-        on a version that is no longer current) or ``"stale"`` (beyond ``max_staleness``)."""
+        on a version that is no longer current; or from a retired learner) or ``"stale"``
+        (beyond ``max_staleness``)."""
+        if arrival.rank in self.retired:
+            return "obsolete"
         tau = version - arrival.version
         if self.synchronous and tau != 0:
             return "obsolete"
@@ -93,6 +123,16 @@ class KAggregator:
         self.pending.append(arrival)
         return "accepted"
 
+    def expire(self, version: int) -> list[Arrival]:
+        """Pending gradients that other updates have made staler than ``max_staleness`` since
+        they were offered: removed (to be dropped), so none is ever applied beyond the bound."""
+        if self.max_staleness is None:
+            return []
+        out = [a for a in self.pending if version - a.version > self.max_staleness]
+        if out:
+            self.pending = [a for a in self.pending if version - a.version <= self.max_staleness]
+        return out
+
     def ready(self) -> bool:
         return len(self.pending) >= self.k
 
@@ -101,7 +141,7 @@ class KAggregator:
         batch, rest = self.pending[:self.k], self.pending[self.k:]
         staleness = [version - a.version for a in batch]
         if self.synchronous:
-            release, discarded, self.pending = list(range(self.workers)), rest, []
+            release, discarded, self.pending = self.live, rest, []
         else:
             self.pending = rest
             discarded = []

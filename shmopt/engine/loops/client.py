@@ -23,7 +23,7 @@ from .common import gradient, start, timed
 
 def client_loop(ctx: Context, wakeups: WakeUps) -> None:
     plan, counters, rank, sp = ctx.plan, ctx.counters, ctx.rank, ctx.plan.server
-    agg = KAggregator(sp.variant, plan.workers, sp.k)
+    agg = KAggregator(sp.variant, sp.learners, sp.k)
     mode, cancellable = agg.mode, agg.synchronous
     store = SeqlockStore(ctx.x, ctx.state, ctx.glob)
     mailbox = GradientMailbox(ctx.arena, plan.workers)

@@ -30,11 +30,11 @@ STOP_WAIT_S = 30.0
 
 
 def node_signature(ctx: Context) -> tuple[list[float], list[str]]:
-    """What every node must share to exchange: workers, parameters, the nodes' steps."""
+    """What every node must share to exchange: workers, parameters, the nodes' steps, K."""
     p = ctx.plan
     n = ctx.buffers.x.shape[-1]
-    return [float(p.workers), float(n), float(p.nodes.total_steps or 0)], ["workers", "parameters",
-                                                                          "steps"]
+    return ([float(p.workers), float(n), float(p.nodes.total_steps or 0), float(p.k)],
+            ["workers", "parameters", "steps", "k"])
 
 
 def connect(ctx: Context) -> NodeLink:

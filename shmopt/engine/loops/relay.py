@@ -1,0 +1,138 @@
+"""The relay: rank P of every node but node 0 in server protocols across nodes.
+
+It is the node's applier turned into a forwarder. Each gradient its learners push goes to the
+global applier on node 0 (engine.global_io) as one wire.UpMessage, and the slot is freed at once,
+so learners work exactly as inside a node (loops/client.py). A receiver thread takes the global
+applier's answers: it publishes the parameters under the node's seqlock with their global
+version, so staleness is counted in global versions, books the node's share of the applied and
+dropped gradients into the relay's own control slot (the node's staleness figures), and wakes
+the learners each answer names. The node's vote (its supervisor's ``finish``: done, or halt
+for a target loss or Ctrl-C) goes up as a VOTE; the job ends with END (final parameters and
+why), answered by BYE. With nothing to send for a while the relay sends a keepalive.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from ...errors import NodeError
+from ..context import Context
+from ..control import HALT_VOTE
+from ..exchanges import initial_broadcast
+from ..global_io import keepalive_s
+from ..mailbox import GradientMailbox
+from ..node_link import NodeLink
+from ..store import SeqlockStore
+from ..wakeups import WakeUps, wait_on
+from ..wire import BYE, END, END_HALT, END_LOST, GRAD, KEEPALIVE, VOTE, DownMessage, UpMessage
+from .common import start
+from .link import connect
+
+
+class Answers:
+    """The receiver thread of a relay."""
+
+    def __init__(self, ctx: Context, link: NodeLink, store: SeqlockStore, wakeups: WakeUps) -> None:
+        self.ctx, self.link, self.store, self.wakeups = ctx, link, store, wakeups
+        self.msg = DownMessage(store.x.numel(), ctx.plan.workers)
+        self.end: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self.received = 0
+        self._thread = threading.Thread(target=self._run, name="shmopt-answers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        msg = self.msg
+        while True:
+            try:
+                self.link.recv(msg.buf, 0)
+            except Exception as exc:  # noqa: BLE001 - raised in the main thread by check()
+                self.error = exc
+                self.wakeups.notify_push()
+                return
+            self.received += 1
+            if msg.kind == KEEPALIVE:
+                continue
+            self.store.publish(msg.x, msg.version)
+            self.ctx.glob["all_updates"] = msg.version
+            self.ctx.counters.book(msg.booking())
+            for r in msg.release():
+                self.wakeups.release(r)
+            if msg.kind == END:
+                self.end = msg.end
+                self.wakeups.notify_push()
+                return
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.link.lost(self.error, "the wait for the global applier's answers")
+
+
+def relay_loop(ctx: Context, wakeups: WakeUps) -> None:
+    plan, glob, node = ctx.plan, ctx.glob, ctx.plan.nodes.rank
+    store = SeqlockStore(ctx.x, ctx.state, glob)
+    mailbox = GradientMailbox(ctx.arena, plan.workers)
+    link = connect(ctx)
+    clean = False
+    try:
+        version = torch.tensor([0])
+        initial_broadcast(link, [store.x, version])
+        glob["version"] = int(version)              # before any learner reads
+        answers = Answers(ctx, link, store, wakeups)
+        answers.start()
+        start(ctx, wakeups)
+        voted = _relay(ctx, wakeups, link, mailbox, answers, node)
+        reason, lost = answers.end
+        if reason == END_LOST:
+            raise NodeError(f"node {lost} was lost: the global applier on node 0 ended the job "
+                            f"(--on-node-failure stop)", (lost,))
+        done = plan.steps is not None and store.version() >= plan.steps
+        if (reason == END_HALT and voted < HALT_VOTE) or (not voted and not done):
+            glob["peer_finish"] = 1                  # another node ended the job
+        glob["link_done"] = 1
+        clean = True
+    finally:
+        link.close(clean)
+
+
+def _relay(ctx: Context, wakeups: WakeUps, link: NodeLink, mailbox: GradientMailbox,
+           answers: Answers, node: int) -> int:
+    """Forward gradients and the vote until END; then BYE. Returns this node's vote."""
+    glob, keep = ctx.glob, keepalive_s(ctx.plan.nodes.timeout)
+    up = UpMessage(mailbox.grads.shape[-1], mailbox.params_read is not None)
+    last, voted = time.monotonic(), 0
+
+    def send(msg: UpMessage) -> None:
+        nonlocal last
+        try:
+            link.send(msg.buf, 0)
+        except Exception as exc:  # noqa: BLE001
+            raise link.lost(exc, "a send to the global applier") from None
+        last = time.monotonic()
+        glob["exchanges"] += 1
+        glob["wire_bytes"], glob["comm_s"] = link.bytes, link.comm_s
+
+    def check() -> None:
+        ctx.check()
+        link.beat()
+        answers.check()
+
+    while answers.end is None:
+        wait_on(wakeups.pushed, check, timeout=0.1)
+        for a in mailbox.arrivals():
+            up.grad.copy_(mailbox.grad(a))
+            if up.params is not None:
+                up.params.copy_(mailbox.params_of(a))
+            send(up.pack(GRAD, node, a.rank, a.version))
+            mailbox.consume(a)
+        if (vote := int(glob["finish"])) > voted:
+            send(up.pack(VOTE, node, vote=vote))
+            voted = vote
+        if time.monotonic() - last > keep and answers.end is None:
+            send(up.pack(KEEPALIVE, node))
+    send(up.pack(BYE, node))
+    return voted
