@@ -12,6 +12,8 @@ import json
 import platform
 import sys
 
+from report_nodes import TABLES as NODE_TABLES, _kind
+
 
 def machine(data: dict) -> str:
     m = data.get("machine_info", {})
@@ -79,10 +81,6 @@ def leaders(benchmarks: list[dict]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- issue 6 kinds
-def _kind(benchmarks: list[dict], kind: str) -> list[dict]:
-    return [b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("kind") == kind]
-
-
 def kernel(benchmarks: list[dict]) -> list[str]:
     rows = ["| parameters | threads | shmopt rule, shared memory | torch fused Adam, private | "
             "torch for-loop Adam, private | fused kernel alone, private | shmopt / fused | "
@@ -291,7 +289,8 @@ def targets(benchmarks: list[dict]) -> list[str]:
 TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
           "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
-          "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers}
+          "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,
+          **NODE_TABLES}
 
 
 def update_readme(readme: str, paths: list[str]) -> None:

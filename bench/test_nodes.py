@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,8 @@ import tempfile
 import pytest
 
 from ddp_baseline import ddp_run, time_to
+from fake_nodes import ROOT, run_nodes as run_fake_nodes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEM = "mlp"
 TARGET = 0.75                   # mlp eval loss; every contender reaches it within a few seconds
 FAMILIES = [("apam H=1", "apam", ("--exchange-every", "1")),
@@ -40,34 +39,11 @@ FAMILIES = [("apam H=1", "apam", ("--exchange-every", "1")),
             ("lsgd", "lsgd", ()), ("easgd", "easgd", ()), ("sync", "sync", ())]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_nodes(algo: str, args: tuple[str, ...], nodes: int, seconds: float,
               log: str | None = None) -> list[dict]:
-    """One job of ``nodes`` fake nodes x 1 worker for ``seconds``; every node's summary."""
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "shmopt", "run", PROBLEM, "--algo", algo, "-w", "1", "--threads", "1",
-            "--time-limit", str(seconds), "--json", "-q", *args]
-    if log:
-        base += ["--log", log, "--eval-interval", "0.25"]
-    if nodes > 1:
-        port = _port()
-        cmds = [base + ["--nnodes", str(nodes), "--node-rank", str(r), "--master", f"127.0.0.1:{port}",
-                        "--dist-timeout", "30"] for r in range(nodes)]
-    else:
-        cmds = [base]
-    procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for c in cmds]
-    out = []
-    for p in procs:
-        so, se = p.communicate(timeout=seconds + 120)
-        assert p.returncode == 0, se[-2000:]
-        out.append(json.loads(so.strip().splitlines()[-1]))
-    return out
+    """One job of ``nodes`` fake nodes x 1 worker on PROBLEM for ``seconds``."""
+    return run_fake_nodes(algo, (*args, "--time-limit", str(seconds)), nodes, PROBLEM, log,
+                          timeout=seconds + 120)
 
 
 def run_pair(algo: str, args: tuple[str, ...], seconds: float) -> float:
