@@ -152,6 +152,9 @@ def resolve_nodes(c, fam: str, steps: int | None, env=os.environ) -> NodePlan | 
         master = parse_master(c.master)
     if rank >= nnodes:
         raise ConfigError(f"invalid node-rank={rank}: must be in 0..{nnodes - 1} (--nnodes {nnodes})")
+    if fam not in ACROSS_NODES:
+        raise ConfigError(f"{c.algo} does not run across nodes: use one of the families "
+                          f"{', '.join(ACROSS_NODES)} with --nnodes > 1")
     if c.on_node_failure == "continue" and fam != "server":
         raise ConfigError("--on-node-failure continue is for server protocols across nodes (the "
                           "K-variants, apam/hogwild --protocol server): the collectives of "

@@ -56,7 +56,7 @@ class ServerPlan:
     k: int
     max_staleness: int | None
     keep_params_read: bool          # the dutta policy: the parameters each gradient was read at
-    learners: int = 0               # learners K is counted over: P, or N·P for the global applier
+    learners: int                   # learners K is counted over: P, or N·P for the global applier
     global_applier: bool = False    # across nodes: node 0's applier serves every node (not sync)
 
 

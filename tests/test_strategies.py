@@ -86,6 +86,30 @@ def test_max_staleness_drops_and_never_applies_a_stale_gradient():
     assert all(max(d.staleness) <= 1 for d in ds)
 
 
+def test_a_pending_gradient_made_too_stale_by_other_updates_expires():
+    agg = KAggregator("k-batch-async", 2, 2, max_staleness=1)
+    assert agg.offer(Arrival(0, 5), 5) == "accepted"    # pending, waiting for a second one
+    assert agg.expire(6) == [] and agg.expire(7) == [Arrival(0, 5)] and not agg.pending
+
+
+def test_a_refused_k_async_learner_must_be_woken_the_synchronous_ones_need_not():
+    assert KAggregator("k-async", 2, 1).wakes_refused
+    assert not any(KAggregator(v, 2, 1).wakes_refused for v in ("k-sync", "k-batch-sync", "k-batch-async"))
+
+
+def test_retired_learners_lose_their_pending_gradients_and_are_released_no_more():
+    agg = KAggregator("k-sync", 4, 2)                 # 2 nodes x 2 learners, ids node * 2 + rank
+    agg.offer(Arrival(2, 0), 0)
+    assert agg.retire([2, 3]) == [Arrival(2, 0)] and agg.live == [0, 1]
+    assert agg.offer(Arrival(3, 0), 0) == "obsolete"  # a late message from the lost node
+    agg.offer(Arrival(0, 0), 0)
+    agg.offer(Arrival(1, 0), 0)
+    assert agg.take(0).release == [0, 1]
+    with pytest.raises(ValueError, match="K=2 needs 2 live learner"):
+        agg.retire([1])
+    assert KAggregator("k-batch-sync", 2, 2).retire([1]) == []    # K mini-batches: one learner will do
+
+
 def test_distinct_learner_variants_refuse_a_double_push():
     agg = KAggregator("k-sync", 3, 2)
     agg.offer(Arrival(0, 0), 0)

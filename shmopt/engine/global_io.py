@@ -40,7 +40,7 @@ from ..strategies.server import Arrival, Decision, KAggregator
 from .context import Context
 from .control import DONE_VOTE, HALT_VOTE, Booking
 from .mailbox import RING, GradientMailbox
-from .node_link import NodeLink, _first_line
+from .node_link import NodeLink, first_line
 from .store import SeqlockStore
 from .wakeups import WakeUps
 from .wire import BYE, END, END_DONE, END_HALT, END_LOST, GRAD, KEEPALIVE, PARAMS, VOTE, DownMessage, UpMessage
@@ -83,7 +83,9 @@ class GlobalIO:
         self._errors: dict[int, BaseException] = {}        # node (-1: the receiver) -> failure
         self._cond = threading.Condition()
         self._due = {r: _Due() for r in self.remote}
-        self._n, self.received, self.sent, self.sent_bytes, self.send_s = n, 0, 0, 0, 0.0
+        self._n, self.received = n, 0
+        # per remote node, each written by its sender thread only
+        self.sent, self.sent_bytes, self.send_s = [0] * self.nnodes, [0] * self.nnodes, [0.0] * self.nnodes
         self.rows = ctx.arena.array("node_book")
         self._threads: list[threading.Thread] = []
 
@@ -136,9 +138,9 @@ class GlobalIO:
                 msg.pack(kind, version, booking, release, *end)
                 t0 = time.perf_counter()
                 dist.send(msg.buf, r)
-                self.send_s += time.perf_counter() - t0
-                self.sent += 1
-                self.sent_bytes += msg.nbytes
+                self.send_s[r] += time.perf_counter() - t0
+                self.sent[r] += 1
+                self.sent_bytes[r] += msg.nbytes
                 if kind == END:
                     return
         except Exception as exc:  # noqa: BLE001 - the node is lost; check() decides
@@ -206,9 +208,9 @@ class GlobalIO:
                     due.dirty = True
             self._cond.notify_all()
         glob = self.ctx.glob
-        glob["exchanges"] = self.received + self.sent
-        glob["wire_bytes"] = self.sent_bytes
-        glob["comm_s"] = self.send_s
+        glob["exchanges"] = self.received + sum(self.sent)
+        glob["wire_bytes"] = sum(self.sent_bytes)
+        glob["comm_s"] = sum(self.send_s)
         glob["all_updates"] = self.store.version()
         glob["serve_cpu_s"] = time.process_time()
 
@@ -235,7 +237,7 @@ class GlobalIO:
                 for r in self.link.silent(self.remote, self.timeout / 2)}
         for r, exc in list(self._errors.items()):
             if r in self.remote:
-                lost[r] = _first_line(exc)
+                lost[r] = first_line(exc)
         if lost:
             self._lose(lost)
 

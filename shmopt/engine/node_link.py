@@ -37,7 +37,7 @@ BEAT_S = 0.5
 NAMING_S = 1.5
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The gist of a gloo/store error: its first sentence, without the source location."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
@@ -101,7 +101,7 @@ class NodeLink:
         except Exception as exc:  # noqa: BLE001 - DistStoreError, RuntimeError, TimeoutError
             who = "the other nodes" if self.rank == 0 else "node 0"
             raise NodeError(f"node {self.rank} could not meet {who} at {where} within "
-                            f"{p.timeout:g} s (--dist-timeout): {_first_line(exc)}",
+                            f"{p.timeout:g} s (--dist-timeout): {first_line(exc)}",
                             tuple(r for r in range(self.nnodes) if r != self.rank)) from None
         try:
             self.store.set_timeout(datetime.timedelta(seconds=min(5.0, p.timeout)))
@@ -143,7 +143,7 @@ class NodeLink:
     def _lost_store(self, exc: BaseException, what: str) -> NodeError:
         host = (0,) if self.rank != 0 else ()
         return NodeError(f"lost node 0 (its rendezvous store stopped answering) during {what}: "
-                         f"{_first_line(exc)}", host)
+                         f"{first_line(exc)}", host)
 
     def lost(self, exc: BaseException, what: str) -> NodeError:
         """Name the nodes that stopped beating; called after a collective failed."""
@@ -161,7 +161,7 @@ class NodeLink:
             gone, detail = ((0,) if self.rank != 0 else tuple(peers)), "its store stopped answering"
         names = ", ".join(map(str, gone or peers))
         return NodeError(f"lost node {names} ({detail if gone else 'cause unknown'}) during {what}: "
-                         f"{_first_line(exc)}", gone or tuple(peers))
+                         f"{first_line(exc)}", gone or tuple(peers))
 
     def silent(self, peers: list[int], after_s: float) -> list[int]:
         """The peers whose heartbeat has not moved for ``after_s`` seconds of this process's own
