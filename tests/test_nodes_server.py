@@ -39,7 +39,7 @@ def test_each_variant_converges_with_the_same_figures_on_both_nodes(algo, extra)
 
 
 def test_a_slow_node_is_cancelled_in_k_sync_as_inside_a_node():
-    procs = launch("k-sync", "--k", "1", "--time-limit", "4", "--delay", "exp:0.02",
+    procs = launch("k-sync", "--k", "1", "--time-limit", "3", "--delay", "exp:0.02",
                    per_node={1: ["--slow", "0:20"]})        # node 1's delays average 400 ms
     s0, s1 = ok(finish(procs))
     assert s1["cancelled"] >= 10                          # overtaken by node 0's updates
@@ -69,7 +69,7 @@ def test_a_killed_node_ends_the_job_and_every_node_names_it(tmp_path):
 
 def test_on_node_failure_continue_carries_on_without_the_lost_node(tmp_path):
     log = str(tmp_path / "log.jsonl")
-    procs = launch("k-async", "--k", "1", "--time-limit", "6", "--log", log, "--eval-interval", "0.2",
+    procs = launch("k-async", "--k", "1", "--time-limit", "4", "--log", log, "--eval-interval", "0.2",
                    "--on-node-failure", "continue", timeout=4)
     try:
         wait_training(str(tmp_path / "log.node0.jsonl"))
@@ -96,3 +96,12 @@ def test_ctrl_c_on_a_relays_node_stops_every_node(tmp_path):
     assert rc1 == 130, err1
     assert rc0 == 0 and s0["stop_reason"] == "peer", err0
     no_segment_of(procs)
+
+
+def test_a_checkpointed_job_resumes_from_the_global_applier_state(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    ok(finish(launch("apam", "--protocol", "server", "--steps", "300", "--checkpoint", ck)))
+    s0, s1 = ok(finish(launch("apam", "--protocol", "server", "--steps", "600", "--resume", ck)))
+    assert s0["updates"] == s1["updates"] == 600          # 300 more, from the saved version
+    assert s0["final_loss"] == s1["final_loss"] < s0["optimum"] + 0.02
+    assert sum(r["applied"] for r in s0["per_node"]) == s0["applied"] == 600
