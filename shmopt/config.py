@@ -107,6 +107,11 @@ class Config:
                                 "0.9 with --outer-lr 0.7).", type=float, scope=RUN)
     sync_state: bool = opt(False, "apam/hogwild across nodes: average the rule state (AMSGrad "
                            "moments) too, not only the parameters.", scope=RUN)
+    device: str = opt("cpu", "Where the shared parameters and state live: cpu, cuda, cuda:N, or auto "
+                      "(cuda when a device is visible). The control block stays in host memory.")
+    gpus: int = opt(1, "With --device cuda: spread the workers over this many visible GPUs (the "
+                    "arena's first; direct and server protocols). Each computes on its own GPU from a "
+                    "copy and updates the arena on the arena's GPU.", type=int)
     on_node_failure: str = opt("stop", "Server protocols across nodes (K-variants, apam/hogwild "
                                "--protocol server): stop (every node, naming the lost one) or "
                                "continue without the lost node, while the rest can still make K.",

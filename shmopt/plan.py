@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from .config import Config
 from .errors import ConfigError
+from .devices import resolve_device, resolve_gpus
 from .node_plan import NodePlan, family, node_path, nnodes_of, resolve_nodes, split_steps
 from .problems import Problem
 from .rules import RULES, Rule
@@ -42,6 +43,7 @@ class WorkerPlan:
     slow: dict[int, float]
     device: str = "cpu"
     rank_offset: int = 0            # across nodes: node_rank * workers (seeds are seed + offset + rank)
+    gpus: tuple[str, ...] = ()      # --gpus > 1: the UUIDs learner r computes on (r mod len)
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,8 @@ def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
         raise ConfigError(f"invalid delay {c.delay!r}: a run needs ALPHA > 1 (ALPHA <= 1 has an "
                           f"infinite mean delay, the run would sleep without end)")
     return WorkerPlan(c.seed, c.threads or default_threads(c.workers), bool(c.pin), batch,
-                      bool(c.check_finite), c.on_nonfinite == "stop", delay, parse_slow(c.slow, c.workers))
+                      bool(c.check_finite), c.on_nonfinite == "stop", delay, parse_slow(c.slow, c.workers),
+                      resolve_device(c.device, nnodes_of(c)), gpus=resolve_gpus(c, c.device))
 
 
 def resolve(config: Config, problem: Problem) -> Plan:

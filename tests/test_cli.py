@@ -69,6 +69,8 @@ BAD = [
     (["run", "logreg", "--lr-policy", "dutta", "--lr-c", "0"], "invalid lr-c=0.0"),
     (["run", "logreg", "--algo", "sync", "--lr-policy", "staleness"], "for asynchronous algorithms"),
     (["run", "logreg", "--threads", "0"], "invalid threads=0"),
+    (["run", "logreg", "--device", "gpu"], "invalid device='gpu': choose cpu, cuda, cuda:N or auto"),
+    (["run", "logreg", "--device", "cuda:x"], "invalid device='cuda:x'"),
     (["run", "logreg", "--eval-interval", "0"], "invalid eval-interval=0.0"),
     (["run", "logreg", "--bogus"], "No such option '--bogus'"),
     (["run", "logreg", "-o", "n"], "n"),

@@ -70,11 +70,19 @@ def test_storage_dispatch_on_the_handle_backend():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a CUDA backend")
-def test_a_device_arena_without_a_backend_fails_cleanly_and_leaves_nothing():
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: the arena would be made")
+def test_a_cuda_arena_without_a_device_fails_cleanly_and_leaves_nothing():
     before = set(list_segments())
-    with pytest.raises(ConfigError, match="no storage backend for device cuda:0"):
+    with pytest.raises(ConfigError, match="no CUDA device for an arena on cuda:0"):
         _arena([*control.specs(1), ("x", (4,), "float32")], device="cuda:0")
     assert set(list_segments()) == before                         # the host block was removed
+
+
+def test_a_device_without_a_backend_fails_cleanly_and_leaves_nothing():
+    before = set(list_segments())
+    with pytest.raises(ConfigError, match="no storage backend for device meta"):
+        _arena([*control.specs(1), ("x", (4,), "float32")], device="meta")
+    assert set(list_segments()) == before
 
 
 # ------------------------------------------------------------------------------------- counters

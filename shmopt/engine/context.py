@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from functools import partial
 import pickle
 import signal
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..memory import Arena, ArenaHandle
+from ..memory.cuda import fence_for
 from ..plan import Plan
 from ..problems import import_problem_source
 from .control import PAUSED, READY, Counters
@@ -43,7 +45,7 @@ class Context:
         self.rank = args.rank
         if args.problem_source:
             import_problem_source(args.problem_source)
-        self.model_fn, self.loss_fn, plan = pickle.loads(args.payload)
+        model_fn, self.loss_fn, plan = pickle.loads(args.payload)
         self.plan: Plan = plan
         wp = plan.worker
         seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
@@ -55,6 +57,14 @@ class Context:
             psutil.Process().cpu_affinity([cores[self.rank % len(cores)]])
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
+        self.device = torch.device(wp.device)          # the arena's
+        self.compute = self.device                      # where this learner's forward/backward run
+        if wp.gpus and self.rank < plan.workers:
+            from ..memory.cuda import index_of
+            self.compute = torch.device("cuda", index_of(wp.gpus[self.rank % len(wp.gpus)]))
+        self._to_arena: torch.Tensor | None = None
+        self.model_fn = partial(_on_device, model_fn, self.compute)
+        self.fence = fence_for(self.device)          # before every host counter that counts device work
         self.arena = Arena.attach(args.arena)
         self.buffers = b = Buffers.of(self.arena, plan.rule.state_names)
         self.glob = b.glob
@@ -71,6 +81,38 @@ class Context:
         # learners of sync keep pushing until the applier's last collective
         self._stop_on_finish = learner and plan.nodes is not None and plan.server is None
         self._next_parent_check = 0.0
+
+    @property
+    def remote(self) -> bool:
+        """This learner computes on another GPU than the arena's (--gpus > 1)."""
+        return self.compute != self.device
+
+    def local_copy(self, like: torch.Tensor) -> torch.Tensor:
+        """A private buffer shaped like ``like`` on this learner's compute device."""
+        return torch.zeros(like.shape, dtype=like.dtype, device=self.compute)
+
+    def to_arena(self, g: torch.Tensor) -> torch.Tensor:
+        """``g`` on the arena's device (a copy into one reused buffer when it is elsewhere): the
+        update kernel runs where the arena is, never dereferencing it from another GPU."""
+        if g.device == self.device:
+            return g
+        if self._to_arena is None:
+            self._to_arena = torch.empty(g.shape, dtype=g.dtype, device=self.device)
+        return self._to_arena.copy_(g)
+
+    def mark_idle(self, idle: bool) -> None:
+        """Idle: waiting, with this process's device work done (it fenced before it waited)."""
+        if idle:
+            self.fence()
+        self.counters.slot["idle"] = int(idle)
+
+    def release(self) -> None:
+        """At exit: finish this process's device work and drop its views of a CUDA arena (the
+        owner frees the block only when no consumer holds it)."""
+        self.fence()
+        if self.device.type == "cuda":
+            self.x = self.state = self.buffers = None
+            self.arena.release_device()
 
     def _parent_alive(self) -> bool:
         """The supervisor's sentinel pipe closes when it dies, even before it is reaped (a
@@ -110,6 +152,7 @@ class Context:
     def _pause(self) -> None:
         """Hold still (between updates) while the supervisor reads the shared state."""
         status = int(self.counters["status"])
+        self.fence()                                  # the supervisor reads the device buffers next
         self.counters.set_status(PAUSED)
         while self.glob["pause"] and not self.glob["stop"]:
             time.sleep(0.0005)
@@ -125,4 +168,14 @@ class Context:
 
     def sample(self) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(self.n_rows, (self.plan.batch_size,), generator=self.generator)
-        return tuple(t.index_select(0, idx) for t in self.buffers.data)
+        if self.device.type != "cpu":
+            idx = idx.to(self.device, non_blocking=True)
+        batch = tuple(t.index_select(0, idx) for t in self.buffers.data)
+        return batch if not self.remote else tuple(t.to(self.compute) for t in batch)
+
+
+def _on_device(model_fn, device: torch.device) -> torch.nn.Module:
+    """The problem's model, built on the CPU as its factory does, moved to the arena's device
+    (buffers included; the loops then bind its parameters into the arena)."""
+    model = model_fn()
+    return model if device.type == "cpu" else model.to(device)

@@ -54,6 +54,7 @@ SLOT = _padded([
     ("compute_s", "f8"),        # seconds per offered mini-batch outside the injected delay: read,
     ("timed", "i8"),            #   sample, forward, backward, bookkeeping (timed batches: `timed`)
     ("t_ready", "f8"),
+    ("idle", "i8"),             # 1 while waiting on a wake-up with no device work in flight
     ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
     ("lr_min", "f8"),
     ("lr_max", "f8"),

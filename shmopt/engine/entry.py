@@ -74,4 +74,5 @@ def process_main(args: ProcessArgs, wakeups: WakeUps) -> None:
         finally:
             os._exit(1)
     if ctx is not None:
+        ctx.release()
         ctx.counters.set_status(DONE)

@@ -18,13 +18,14 @@ import shutil
 import signal
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 
 from ..errors import NodeError, WorkerError
 from ..memory import ArenaHandle
 from .context import ProcessArgs
-from .control import FAILED, READY, RUNNING, STARTING
+from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING
 from .entry import process_main, read_report
 from .wakeups import WakeUps
 
@@ -69,7 +70,7 @@ def shutdown(glob: np.ndarray | None, procs: list, wakeups: WakeUps | None) -> N
 
 
 class ProcessGroup:
-    def __init__(self, arena: ArenaHandle, ctrl: np.ndarray, glob: np.ndarray, payload: bytes,
+    def __init__(self, arena: Callable[[], ArenaHandle], ctrl: np.ndarray, glob: np.ndarray, payload: bytes,
                  source: str | None, workers: int, processes: int, start_method: str,
                  last_role: str = "server") -> None:
         self._arena, self._ctrl, self._glob = arena, ctrl, glob
@@ -92,7 +93,7 @@ class ProcessGroup:
 
     def _spawn(self, rank: int):
         self._spawns[rank] += 1
-        args = ProcessArgs(rank, self._arena, self._payload, self._source, os.getpid(),
+        args = ProcessArgs(rank, self._arena(), self._payload, self._source, os.getpid(),
                            self._report_path(rank))
         p = self._ctx.Process(target=process_main, name=f"shmopt-{self.role(rank).replace(' ', '-')}",
                               args=(args, self.wakeups), daemon=True)
@@ -111,6 +112,20 @@ class ProcessGroup:
 
     def live(self) -> list[int]:
         return [r for r, p in enumerate(self.procs) if p.exitcode is None]
+
+    def wait_paused(self, heartbeat_timeout: float, timeout: float = 30.0) -> None:
+        """Until every live process is paused, done, or idle (waiting with its device work done),
+        after the supervisor set ``pause``."""
+        ctrl = self._ctrl
+        deadline = time.monotonic() + timeout
+        while True:
+            self.find_failure(heartbeat_timeout)
+            if all(ctrl[r]["status"] in (PAUSED, DONE) or ctrl[r]["idle"] for r in self.live()):
+                return
+            if time.monotonic() > deadline:
+                raise WorkerError(f"workers did not pause within {timeout} s (a checkpoint or a read of "
+                                  f"the device buffers)")
+            time.sleep(0.001)
 
     def wait_ready(self, timeout: float, check) -> None:
         deadline = time.monotonic() + timeout

@@ -42,7 +42,7 @@ def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...]) -> Layout:
             specs.append(("node_book", (plan.nodes.nnodes, 4), "int64", HOST))
     for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
-    return Layout.build(specs)
+    return Layout.build(specs, plan.worker.device)
 
 
 @dataclass

@@ -51,8 +51,9 @@ class GradientMailbox:
         return int(self._pushed[rank]) - int(self._consumed[rank]) >= RING
 
     def push(self, rank: int, counters: Counters, g: torch.Tensor, version: int,
-             params: torch.Tensor | None = None, wait=None) -> None:
-        """Put one gradient into ``rank``'s ring; while it is full call ``wait()`` (a stop check)."""
+             params: torch.Tensor | None = None, wait=None, fence=None) -> None:
+        """Put one gradient into ``rank``'s ring; while it is full call ``wait()`` (a stop check);
+        ``fence()`` (a device sync) runs after the copies, before the count says they are there."""
         while self.full(rank):
             if wait is not None:
                 wait()
@@ -63,6 +64,8 @@ class GradientMailbox:
         if self.params_read is not None and params is not None:
             self.params_read[rank, s].copy_(params)
         self.versions[rank, s] = version
+        if fence is not None:
+            fence()
         counters.slot["pushed"] = pushed + 1
 
     # ------------------------------------------------------------ applier side

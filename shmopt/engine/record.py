@@ -84,7 +84,7 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
     samples = int(ctrl["samples"][:P].sum())
     st = {
         "algo": plan.algo, "rule": plan.rule.name, "protocol": plan.protocol,
-        "variant": plan.variant, "k": plan.k, "workers": P, "lr": plan.lr,
+        "variant": plan.variant, "k": plan.k, "workers": P, "device": plan.worker.device, "lr": plan.lr,
         "batch_size": plan.batch_size, **extra,
         "updates": updates, "gradients": int(ctrl["grads"][:P].sum()), "applied": applied,
         "dropped": int(ctrl["dropped"].sum()), "cancelled": int(ctrl["cancelled"].sum()),

@@ -22,7 +22,8 @@ import pickle
 import time
 import warnings
 import weakref
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -33,7 +34,7 @@ from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
-from .control import DONE, DONE_VOTE, HALT_VOTE, PAUSED
+from .control import DONE_VOTE, HALT_VOTE
 from .evaluator import Evaluator
 from ..memory.flat import numel
 from .entry import role_name
@@ -123,7 +124,7 @@ class Engine:
         self.buffers = b = Buffers.of(arena, plan.rule.state_names)
         self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
         glob = arena.array("glob")
-        self.group = group = ProcessGroup(arena.handle, b.ctrl, glob,
+        self.group = group = ProcessGroup(arena.export, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss, plan)),
                                           self.source, plan.workers, plan.processes, sp.start_method,
                                           last_role=role_name(plan))
@@ -141,6 +142,7 @@ class Engine:
             plan.rule.init(b.state)
         for dst, t in zip(b.data, self._train):
             dst.copy_(t)
+        arena.sync()                           # a CUDA block is complete before any export
         every = sp.checkpoint_every
         self._next_ckpt = (self.updates() // every + 1) * every if every else None
         self._next_eval = 0.0
@@ -205,15 +207,17 @@ class Engine:
         t = time.time()
         leader = self.leader()
         self.record.track_leader(leader)
-        loss = self.evaluate(self.model_params())
+        with self._quiesced():                 # host: a lock-free read, as every worker's
+            x = self.model_params().to("cpu", copy=True)
+            X = self.buffers.x.to("cpu", copy=True) if self.plan.replicas is not None else None
+        loss = self.evaluate(x)
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
                    st["staleness_mean"], st["gradients"], st["dropped"], leader)
         if self.plan.nodes is not None:
             s.exchanges, s.comm_share = st["exchanges"], st["comm_share"]
             s.bytes_per_update, s.node_staleness_mean = st["bytes_per_update"], st["node_staleness_mean"]
-        if self.plan.replicas is not None:
-            X = self.buffers.x
+        if X is not None:
             s.loss_average = self.evaluate(X.mean(0))
             s.loss_replicas = [self.evaluate(X[r]) for r in range(self.plan.workers)]
         self.record.history.append(s)
@@ -306,7 +310,7 @@ class Engine:
         glob = self.buffers.glob
         if pause:
             glob["pause"] = 1
-            self._wait_paused()
+            self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
         try:
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
                         updates=self.updates())
@@ -316,16 +320,20 @@ class Engine:
             glob["pause"] = 0
         return path
 
-    def _wait_paused(self, timeout: float = 30.0) -> None:
-        ctrl = self.buffers.ctrl
-        deadline = time.monotonic() + timeout
-        while True:
-            self.group.find_failure(self.plan.supervisor.heartbeat_timeout)
-            if all(ctrl[r]["status"] in (PAUSED, DONE) for r in self.group.live()):
-                return
-            if time.monotonic() > deadline:
-                raise WorkerError(f"workers did not pause for the checkpoint within {timeout} s")
-            time.sleep(0.001)
+    @contextmanager
+    def _quiesced(self) -> Iterator[None]:
+        """Read a CUDA arena only while every process is paused or idle with its device work done
+        (the supervisor's own synchronize would not wait for other processes' kernels)."""
+        if self.arena.device.type == "cpu" or self.group is None or not self.group.live():
+            yield
+            return
+        glob = self.buffers.glob
+        glob["pause"] = 1
+        try:
+            self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
+            yield
+        finally:
+            glob["pause"] = 0
 
     # ---------------------------------------------------------------- stats
     def stats(self, partial: bool = False) -> dict[str, Any]:
@@ -365,7 +373,7 @@ class Engine:
             if self.group is not None:
                 self.group.close()                         # no-op unless the try block failed early
             if self.arena is not None:
-                self.buffers = None
+                self.buffers = self.mailbox = None        # no view outlives the block
                 self.arena.close()
             if self._log:
                 self._log.close()

@@ -27,6 +27,9 @@ def wait_on(waitable: Any, check: Callable[[], None], timeout: float | None = No
 
 
 class WakeUps:
+    #: set in each process whose idle waits count as quiescent (a CUDA arena: loops.common.start)
+    idle: Callable[[bool], None] | None = None
+
     def __init__(self, ctx, workers: int) -> None:
         self.go = ctx.Event()
         self.pushed = ctx.Semaphore(0)
@@ -50,14 +53,27 @@ class WakeUps:
             sem.release()
 
     # ------------------------------------------------------------ receivers
+    def _wait(self, waitable: Any, check: Callable[[], None], timeout: float | None = None) -> bool:
+        """wait_on, marked idle meanwhile (the supervisor may read the device buffers); a pause
+        asked for during the wait is honoured before the caller's next device work."""
+        if self.idle is None:
+            return wait_on(waitable, check, timeout)
+        self.idle(True)
+        try:
+            got = wait_on(waitable, check, timeout)
+        finally:
+            self.idle(False)
+        check()
+        return got
+
     def wait_start(self, check: Callable[[], None]) -> None:
-        wait_on(self.go, check)
+        self._wait(self.go, check)
 
     def wait_push(self, check: Callable[[], None]) -> None:
-        wait_on(self.pushed, check)
+        self._wait(self.pushed, check)
 
     def wait_release(self, rank: int, check: Callable[[], None], timeout: float | None = None) -> bool:
-        return wait_on(self.released[rank], check, timeout)
+        return self._wait(self.released[rank], check, timeout)
 
     def drain(self, rank: int) -> bool:
         """Take every pending release of ``rank``; True if there was one."""

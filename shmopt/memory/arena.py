@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import shm  # noqa: F401 - registers the host backend
+from . import cuda, shm  # noqa: F401 - register the CUDA and host backends
 from .layout import HOST, Layout
 from .storage import Storage, StorageHandle, attach_storage, create_storage
 
@@ -51,6 +51,18 @@ class Arena:
     @property
     def handle(self) -> ArenaHandle:
         return ArenaHandle(tuple((r, s.handle) for r, s in self.storages.items()), self.layout)
+
+    def export(self) -> ArenaHandle:
+        """A handle for one more process to attach (a CUDA block is exported once per consumer:
+        call this for every process started, respawns included)."""
+        return ArenaHandle(tuple((r, s.export() if hasattr(s, "export") else s.handle)
+                                 for r, s in self.storages.items()), self.layout)
+
+    def sync(self) -> None:
+        """Wait for this process's work on the arena's device (a no-op on the host)."""
+        for s in self.storages.values():
+            if hasattr(s, "sync"):
+                s.sync()
 
     @property
     def storage(self) -> Storage:
@@ -94,6 +106,14 @@ class Arena:
             t = self.raw(name).view(e.torch_dtype).view(e.shape)
             self._tensors[name] = t
         return t
+
+    def release_device(self) -> None:
+        """Drop this process's views of the device region and detach from it (a consumer at exit;
+        the host region, with the control block, stays)."""
+        for name in [n for n in self._tensors if self.layout[n].region != HOST]:
+            del self._tensors[name]
+        for region in [r for r in self.storages if r != HOST]:
+            self.storages.pop(region).close()
 
     def close(self, unlink: bool = True) -> None:
         """Drop this process's views, remove the blocks (owner) and detach. Idempotent."""

@@ -118,6 +118,7 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io, agg: KAggrega
             lr = policy(plan.lr, tau, sq)
             with store.writing() as version:
                 plan.rule.update(store.x, g, store.state, step=version, lr=lr)
+                ctx.fence()                           # before the version says it is there
             for a, t in zip(d.batch, d.staleness):
                 counters.applied(t, lr)
                 io.consume(a)

@@ -28,9 +28,9 @@ def client_loop(ctx: Context, wakeups: WakeUps) -> None:
     store = SeqlockStore(ctx.x, ctx.state, ctx.glob)
     mailbox = GradientMailbox(ctx.arena, plan.workers)
     model = ctx.model_fn()
-    snap = ctx.buffers.snapshots[rank]
+    snap = ctx.local_copy(store.x) if ctx.remote else ctx.buffers.snapshots[rank]
     bind_params(model, snap)
-    g = torch.zeros_like(store.x)
+    g = ctx.local_copy(store.x)
     bind_grads(model, g)
     start(ctx, wakeups)
     wakeups.drain(rank)                               # releases meant for a predecessor
@@ -54,7 +54,7 @@ def client_loop(ctx: Context, wakeups: WakeUps) -> None:
         elif d > 0:
             ctx.sleep(d)
         timed(ctx, t_begin, d)                        # waiting for a free slot is not compute
-        mailbox.push(rank, counters, g, version, snap, wait=ctx.check)
+        mailbox.push(rank, counters, g, version, snap, wait=ctx.check, fence=ctx.fence)
         wakeups.notify_push()
         if mode is WorkerMode.WAIT:
             wakeups.wait_release(rank, ctx.check)

@@ -17,6 +17,8 @@ class NonFiniteError(ArithmeticError):
 
 def start(ctx: Context, wakeups: WakeUps) -> None:
     """Report ready, wait for the supervisor's go."""
+    if ctx.device.type == "cuda":
+        wakeups.idle = ctx.mark_idle
     ctx.ready()
     wakeups.wait_start(ctx.check)
     ctx.counters.set_status(RUNNING)

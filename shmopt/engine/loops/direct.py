@@ -25,9 +25,11 @@ def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
     store = SummedStore(ctx.x, ctx.state, ctx.buffers.ctrl["updates"][:P])
     model = ctx.model_fn()
     snap = ctx.buffers.snapshots[ctx.rank] if plan.direct.snapshot else None
+    if ctx.remote:                                  # --gpus > 1: a copy on this learner's GPU
+        snap = ctx.local_copy(store.x)
     view = snap if snap is not None else store.x
     bind_params(model, view)
-    g = torch.zeros_like(store.x)
+    g = ctx.local_copy(store.x)
     bind_grads(model, g)
     start(ctx, wakeups)
     while True:
@@ -48,6 +50,7 @@ def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
             counters.count("dropped")
             continue
         lr = policy(plan.lr, tau, sq_distance(store.x, view) if policy.needs_distance else None)
-        plan.rule.update(store.x, g, store.state, step=v_now + 1, lr=lr)
+        plan.rule.update(store.x, ctx.to_arena(g), store.state, step=v_now + 1, lr=lr)
+        ctx.fence()
         counters.applied(tau, lr)
         counters.update()

@@ -52,6 +52,7 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
         if steps is not None and total >= steps:
             raise Stopped
         plan.rule.update(x, g, ctx.state, step=step + 1, lr=lr)
+        ctx.fence()
         step += 1
         total += 1
         counters.applied(0, lr)
