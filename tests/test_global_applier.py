@@ -77,7 +77,8 @@ def rig(algo: str, rounds, **extra):
     glob = np.zeros(1, GLOBAL)[0]
     rows = np.zeros((2, 4), np.int64)
     ctx = SimpleNamespace(plan=plan, glob=glob, counters=Counters(np.zeros(1, SLOT)[0]),
-                          arena=SimpleNamespace(array=lambda name: rows), check=lambda: None)
+                          arena=SimpleNamespace(array=lambda name: rows), check=lambda: None,
+                          fence=lambda: None)
     state = {name: torch.zeros(n) for name in plan.rule.state_names}
     plan.rule.init(state)
     store = SeqlockStore(torch.zeros(n), state, glob)
