@@ -1,8 +1,8 @@
 """The CUDA storage backend: an arena's device region as one CUDA block, shared by CUDA IPC.
 
 The owner (the supervisor) allocates one ``torch.uint8`` block per arena with a single
-allocation, before anything else of the run touches the device, so the cudaMalloc block torch
-exports is the buffer itself (its storage offset is 0); sub-buffers are views at 256-byte
+allocation, before anything else of the run touches the device, so the cudaMalloc segment torch
+exports is the buffer itself; sub-buffers are views at 256-byte
 aligned offsets (memory.layout.DEVICE_ALIGN). It zeroes the block and synchronises the device
 before any export. Expandable segments are refused: they switch CUDA IPC to file-descriptor
 handles through ``pidfd_getfd``, which containers forbid (pytorch #165685).
@@ -126,9 +126,9 @@ class CudaBackend:
         if expandable_segments_on():
             raise ConfigError("PYTORCH_CUDA_ALLOC_CONF turns expandable_segments on: a CUDA arena needs "
                               "it off (CUDA IPC of expandable segments fails in containers); unset it")
+        # a first, large allocation is a cudaMalloc segment of its own; if the process allocated
+        # before, torch still exports correctly (the segment plus this block's offset in it)
         buf = torch.zeros(max(nbytes, 1), dtype=torch.uint8, device=device)
-        if buf.storage_offset() != 0:
-            raise RuntimeError("the CUDA arena block is not its own allocation")
         torch.cuda.synchronize(device)
         index = buf.device.index if buf.device.index is not None else torch.cuda.current_device()
         handle = StorageHandle(BACKEND, f"cuda:{device_uuid(index)}{':' + tag if tag else ''}", nbytes)
