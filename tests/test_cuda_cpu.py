@@ -104,3 +104,16 @@ def test_gpu_tests_are_collected_and_skipped_without_a_device(pytestconfig):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible: the GPU tests run instead")
     assert "skipped" in out and "no CUDA device" in out and "passed" not in out, out
+
+
+def test_a_wait_is_marked_idle_and_a_pause_asked_meanwhile_is_honoured_after_it():
+    import multiprocessing as mp
+    from shmopt.engine.wakeups import WakeUps
+    w = WakeUps(mp.get_context("spawn"), 1)
+    marks, checks = [], []
+    w.idle = marks.append
+    w.release(0)
+    assert w.wait_release(0, lambda: checks.append(len(marks)), timeout=1.0)
+    assert marks == [True, False]              # idle while waiting, not after
+    assert checks[-1] == 2                     # one more check once the wait is over
+    assert WakeUps(mp.get_context("spawn"), 1).idle is None     # a host arena never marks idle
