@@ -186,6 +186,8 @@ class _Progress:
         pos = s.updates if self.by_steps else int(s.t * 10)
         pos = min(pos, self.bar.length)
         loss = "" if s.loss is None else f"loss {s.loss:.5g}"
+        if s.metrics and "accuracy" in s.metrics:
+            loss += f"  accuracy {s.metrics['accuracy']:.4f}"
         self.bar.update(max(0, pos - self.done), f"{loss}  {s.samples_per_s:,.0f} samples/s")
         self.done = max(self.done, pos)
 
@@ -231,6 +233,8 @@ def _summary(st: dict) -> None:
             ("throughput", f"{st['samples_per_s']:,.0f} samples/s"),
             ("staleness", f"mean {st['staleness_mean']:.2f}, max {st['staleness_max']}"),
             ("final loss", "n/a" if st["final_loss"] is None else f"{st['final_loss']:.6g}")]
+    if st.get("final_accuracy") is not None:
+        rows.append(("accuracy", f"{st['final_accuracy']:.4f}"))
     if st.get("optimum") is not None:
         rows.append(("optimum", f"{st['optimum']:.6g}"))
     if st.get("nodes"):

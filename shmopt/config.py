@@ -32,6 +32,8 @@ class Config:
                             "criterion is given].", type=int)
     time_limit: float | None = opt(None, "Stop after this many seconds of training.", type=float)
     target_loss: float | None = opt(None, "Stop when the eval loss reaches this value.", type=float)
+    target_accuracy: float | None = opt(None, "Stop when the eval accuracy reaches this value (0-1; "
+                                        "problems that report accuracy).", type=float)
     lr: float | None = opt(None, "Learning rate [default: the problem's suggestion].", type=float)
     batch_size: int | None = opt(None, "Mini-batch size per worker [default: the problem's].", type=int)
     rule: str | None = opt(None, "Update rule: sgd, adam or amsgrad [default: the algorithm's].")

@@ -93,6 +93,7 @@ class SupervisorPlan:
     checkpoint_every: int | None
     resume: str | None
     log: str | None
+    target_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,9 @@ def _supervisor_plan(c: Config) -> SupervisorPlan:
     if c.target_loss is not None and (isinstance(c.target_loss, bool) or not isinstance(
             c.target_loss, (int, float)) or not math.isfinite(c.target_loss)):
         raise ConfigError(f"invalid target-loss={c.target_loss!r}: must be a finite number")
+    if c.target_accuracy is not None and (isinstance(c.target_accuracy, bool) or not isinstance(
+            c.target_accuracy, (int, float)) or not 0 < c.target_accuracy <= 1):
+        raise ConfigError(f"invalid target-accuracy={c.target_accuracy!r}: must be in (0, 1]")
     _check_pos("eval-interval", c.eval_interval)
     _check_int("eval-samples", c.eval_samples, 1)
     _check_pos("heartbeat-timeout", c.heartbeat_timeout)
@@ -223,7 +227,7 @@ def _supervisor_plan(c: Config) -> SupervisorPlan:
     return SupervisorPlan(c.time_limit, c.target_loss, c.eval_interval, c.eval_samples,
                           c.heartbeat_timeout, c.startup_timeout, c.start_method,
                           c.on_worker_failure == "restart", c.max_restarts, c.checkpoint,
-                          c.checkpoint_every, c.resume, c.log)
+                          c.checkpoint_every, c.resume, c.log, c.target_accuracy)
 
 
 def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
@@ -303,7 +307,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
                               "use --read snapshot")
         sub["direct"] = DirectPlan(c.read == "snapshot", c.max_staleness)
     steps = c.steps
-    if steps is None and c.time_limit is None and c.target_loss is None:
+    if steps is None and c.time_limit is None and c.target_loss is None and c.target_accuracy is None:
         steps = DEFAULT_STEPS
     nodes = resolve_nodes(c, family(c.algo, protocol, variant), steps)
     if nodes is not None:                 # per-node files; each node runs its share of the steps

@@ -19,7 +19,7 @@ from ..memory.flat import bind_params
 
 class Evaluator:
     def __init__(self, problem: Problem, model: torch.nn.Module, n_params: int, eval_samples: int) -> None:
-        self._loss = problem.loss
+        self._loss, self._metrics = problem.loss, problem.metrics
         self._data = tuple(t[:eval_samples] for t in problem.eval_data())
         self._x = torch.empty(n_params)
         self.model = model
@@ -27,6 +27,10 @@ class Evaluator:
 
     def loss(self, x: torch.Tensor) -> float:
         """Objective of the given flat parameters on the eval data (private copy, no grad)."""
+        return self.evaluate(x, metrics=False)[0]
+
+    def evaluate(self, x: torch.Tensor, metrics: bool = True) -> tuple[float, dict[str, float] | None]:
+        """(objective, the problem's metrics or None) of the flat parameters on the eval data."""
         self._x.copy_(x)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -34,7 +38,11 @@ class Evaluator:
         self.model.eval()
         try:
             with torch.no_grad():
-                return float(self._loss(self.model, self._data))
+                loss = float(self._loss(self.model, self._data))
+                found = None
+                if metrics and self._metrics is not None:
+                    found = {k: float(v) for k, v in self._metrics(self.model, self._data).items()}
+                return loss, found
         except Exception as exc:
             raise WorkerError(f"the evaluation in the supervisor (pid {os.getpid()}) raised "
                               f"{type(exc).__name__}: {exc}", -1, os.getpid(), None,

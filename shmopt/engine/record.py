@@ -33,9 +33,11 @@ class Sample:
     comm_share: float | None = None           # across nodes: share of the time collectives ran
     bytes_per_update: float | None = None
     node_staleness_mean: float | None = None
+    metrics: dict[str, float] | None = None   # the problem's metrics (accuracy, ...)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        d = {k: v for k, v in self.__dict__.items() if v is not None and k != "metrics"}
+        return {**d, **(self.metrics or {})}
 
 
 @dataclass
@@ -109,6 +111,8 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "lr_min": min(lr_min) if lr_min else None,
         "lr_max": float(ctrl["lr_max"].max()) if applied else None,
         "final_loss": rec.final_loss,
+        "final_metrics": rec.history[-1].metrics if rec.history else None,
+        "final_accuracy": (rec.history[-1].metrics or {}).get("accuracy") if rec.history else None,
         "stop_reason": rec.stop_reason,
         "checkpoints": rec.checkpoints,
     })

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..config import Config
-from ..errors import ShmoptError, WorkerError
+from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..plan import Plan, resolve
 from ..problems import Problem
@@ -76,6 +76,10 @@ class Engine:
         self._train = tuple(t.contiguous() for t in problem.train)
         self.layout = build_layout(self.plan, self.n_params, self._train)
         self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples)
+        if self.plan.supervisor.target_accuracy is not None and "accuracy" not in problem.metric_names(
+                self._template):
+            raise ConfigError(f"--target-accuracy: problem {problem.name!r} reports no accuracy (give it "
+                              f"a metrics function returning {{'accuracy': ...}})")
         self._ckpt_skip = data_names(len(self._train)) + SCRATCH
         self._resume_doc = None
         if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
@@ -210,10 +214,11 @@ class Engine:
         with self._quiesced():                 # host: a lock-free read, as every worker's
             x = self.model_params().to("cpu", copy=True)
             X = self.buffers.x.to("cpu", copy=True) if self.plan.replicas is not None else None
-        loss = self.evaluate(x)
+        loss, metrics = self.evaluator.evaluate(x)
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
                    st["staleness_mean"], st["gradients"], st["dropped"], leader)
+        s.metrics = metrics
         if self.plan.nodes is not None:
             s.exchanges, s.comm_share = st["exchanges"], st["comm_share"]
             s.bytes_per_update, s.node_staleness_mean = st["bytes_per_update"], st["node_staleness_mean"]
@@ -248,6 +253,8 @@ class Engine:
             s = self._evaluate()
             if sp.target_loss is not None and s.loss is not None and s.loss <= sp.target_loss:
                 return "target_loss"
+            if sp.target_accuracy is not None and (s.metrics or {}).get("accuracy", -1.0) >= sp.target_accuracy:
+                return "target_accuracy"
         return None
 
     def run(self) -> Result:
@@ -290,7 +297,7 @@ class Engine:
         second Ctrl-C (or ``deadline`` seconds) gives up the wait."""
         glob = self.buffers.glob
         if not glob["finish"]:
-            glob["finish"] = HALT_VOTE if reason in ("target_loss", "interrupted") else DONE_VOTE
+            glob["finish"] = HALT_VOTE if reason in ("target_loss", "target_accuracy", "interrupted") else DONE_VOTE
         end = time.monotonic() + deadline if deadline is not None else None
         try:
             while not glob["link_done"]:

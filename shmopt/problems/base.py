@@ -61,6 +61,8 @@ class Problem:
         lr: suggested learning rate per update-rule name, e.g. ``{"sgd": 0.1, "amsgrad": 0.01}``.
         optimum: the optimal value of the objective on :meth:`eval_data`, when known.
         description: one-line human description (the objective).
+        metrics: optional picklable ``metrics(model, batch) -> {name: float}`` computed with the
+            loss at every evaluation (classification problems give ``accuracy``, in [0, 1]).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Problem:
     lr: dict[str, float] = field(default_factory=dict)
     optimum: float | None = None
     description: str = ""
+    metrics: Callable[[torch.nn.Module, tuple[Tensor, ...]], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         # Accept lists for convenience; everything else is checked by validate().
@@ -156,6 +159,9 @@ class Problem:
         if not callable(self.loss):
             raise self._fail(f"loss must be a function loss(model, batch) -> scalar tensor, "
                              f"got {type(self.loss).__name__}")
+        if self.metrics is not None and not callable(self.metrics):
+            raise self._fail(f"metrics must be a function metrics(model, batch) -> dict of floats, "
+                             f"got {type(self.metrics).__name__}")
         if not isinstance(self.description, str):
             raise self._fail(f"description must be a string, got {type(self.description).__name__}")
 
@@ -234,6 +240,26 @@ class Problem:
             except Exception as exc:  # noqa: BLE001
                 raise self._fail(f"the loss failed on a batch of the eval data: "
                                  f"{describe_exception(exc)}") from exc
+
+        if self.metrics is not None:
+            self.metric_names(model)
+
+    def metric_names(self, model: torch.nn.Module) -> tuple[str, ...]:
+        """The names the metrics function reports, from one eval batch (checked: a dict of
+        finite numbers)."""
+        if self.metrics is None:
+            return ()
+        ebatch = tuple(t[: self.batch_size] for t in self.eval_data())
+        try:
+            with torch.no_grad():
+                out = self.metrics(model, ebatch)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(f"the metrics function failed on a batch of the eval data: "
+                             f"{describe_exception(exc)}") from exc
+        if not isinstance(out, dict) or not out or not all(
+                isinstance(k, str) and math.isfinite(float(v)) for k, v in out.items()):
+            raise self._fail(f"metrics must return a non-empty dict of name -> finite number, got {out!r}")
+        return tuple(out)
 
     def _check_loss_value(self, value: object, which: str) -> None:
         if not isinstance(value, Tensor):

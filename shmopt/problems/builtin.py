@@ -76,6 +76,18 @@ def logreg_loss(model: nn.Module, batch: tuple[Tensor, ...], l2: float) -> Tenso
     return value
 
 
+def binary_accuracy(model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float]:
+    """Share of samples whose logit has the sign of the 0/1 label."""
+    x, y = batch
+    return {"accuracy": float(((model(x).squeeze(-1) > 0).float() == y).float().mean())}
+
+
+def class_accuracy(model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float]:
+    """Share of samples whose argmax logit is the int64 label."""
+    x, y = batch
+    return {"accuracy": float((model(x).argmax(-1) == y).float().mean())}
+
+
 def cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     """Mean cross-entropy of ``model(x)`` against int64 class labels ``y``."""
     x, y = batch
@@ -192,6 +204,7 @@ def logreg(n: int = 4096, d: int = 32, l2: float = 1e-3, seed: int = 0, batch_si
         name="logreg",
         model=partial(linear_model, d, 1),
         loss=partial(logreg_loss, l2=l2),
+        metrics=binary_accuracy,
         train=(X.contiguous(), y.contiguous()),
         batch_size=batch_size,
         lr={"sgd": 0.1, "amsgrad": 5e-3, "adam": 5e-3},
@@ -230,6 +243,7 @@ def mlp(n: int = 8192, d: int = 64, hidden: int = 256, classes: int = 10, seed: 
         name="mlp",
         model=partial(mlp_model, d, hidden, classes),
         loss=cross_entropy_loss,
+        metrics=class_accuracy,
         train=(X[:n].contiguous(), y[:n].contiguous()),
         eval=(X[n:].contiguous(), y[n:].contiguous()),
         batch_size=batch_size,
