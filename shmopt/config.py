@@ -57,6 +57,9 @@ class Config:
                      "pareto:SCALE:ALPHA (seconds, ALPHA > 1).")
     slow: tuple[str, ...] = opt((), "Make a worker slower: its delays times FACTOR (repeatable).",
                                 metavar="RANK:FACTOR")
+    sampling: str = opt("replace", "Mini-batch rows: replace (uniform, with replacement), shuffle (each "
+                        "worker walks its own permutation, epoch by epoch) or shard (disjoint shards "
+                        "per worker).")
     read: str = opt("snapshot", "snapshot (private copy per gradient) or inplace (read shared memory).")
     tau: int = opt(10, "lsgd/easgd: local steps between pulls.", type=int)
     lam: float = opt(0.1, "lsgd: pull strength toward the (group) leader, in [0, 1].", type=float)

@@ -22,6 +22,7 @@ from .strategies import LrPolicy, get_algorithm, make_lr_policy
 from .strategies.algorithms import default_k
 from .strategies.delays import Delay, parse_delay, parse_slow
 from .strategies.leader import LOSS_WINDOW, TRIGGERS, easgd_alpha, groups
+from .strategies.sampling import check_sampling
 from .strategies.server import KAggregator
 
 READ_MODES = ("snapshot", "inplace")
@@ -44,6 +45,9 @@ class WorkerPlan:
     device: str = "cpu"
     rank_offset: int = 0            # across nodes: node_rank * workers (seeds are seed + offset + rank)
     gpus: tuple[str, ...] = ()      # --gpus > 1: the UUIDs learner r computes on (r mod len)
+    sampling: str = "replace"       # strategies.sampling
+    learners: int = 1               # learners over all nodes (shards)
+    rows: int = 0                   # training rows
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,10 @@ class Plan:
     @property
     def batch_size(self) -> int:
         return self.worker.batch_size
+
+    @property
+    def train_rows(self) -> int:
+        return self.worker.rows
 
     def group_of(self, rank: int) -> int:
         """lsgd: the group of a learner (multi-leader); 0 for every other rank and algorithm."""
@@ -240,13 +248,16 @@ def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
     if c.threads is not None:
         _check_int("threads", c.threads, 1)
     _choice("on-nonfinite", c.on_nonfinite, ("skip", "stop"))
+    learners = c.workers * nnodes_of(c)
+    check_sampling(c.sampling, n, batch, learners)
     delay = parse_delay(c.delay)
     if delay.kind == "pareto" and not delay.alpha > 1:   # type: ignore[operator]
         raise ConfigError(f"invalid delay {c.delay!r}: a run needs ALPHA > 1 (ALPHA <= 1 has an "
                           f"infinite mean delay, the run would sleep without end)")
     return WorkerPlan(c.seed, c.threads or default_threads(c.workers), bool(c.pin), batch,
                       bool(c.check_finite), c.on_nonfinite == "stop", delay, parse_slow(c.slow, c.workers),
-                      resolve_device(c.device, nnodes_of(c)), gpus=resolve_gpus(c, c.device))
+                      resolve_device(c.device, nnodes_of(c)), gpus=resolve_gpus(c, c.device),
+                      sampling=c.sampling, learners=learners, rows=n)
 
 
 def resolve(config: Config, problem: Problem) -> Plan:

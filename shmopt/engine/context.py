@@ -17,6 +17,7 @@ from ..memory import Arena, ArenaHandle
 from ..memory.cuda import fence_for
 from ..plan import Plan
 from ..problems import import_problem_source
+from ..strategies.sampling import Sampler
 from .control import PAUSED, READY, Counters
 from .layout import Buffers
 from .worker_info import WorkerInfo, set_worker_info
@@ -75,6 +76,8 @@ class Context:
         self.x = b.x[self.rank] if own else b.x
         self.state = {s: t[self.rank] if own else t for s, t in b.state.items()}
         self.n_rows = len(b.data[0])
+        self.sampler = Sampler(wp.sampling, self.n_rows, plan.batch_size, wp.rank_offset + self.rank,
+                               wp.learners, self.generator)
         if learner:                         # learners draw their straggler delays
             self.delay = wp.delay.sampler(seed, wp.slow.get(self.rank, 1.0))
         # across nodes the learners of direct and replica protocols stop on the node's vote; the
@@ -167,7 +170,7 @@ class Context:
             time.sleep(min(left, 0.1))
 
     def sample(self) -> tuple[torch.Tensor, ...]:
-        idx = torch.randint(self.n_rows, (self.plan.batch_size,), generator=self.generator)
+        idx = self.sampler.next()
         if self.device.type != "cpu":
             idx = idx.to(self.device, non_blocking=True)
         batch = tuple(t.index_select(0, idx) for t in self.buffers.data)

@@ -92,6 +92,7 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "dropped": int(ctrl["dropped"].sum()), "cancelled": int(ctrl["cancelled"].sum()),
         "nonfinite": int(ctrl["nonfinite"].sum()),
         "samples": samples,
+        "epochs": samples / plan.train_rows if plan.train_rows else None,   # passes over the data
         "startup_s": rec.t_go - rec.t_spawn if rec.t_go else None,
         "wall_s": wall,
         "samples_per_s": samples / wall if wall else 0.0,
