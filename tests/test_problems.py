@@ -91,7 +91,7 @@ def test_builtin_validates_and_pickles(name):
     assert all(q.grad is not None for q in m1.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_PROBLEMS))
+@pytest.mark.parametrize("name", sorted(set(BUILTIN_PROBLEMS) - {"breast-cancer"}))   # its data is fixed
 def test_builtin_deterministic_per_seed(name):
     build = BUILTIN_PROBLEMS[name]
     torch.manual_seed(123)
@@ -380,8 +380,8 @@ _BAD_FILES = {
 
 
 @pytest.mark.parametrize("spec, options, parts", [
-    ("nosuch", {}, ["unknown problem 'nosuch': choose a built-in (logreg, mlp, quadratic), "
-                    "a .py file or module:function"]),
+    ("nosuch", {}, ["unknown problem 'nosuch': choose a built-in (breast-cancer, digits, logreg, mlp, "
+                    "quadratic), a .py file or module:function"]),
     ("{tmp}/missing.py", {}, ["problem file", "missing.py does not exist"]),
     ("{tmp}/raises.py", {}, ["problem file", "raises.py raised on import: ValueError: boom"]),
     ("{tmp}/noproblem.py", {}, ["noproblem.py has no problem() function"]),

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from shmopt.errors import ProblemError
 from shmopt.problems.base import Problem
 
-__all__ = ["quadratic", "logreg", "mlp", "logreg_optimum", "logreg_solve", "BUILTIN_PROBLEMS"]
+__all__ = ["quadratic", "logreg", "mlp", "logreg_optimum", "logreg_solve", "SYNTHETIC_PROBLEMS"]
 
 
 # --------------------------------------------------------------------------- option checks
@@ -254,4 +254,4 @@ def mlp(n: int = 8192, d: int = 64, hidden: int = 256, classes: int = 10, seed: 
 
 
 #: Built-in problem builders by name.
-BUILTIN_PROBLEMS = {"logreg": logreg, "mlp": mlp, "quadratic": quadratic}
+SYNTHETIC_PROBLEMS = {"logreg": logreg, "mlp": mlp, "quadratic": quadratic}

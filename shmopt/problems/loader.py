@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 
 from shmopt.errors import ProblemError
 from shmopt.problems.base import Problem, describe_exception
-from shmopt.problems.builtin import BUILTIN_PROBLEMS
+from shmopt.problems.registry import BUILTIN_PROBLEMS
 
 __all__ = ["load_problem", "import_problem_source", "parse_options", "user_module_name"]
 

@@ -1,0 +1,8 @@
+"""Every built-in problem by name: generated data (builtin.py) and real data shipped in packages
+(real.py)."""
+from __future__ import annotations
+
+from .builtin import SYNTHETIC_PROBLEMS
+from .real import REAL_PROBLEMS
+
+BUILTIN_PROBLEMS = {**SYNTHETIC_PROBLEMS, **REAL_PROBLEMS}
