@@ -211,9 +211,10 @@ class Engine:
         t = time.time()
         leader = self.leader()
         self.record.track_leader(leader)
+        device = self.arena.device.type != "cpu"   # copied out while quiesced; the host reads in place
         with self._quiesced():                 # host: a lock-free read, as every worker's
-            x = self.model_params().to("cpu", copy=True)
-            X = self.buffers.x.to("cpu", copy=True) if self.plan.replicas is not None else None
+            x = self.model_params().to("cpu", copy=device)
+            X = self.buffers.x.to("cpu", copy=device) if self.plan.replicas is not None else None
         loss, metrics = self.evaluator.evaluate(x)
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
