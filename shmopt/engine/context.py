@@ -15,6 +15,7 @@ import torch
 
 from ..memory import Arena, ArenaHandle
 from ..memory.cuda import fence_for
+from ..memory.flat import bind_buffers
 from ..plan import Plan
 from ..problems import import_problem_source
 from ..strategies.sampling import Sampler
@@ -29,7 +30,7 @@ class ProcessArgs:
 
     rank: int                       # 0..P-1 learners; P is the applier
     arena: ArenaHandle
-    payload: bytes                  # pickle of (model factory, loss, Plan); unpickled after import
+    payload: bytes                  # pickle of (model factory, loss, augment, Plan), after import
     problem_source: str | None      # module or file that defines the problem's functions
     supervisor_pid: int
     error_file: str                 # where a failure's report goes (a file never blocks)
@@ -46,7 +47,7 @@ class Context:
         self.rank = args.rank
         if args.problem_source:
             import_problem_source(args.problem_source)
-        model_fn, self.loss_fn, plan = pickle.loads(args.payload)
+        model_fn, self.loss_fn, self.augment, plan = pickle.loads(args.payload)
         self.plan: Plan = plan
         wp = plan.worker
         seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
@@ -64,7 +65,7 @@ class Context:
             from ..memory.cuda import index_of
             self.compute = torch.device("cuda", index_of(wp.gpus[self.rank % len(wp.gpus)]))
         self._to_arena: torch.Tensor | None = None
-        self.model_fn = partial(_on_device, model_fn, self.compute)
+        self._model_fn = partial(_on_device, model_fn, self.compute)
         self.fence = fence_for(self.device)          # before every host counter that counts device work
         self.arena = Arena.attach(args.arena)
         self.buffers = b = Buffers.of(self.arena, plan.rule.state_names)
@@ -84,6 +85,18 @@ class Context:
         # learners of sync keep pushing until the applier's last collective
         self._stop_on_finish = learner and plan.nodes is not None and plan.server is None
         self._next_parent_check = 0.0
+
+    def model_fn(self) -> torch.nn.Module:
+        """The problem's model on this learner's compute device, its floating-point buffers
+        (BatchNorm statistics) bound into the arena: every worker's forward updates the shared
+        statistics in place, lock-free (a replica its own row). A learner on another GPU than
+        the arena's keeps its own."""
+        model = self._model_fn()
+        mbuf = self.buffers.mbuf
+        if mbuf is not None and not self.remote:
+            own = self.plan.replicas is not None and self.rank < self.plan.workers
+            bind_buffers(model, mbuf[self.rank] if own else mbuf)
+        return model
 
     @property
     def remote(self) -> bool:
@@ -174,7 +187,9 @@ class Context:
         if self.device.type != "cpu":
             idx = idx.to(self.device, non_blocking=True)
         batch = tuple(t.index_select(0, idx) for t in self.buffers.data)
-        return batch if not self.remote else tuple(t.to(self.compute) for t in batch)
+        if self.remote:
+            batch = tuple(t.to(self.compute) for t in batch)
+        return batch if self.augment is None else tuple(self.augment(batch, self.generator))
 
 
 def _on_device(model_fn, device: torch.device) -> torch.nn.Module:

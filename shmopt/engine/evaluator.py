@@ -14,7 +14,7 @@ import torch
 
 from ..errors import WorkerError
 from ..problems import Problem
-from ..memory.flat import bind_params
+from ..memory.flat import bind_buffers, bind_params, buffers_numel
 
 
 class Evaluator:
@@ -24,14 +24,24 @@ class Evaluator:
         self._x = torch.empty(n_params)
         self.model = model
         bind_params(model, self._x, copy=True)     # the template keeps its initial values
+        self._b = torch.empty(buffers_numel(model))
+        bind_buffers(model, self._b, copy=True)
 
-    def loss(self, x: torch.Tensor) -> float:
+    def initial_buffers(self) -> torch.Tensor:
+        """The template's floating-point buffers, flat (what the arena's buffers start from)."""
+        return self._b.clone()
+
+    def loss(self, x: torch.Tensor, buffers: torch.Tensor | None = None) -> float:
         """Objective of the given flat parameters on the eval data (private copy, no grad)."""
-        return self.evaluate(x, metrics=False)[0]
+        return self.evaluate(x, buffers, metrics=False)[0]
 
-    def evaluate(self, x: torch.Tensor, metrics: bool = True) -> tuple[float, dict[str, float] | None]:
-        """(objective, the problem's metrics or None) of the flat parameters on the eval data."""
+    def evaluate(self, x: torch.Tensor, buffers: torch.Tensor | None = None,
+                 metrics: bool = True) -> tuple[float, dict[str, float] | None]:
+        """(objective, the problem's metrics or None) of the flat parameters (and module buffers,
+        when given) on the eval data, in eval mode."""
         self._x.copy_(x)
+        if buffers is not None:
+            self._b.copy_(buffers)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         training = self.model.training
@@ -51,8 +61,11 @@ class Evaluator:
             self.model.train(training)
             torch.set_num_threads(threads)
 
-    def final_model(self, x: torch.Tensor) -> torch.nn.Module:
-        """The evaluation model, now holding a private copy of ``x`` (the trained model)."""
+    def final_model(self, x: torch.Tensor, buffers: torch.Tensor | None = None) -> torch.nn.Module:
+        """The evaluation model, now holding a private copy of ``x`` and of the module buffers
+        (the trained model, BatchNorm statistics included)."""
         bind_params(self.model, x.detach().to("cpu", copy=True))
+        if buffers is not None:
+            bind_buffers(self.model, buffers.detach().to("cpu", copy=True))
         self._data = ()
         return self.model

@@ -24,11 +24,18 @@ def data_names(n_tensors: int) -> tuple[str, ...]:
     return tuple(f"{DATA_PREFIX}{i}" for i in range(n_tensors))
 
 
-def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...]) -> Layout:
+MODULE_BUFFERS = "mbuf"
+
+
+def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers: int = 0) -> Layout:
+    """The arena of a plan; ``n_buffers`` floating-point module buffers (BatchNorm statistics) are
+    shared like the parameters: one row, or one per replica."""
     P = plan.workers
     rows = (P,) if plan.replicas is not None else ()     # replicas: one x and rule state per worker
     specs: list[tuple] = control.specs(P + 1)       # rank P: the applier or the node link
     specs.append(("x", (*rows, n), "float32"))
+    if n_buffers:
+        specs.append((MODULE_BUFFERS, (*rows, n_buffers), "float32"))
     specs += [(f"state_{s}", (*rows, n), "float32") for s in plan.rule.state_names]
     if plan.replicas is not None and plan.replicas.variant == "easgd":
         specs.append(("center", (n,), "float32"))
@@ -52,6 +59,7 @@ class Buffers:
     glob: np.void                       # the global record (stop, pause, version, seq, t_go)
     ctrl: np.ndarray                    # every process's control slot
     x: torch.Tensor                     # parameters (P x n for replicas)
+    mbuf: torch.Tensor | None           # the model's floating-point buffers, laid out like x
     state: dict[str, torch.Tensor]      # rule state, by the rule's names
     center: torch.Tensor | None
     gleader: torch.Tensor | None        # lsgd across nodes: the global leader's replica (2 x n)
@@ -62,6 +70,7 @@ class Buffers:
     def of(cls, arena: Arena, state_names: tuple[str, ...]) -> "Buffers":
         names = [e.name for e in arena.layout.entries if e.name.startswith(DATA_PREFIX)]
         return cls(arena.array("glob")[0], arena.array("ctrl"), arena.tensor("x"),
+                   arena.tensor(MODULE_BUFFERS) if MODULE_BUFFERS in arena else None,
                    {s: arena.tensor(f"state_{s}") for s in state_names},
                    arena.tensor("center") if "center" in arena else None,
                    arena.tensor(GLOBAL_LEADER) if GLOBAL_LEADER in arena else None,

@@ -36,11 +36,12 @@ from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
 from .control import DONE_VOTE, HALT_VOTE
 from .evaluator import Evaluator
-from ..memory.flat import numel
+from ..memory.flat import buffers_numel, numel
 from .entry import role_name
 from .group import ProcessGroup, shutdown
 from .layout import SCRATCH, Buffers, build_layout, data_names
 from .mailbox import GradientMailbox
+from .model_view import the_model
 from .record import Result, RunRecord, Sample, node_summary, summary
 
 POLL_S = 0.01
@@ -74,7 +75,7 @@ class Engine:
             self._template = problem.model()
         self.n_params = numel(self._template)
         self._train = tuple(t.contiguous() for t in problem.train)
-        self.layout = build_layout(self.plan, self.n_params, self._train)
+        self.layout = build_layout(self.plan, self.n_params, self._train, buffers_numel(self._template))
         self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples)
         if self.plan.supervisor.target_accuracy is not None and "accuracy" not in problem.metric_names(
                 self._template):
@@ -129,7 +130,8 @@ class Engine:
         self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
         glob = arena.array("glob")
         self.group = group = ProcessGroup(arena.export, b.ctrl, glob,
-                                          pickle.dumps((self.problem.model, self.problem.loss, plan)),
+                                          pickle.dumps((self.problem.model, self.problem.loss,
+                                                        self.problem.augment, plan)),
                                           self.source, plan.workers, plan.processes, sp.start_method,
                                           last_role=role_name(plan))
         self._finalizer = weakref.finalize(self, _release, arena, glob, group)
@@ -143,6 +145,8 @@ class Engine:
             b.x[...] = x0                      # every replica starts from x0 (or see replica_init)
             if b.center is not None:
                 b.center.copy_(x0)
+            if b.mbuf is not None:
+                b.mbuf[...] = self.evaluator.initial_buffers()
             plan.rule.init(b.state)
         for dst, t in zip(b.data, self._train):
             dst.copy_(t)
@@ -183,9 +187,9 @@ class Engine:
             return int(b.glob["version"])
         return int(b.ctrl["updates"][:self.plan.workers].sum())
 
-    def evaluate(self, x: torch.Tensor) -> float:
+    def evaluate(self, x: torch.Tensor, buffers: torch.Tensor | None = None) -> float:
         """Objective of the given flat parameters on the eval data (private copy, no grad)."""
-        return self.evaluator.loss(x)
+        return self.evaluator.loss(x, buffers)
 
     def leader(self) -> int | None:
         """lsgd: the worker with the lowest windowed mean loss right now."""
@@ -195,17 +199,9 @@ class Engine:
         return select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P],
                                             self.plan.replicas.window))
 
-    def model_params(self) -> torch.Tensor:
-        """The flat parameters that are "the model": the shared x, the leader's replica (lsgd)
-        or the centre variable (easgd)."""
-        b = self.buffers
-        if self.plan.replicas is None:
-            return b.x
-        if b.center is not None:
-            return b.center
-        if b.gleader is not None and b.glob["gl_version"] > 0:    # lsgd across nodes
-            return b.gleader[int(b.glob["gl_index"])]
-        return b.x[self.leader()]
+    def model_params(self, leader: int | None = None) -> torch.Tensor:
+        """The flat parameters that are "the model" (:func:`.model_view.the_model`)."""
+        return the_model(self.plan, self.buffers, self.leader() if leader is None else leader)[0]
 
     def _evaluate(self) -> Sample:
         t = time.time()
@@ -213,9 +209,11 @@ class Engine:
         self.record.track_leader(leader)
         device = self.arena.device.type != "cpu"   # copied out while quiesced; the host reads in place
         with self._quiesced():                 # host: a lock-free read, as every worker's
-            x = self.model_params().to("cpu", copy=device)
+            x, mb = (t.to("cpu", copy=device) if t is not None else None
+                     for t in the_model(self.plan, self.buffers, leader))
             X = self.buffers.x.to("cpu", copy=device) if self.plan.replicas is not None else None
-        loss, metrics = self.evaluator.evaluate(x)
+            XB = self.buffers.mbuf.to("cpu", copy=True) if X is not None and mb is not None else None
+        loss, metrics = self.evaluator.evaluate(x, mb)
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
                    st["staleness_mean"], st["gradients"], st["dropped"], leader)
@@ -224,8 +222,9 @@ class Engine:
             s.exchanges, s.comm_share = st["exchanges"], st["comm_share"]
             s.bytes_per_update, s.node_staleness_mean = st["bytes_per_update"], st["node_staleness_mean"]
         if X is not None:
-            s.loss_average = self.evaluate(X.mean(0))
-            s.loss_replicas = [self.evaluate(X[r]) for r in range(self.plan.workers)]
+            s.loss_average = self.evaluate(X.mean(0), XB.mean(0) if XB is not None else None)
+            s.loss_replicas = [self.evaluate(X[r], XB[r] if XB is not None else None)
+                               for r in range(self.plan.workers)]
         self.record.history.append(s)
         self._next_eval = time.monotonic() + self.plan.supervisor.eval_interval
         if self._log:
@@ -374,7 +373,7 @@ class Engine:
                 if self.plan.supervisor.checkpoint and self.record.t_go:
                     self.write_checkpoint(pause=False)     # quiescent: every process has stopped
                 self._final_stats = self.stats()
-                self.model = self.evaluator.final_model(self.model_params())
+                self.model = self.evaluator.final_model(*the_model(self.plan, self.buffers, self.leader()))
         finally:
             if self._finalizer is not None:
                 self._finalizer.detach()

@@ -51,3 +51,31 @@ def bind_grads(model: nn.Module, flat: torch.Tensor) -> None:
         p.grad = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
 
+
+
+def float_buffers(model: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """(owning module, name, tensor) of every floating-point buffer (BatchNorm's running mean and
+    variance); integer buffers such as ``num_batches_tracked`` are not listed."""
+    return [(m, name, b) for m in model.modules() for name, b in m.named_buffers(recurse=False)
+            if b is not None and b.is_floating_point()]
+
+
+def buffers_numel(model: nn.Module) -> int:
+    return sum(b.numel() for _, _, b in float_buffers(model))
+
+
+def bind_buffers(model: nn.Module, flat: torch.Tensor, copy: bool = False) -> None:
+    """Make every floating-point buffer a float32 view into ``flat`` (copying its values in if
+    ``copy``); in-place updates (BatchNorm's running statistics) then write into ``flat``."""
+    found = float_buffers(model)
+    n = sum(b.numel() for _, _, b in found)
+    if flat.numel() != n or flat.dtype != torch.float32:
+        raise ProblemError(f"the model has {n} buffer values but the flat buffer holds {flat.numel()}: "
+                           f"the model factory must build the same architecture every call")
+    offset = 0
+    for module, name, b in found:
+        view = flat[offset:offset + b.numel()].view(b.shape)
+        if copy:
+            view.copy_(b)
+        module._buffers[name] = view
+        offset += b.numel()
