@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from shmopt.errors import ProblemError
+from shmopt.problems.dataset import is_dataset, materialise
 
 __all__ = ["Problem", "describe_exception"]
 
@@ -63,6 +64,12 @@ class Problem:
         description: one-line human description (the objective).
         metrics: optional picklable ``metrics(model, batch) -> {name: float}`` computed with the
             loss at every evaluation (classification problems give ``accuracy``, in [0, 1]).
+        augment: optional picklable ``augment(batch, generator) -> batch`` applied in the worker
+            to every sampled training batch (random crops, flips; :mod:`.augment`), with the
+            worker's own generator; same shapes and dtypes out.
+
+    ``train`` and ``eval`` may also be map-style ``torch.utils.data.Dataset`` objects whose items
+    are tensors (or tuples of them): they are read once into tensors (:mod:`.dataset`).
     """
 
     name: str
@@ -75,13 +82,18 @@ class Problem:
     optimum: float | None = None
     description: str = ""
     metrics: Callable[[torch.nn.Module, tuple[Tensor, ...]], dict[str, float]] | None = None
+    augment: Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]] | None = None
 
     def __post_init__(self) -> None:
-        # Accept lists for convenience; everything else is checked by validate().
+        # Accept lists and datasets for convenience; everything else is checked by validate().
         if isinstance(self.train, list):
             self.train = tuple(self.train)
         if isinstance(self.eval, list):
             self.eval = tuple(self.eval)
+        if is_dataset(self.train):
+            self.train = materialise(self.train, str(self.name), "train")
+        if is_dataset(self.eval):
+            self.eval = materialise(self.eval, str(self.name), "eval")
 
     # ------------------------------------------------------------------ accessors
     def eval_data(self) -> tuple[Tensor, ...]:
@@ -162,6 +174,9 @@ class Problem:
         if self.metrics is not None and not callable(self.metrics):
             raise self._fail(f"metrics must be a function metrics(model, batch) -> dict of floats, "
                              f"got {type(self.metrics).__name__}")
+        if self.augment is not None and not callable(self.augment):
+            raise self._fail(f"augment must be a function augment(batch, generator) -> batch, "
+                             f"got {type(self.augment).__name__}")
         if not isinstance(self.description, str):
             raise self._fail(f"description must be a string, got {type(self.description).__name__}")
 
@@ -215,7 +230,7 @@ class Problem:
         if not params:
             raise self._fail("the model has no trainable floating-point parameters")
 
-        batch = tuple(t[: self.batch_size] for t in self.train)
+        batch = self._augmented(tuple(t[: self.batch_size] for t in self.train))
         try:
             with torch.enable_grad():
                 value = self.loss(model, batch)
@@ -243,6 +258,20 @@ class Problem:
 
         if self.metrics is not None:
             self.metric_names(model)
+
+    def _augmented(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The first batch through ``augment`` (checked: same number, shapes and dtypes)."""
+        if self.augment is None:
+            return batch
+        try:
+            out = self.augment(batch, torch.Generator().manual_seed(0))
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(f"augment failed on a batch of the data: {describe_exception(exc)}") from exc
+        if not isinstance(out, (tuple, list)) or len(out) != len(batch) or any(
+                not isinstance(o, Tensor) or o.shape != b.shape or o.dtype != b.dtype
+                for o, b in zip(out, batch)):
+            raise self._fail("augment must return the batch's tensors with the same shapes and dtypes")
+        return tuple(out)
 
     def metric_names(self, model: torch.nn.Module) -> tuple[str, ...]:
         """The names the metrics function reports, from one eval batch (checked: a dict of
@@ -273,7 +302,7 @@ class Problem:
             raise self._fail(f"the loss is not finite ({value.item()}) on the first {which} batch")
 
     def _check_picklable(self) -> None:
-        for what, obj in (("model factory", self.model), ("loss", self.loss)):
+        for what, obj in (("model factory", self.model), ("loss", self.loss), ("augment", self.augment)):
             try:
                 pickle.dumps(obj)
             except Exception as exc:  # noqa: BLE001

@@ -1,0 +1,29 @@
+"""Per-batch data augmentation, run in the worker on each sampled mini-batch.
+
+A problem's ``augment(batch, generator) -> batch`` gets the sampled tensors (inputs first) and the
+worker's own ``torch.Generator`` (seeded with seed + rank, so a run is reproducible and workers
+draw different transforms). It must return tensors of the same shapes and dtypes.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["crop_flip"]
+
+
+def crop_flip(batch: tuple[Tensor, ...], generator: torch.Generator, pad: int = 4) -> tuple[Tensor, ...]:
+    """Random crops of ``pad``-padded (zeros) images back to their size, and horizontal flips
+    with probability 1/2 (the standard CIFAR-10 augmentation), per sample."""
+    x, *rest = batch
+    B, _, H, W = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).tolist()
+    flip = (torch.rand(B, generator=generator) < 0.5).tolist()
+    out = torch.empty_like(x)
+    for i in range(B):
+        crop = padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return (out, *rest)
