@@ -20,6 +20,7 @@ from .config import Config
 from .errors import ConfigError, ShmoptError, WorkerError
 from .node_plan import node_path
 from .plan import check_output_path
+from .tensorboard import TensorBoard, check_tensorboard
 
 
 class Terminated(BaseException):
@@ -36,6 +37,22 @@ def cli() -> None:
     """shmopt: shared-memory, multi-process, Hogwild-style training for PyTorch."""
 
 
+def _problem_options(options: tuple[str, ...], data_dir: str | None) -> dict[str, Any]:
+    from .problems import parse_options
+    found = parse_options(options)
+    if data_dir is not None:
+        found["data_dir"] = data_dir
+    return found
+
+
+def _both(*callbacks):
+    """One on_sample callback calling each given one (None when none is given)."""
+    chosen = [c for c in callbacks if c is not None]
+    if not chosen:
+        return None
+    return lambda s: [c(s) for c in chosen]
+
+
 def _output_options(f):
     """The options `run` and `compare` share that are not training options."""
     for opt in reversed([
@@ -43,6 +60,10 @@ def _output_options(f):
                      help="Problem option, repeatable (e.g. -o n=10000)."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
+        click.option("--data-dir", help="Folder with the image problems' files (IDX, CIFAR-10 binary); "
+                     "the problem option data_dir."),
+        click.option("--tensorboard", "tb_dir", metavar="DIR", help="Also write TensorBoard scalars "
+                     "(loss, metrics, throughput, staleness) into DIR (needs tensorboard)."),
     ]):
         f = opt(f)
     return f
@@ -53,27 +74,31 @@ def _output_options(f):
 @config_options(TRAIN, RUN)
 @_output_options
 @click.option("--save", help="Save the trained model's state_dict (torch.save) to this file.")
-def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save: str | None,
-        **kw: Any) -> None:
+def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, data_dir: str | None,
+        tb_dir: str | None, save: str | None, **kw: Any) -> None:
     """Train PROBLEM: a built-in (logreg, mlp, quadratic), a .py file with problem(), or
     module:function."""
     from .engine.supervisor import Engine
-    from .problems import load_problem, parse_options
+    from .problems import load_problem
 
     config = config_from(kw)
     check_output_path("save", save)          # before training, so no trained model is lost
-    prob = load_problem(problem, **parse_options(options))
+    check_tensorboard(tb_dir)
+    prob = load_problem(problem, **_problem_options(options, data_dir))
     show = not (quiet or as_json) and sys.stdout.isatty()
     bar = _Progress(config) if show else None
-    engine = Engine(prob, config, source=problem, on_sample=bar.sample if bar else None)
+    engine = Engine(prob, config, source=problem)
+    tb = TensorBoard(tb_dir) if tb_dir else None
+    engine.on_sample = _both(bar.sample if bar else None, tb.sample if tb else None)
     if engine.plan.nodes is not None and save:        # one file per node, like --checkpoint
         save = node_path(save, engine.plan.nodes.rank)
         check_output_path("save", save)
     try:
         result = engine.run()
     finally:
-        if bar:
-            bar.close()
+        for closing in (bar, tb):
+            if closing:
+                closing.close()
     if save:
         import torch
         torch.save(result.model.state_dict(), save)
@@ -94,34 +119,36 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save
 @click.option("--plot", "plot_path", help="PNG of eval loss against wall-clock time [default: OUT "
               "with .png].")
 def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, quiet: bool,
-            out: str, plot_path: str | None, **kw: Any) -> None:
+            data_dir: str | None, tb_dir: str | None, out: str, plot_path: str | None, **kw: Any) -> None:
     """Run several algorithms on PROBLEM with the same seeds, delays and options; write one
     combined log and the error-runtime plot."""
     from . import compare as cmp
-    from .problems import load_problem, parse_options
+    from .problems import load_problem
 
     chosen = cmp.parse_algos(algos)
     base = config_from(kw)
     png = plot_path or out.rsplit(".", 1)[0] + ".png"
     check_output_path("out", out)            # before the first run
     check_output_path("plot", png)
-    prob = load_problem(problem, **parse_options(options))
+    check_tensorboard(tb_dir)
+    prob = load_problem(problem, **_problem_options(options, data_dir))
 
     def done(name, result):
         if not (quiet or as_json):
             st = result.stats
             click.echo(f"{name:<24} {st['updates']:>7} updates  {st['wall_s']:7.2f} s  "
                        f"loss {st['final_loss']:.5g}  staleness {st['staleness_mean']:.2f}", err=True)
-    rows, summaries = cmp.compare(prob, chosen, base, source=problem, on_result=done)
+    rows, summaries = cmp.compare(prob, chosen, base, source=problem, on_result=done, tensorboard=tb_dir)
     cmp.write_rows(rows, out)
     plotted = cmp.plot(rows, png, title=f"{prob.name}: {base.workers} workers, delay {base.delay}")
     if as_json:
         click.echo(json.dumps({"log": out, "plot": png if plotted else None, "runs": summaries}))
     elif not quiet:
-        if base.target_loss is not None:
-            for st in summaries:
-                ttt = st.get("time_to_target_s")
-                click.echo(f"{st['label']:<24} time to loss {base.target_loss:g}: "
+        for key, what, target in (("time_to_target_s", "loss", base.target_loss),
+                                  ("time_to_accuracy_s", "accuracy", base.target_accuracy)):
+            for st in summaries if target is not None else ():
+                ttt = st.get(key)
+                click.echo(f"{st['label']:<24} time to {what} {target:g}: "
                            + ("not reached" if ttt is None else f"{ttt:.2f} s"))
         click.echo(f"log: {out}")
         click.echo(f"plot: {png}" if plotted else cmp.PLOT_HINT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 from typing import Any, Callable
 
 from .engine.record import Result
@@ -19,9 +20,10 @@ from .plan import resolve
 from .engine.supervisor import Engine
 from .errors import ConfigError
 from .problems import Problem
+from .tensorboard import TensorBoard
 
-COLUMNS = ("algo", "label", "t", "updates", "loss", "samples_per_s", "staleness_mean", "gradients",
-           "dropped")
+COLUMNS = ("algo", "label", "t", "updates", "loss", "accuracy", "samples_per_s", "staleness_mean",
+           "gradients", "dropped")
 PLOT_HINT = "install matplotlib for the plot: pip install 'shmopt[plot]' (or pip install matplotlib)"
 
 
@@ -44,23 +46,32 @@ def label(algo: str, k: int | None) -> str:
 
 
 def compare(problem: Problem, algos: list[tuple[str, int | None]], base: Config, *,
-            source: str | None = None,
-            on_result: Callable[[str, Result], None] | None = None) -> tuple[list[dict], list[dict]]:
+            source: str | None = None, on_result: Callable[[str, Result], None] | None = None,
+            tensorboard: str | None = None) -> tuple[list[dict], list[dict]]:
     """Run every algorithm with ``base``'s options; return (rows, summaries). Every configuration
-    is validated before the first run starts."""
+    is validated before the first run starts. With ``tensorboard``, each run writes its scalars
+    into a subfolder named after its label."""
     configs = [dataclasses.replace(base, algo=a, k=k) for a, k in algos]
     for c in configs:
         resolve(c, problem)
     rows, summaries = [], []
     for (algo, k), cfg in zip(algos, configs):
-        result = Engine(problem, cfg, source=source).run()
         name = label(algo, k)
+        tb = TensorBoard(os.path.join(tensorboard, name.replace(" ", ""))) if tensorboard else None
+        try:
+            result = Engine(problem, cfg, source=source, on_sample=tb.sample if tb else None).run()
+        finally:
+            if tb:
+                tb.close()
         for h in result.history:
             rows.append({"algo": algo, "label": name, **{c: h.get(c) for c in COLUMNS[2:]}})
         st = dict(result.stats, label=name)
         if base.target_loss is not None:
             hit = [h["t"] for h in result.history if h["loss"] is not None and h["loss"] <= base.target_loss]
             st["time_to_target_s"] = hit[0] if hit else None
+        if base.target_accuracy is not None:
+            hit = [h["t"] for h in result.history if h.get("accuracy", -1.0) >= base.target_accuracy]
+            st["time_to_accuracy_s"] = hit[0] if hit else None
         summaries.append(st)
         if on_result:
             on_result(name, result)
@@ -92,25 +103,30 @@ def read_rows(path: str) -> list[dict]:
 
 
 def plot(rows: list[dict], path: str, title: str = "") -> bool:
-    """Eval loss against wall-clock time, one line per algorithm. False without matplotlib."""
+    """Eval loss (and test accuracy, when logged) against wall-clock time, one line per algorithm.
+    False without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    accuracy = any(r.get("accuracy") not in (None, "") for r in rows)
+    fig, axes = plt.subplots(1, 2 if accuracy else 1, figsize=(12 if accuracy else 7, 4.5), squeeze=False)
     labels: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         labels.setdefault(r["label"], []).append(r)
-    for name, rs in labels.items():
-        ax.plot([r["t"] for r in rs], [r["loss"] for r in rs], marker=".", label=name)
-    ax.set_xlabel("wall-clock time (s)")
-    ax.set_ylabel("eval loss")
-    ax.set_yscale("log")
-    ax.set_title(title or "error-runtime trade-off")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    panels = [("loss", "eval loss", "log")] + ([("accuracy", "test accuracy", "linear")] if accuracy else [])
+    for ax, (column, what, scale) in zip(axes[0], panels):
+        for name, rs in labels.items():
+            rs = [r for r in rs if r.get(column) not in (None, "")]
+            ax.plot([r["t"] for r in rs], [r[column] for r in rs], marker=".", label=name)
+        ax.set_xlabel("wall-clock time (s)")
+        ax.set_ylabel(what)
+        ax.set_yscale(scale)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    axes[0][0].set_title(title or "error-runtime trade-off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
