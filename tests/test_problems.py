@@ -129,7 +129,7 @@ def test_model_factory_same_architecture_and_seeded(name):
 def test_mlp_has_held_out_eval_and_costs_more_than_logreg():
     p = BUILTIN_PROBLEMS["mlp"]()
     assert p.eval is not None and p.eval[0].shape[0] > 0
-    assert p.train[0].shape == (8192, 64) and p.train[1].dtype == torch.int64
+    assert p.train[0].shape == (65536, 64) and p.train[1].dtype == torch.int64
     assert not torch.equal(p.eval[0][:10], p.train[0][:10])
     counts = torch.bincount(p.train[1], minlength=10)
     assert (counts > 0).all()

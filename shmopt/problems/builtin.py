@@ -217,7 +217,7 @@ def logreg(n: int = 4096, d: int = 32, l2: float = 1e-3, seed: int = 0, batch_si
 _TEACHER_WIDTH = 8
 
 
-def mlp(n: int = 8192, d: int = 64, hidden: int = 256, classes: int = 10, seed: int = 0,
+def mlp(n: int = 65536, d: int = 64, hidden: int = 256, classes: int = 10, seed: int = 0,
         batch_size: int = 64) -> Problem:
     """A small non-convex classifier (the compute-bound benchmark problem).
 
@@ -226,6 +226,8 @@ def mlp(n: int = 8192, d: int = 64, hidden: int = 256, classes: int = 10, seed: 
     of a fixed random teacher network (``tanh`` hidden layer of width 8, logits centred per class
     so that no class is tiny).  ``train`` holds ``n`` samples, ``eval`` a held-out split of
     ``max(1, n // 4)`` samples from the same distribution.  ``optimum`` is unknown (``None``).
+    The default ``n`` is large enough that the 85k-parameter model does not overfit in the
+    first minutes (with 8,192 samples the held-out loss rose after 2 s of training).
     """
     n = _int("mlp", "n", n, 1)
     d = _int("mlp", "d", d, 1)
