@@ -315,6 +315,8 @@ def _register_bench() -> None:
 
 
 _register_bench()
+from .advise import advise_command  # noqa: E402  (the command lives in its own file)
+cli.add_command(advise_command)
 
 
 def main(argv: list[str] | None = None) -> None:
