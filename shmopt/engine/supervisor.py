@@ -280,7 +280,8 @@ class Engine:
             rec.stop_reason = reason
             rec.t_stop = time.time()
             self.buffers.glob["stop"] = 1
-            self._evaluate()
+            self.group.close()          # the last evaluation sees the final bytes: no forward
+            self._evaluate()            # still moving BatchNorm statistics, no step in flight
             rec.final_loss = rec.history[-1].loss
             return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
