@@ -111,8 +111,8 @@ def _hogwild_train(rank, model, loss_fn, train, batch_size, lr, threads, seed, s
 def hogwild(problem: Problem, processes: int, seconds: float, threads: int,
             seed: int = 0, during=None) -> dict[str, Any]:
     """The mnist_hogwild pattern with ``processes`` spawn processes for ``seconds`` each.
-    ``during(procs)``, if given, is called once the processes train (to observe them); it must
-    return within ``seconds``."""
+    ``during(procs, model)``, if given, is called once the processes train (to observe them, or
+    the shared model); it must return within ``seconds``."""
     ctx = mp.get_context("spawn")
     torch.manual_seed(seed)
     model = problem.model()
@@ -134,7 +134,7 @@ def hogwild(problem: Problem, processes: int, seconds: float, threads: int,
         busy0, t0 = _busy_cpu_s(), time.perf_counter()
         go.set()
         if during is not None:
-            during(procs)
+            during(procs, model)
         out = [_get(results, procs, seconds + START_TIMEOUT_S) for _ in range(processes)]
         busy_cores = (_busy_cpu_s() - busy0) / (time.perf_counter() - t0)
         for p in procs:

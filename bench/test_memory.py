@@ -98,7 +98,7 @@ def _measure_pattern(problem, samples: int, interval: float, settle: float) -> l
     """USS of each process of the mnist_hogwild pattern (bench/baselines.py) while it trains."""
     uss: list[list[int]] = [[] for _ in range(WORKERS)]
 
-    def during(procs) -> None:
+    def during(procs, model) -> None:
         time.sleep(settle)                     # a few steps: the optimizer state exists
         for _ in range(samples):
             for rank, p in enumerate(procs):

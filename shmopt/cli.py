@@ -76,8 +76,8 @@ def _output_options(f):
 @click.option("--save", help="Save the trained model's state_dict (torch.save) to this file.")
 def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, data_dir: str | None,
         tb_dir: str | None, save: str | None, **kw: Any) -> None:
-    """Train PROBLEM: a built-in (logreg, mlp, quadratic), a .py file with problem(), or
-    module:function."""
+    """Train PROBLEM: a built-in (quadratic, logreg, mlp; breast-cancer, digits, mnist,
+    fashion-mnist, cifar10 on real data), a .py file with problem(), or module:function."""
     from .engine.supervisor import Engine
     from .problems import load_problem
 
