@@ -7,8 +7,7 @@ an evaluation reaches the target (a run that does not reach it within the cap co
 infinite). The target sits below K = 1's error floor and above what K = P reaches quickly: the
 trade-off adaptive K is for.
 
-    flock /tmp/shmopt-heavy.lock python -m pytest bench/test_adaptive_k.py \
-        --benchmark-json=bench/results/adaptive_k.json
+    python -m pytest bench/test_adaptive_k.py --benchmark-json=bench/results/adaptive_k.json
     python bench/report.py --readme README.md bench/results/adaptive_k.json
 """
 from __future__ import annotations

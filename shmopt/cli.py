@@ -67,7 +67,8 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, save
     if not (quiet or as_json) and sys.stdout.isatty():
         from .progress import Progress
         p = engine.plan
-        bar = Progress(p.steps, p.supervisor.time_limit, p.server is not None and p.server.adaptive is not None)
+        adaptive = p.server is not None and p.server.adaptive is not None
+        bar = Progress(p.steps, p.supervisor.time_limit, show_k=adaptive)
         engine.on_sample = bar.sample
     if engine.plan.nodes is not None and save:        # one file per node, like --checkpoint
         save = node_path(save, engine.plan.nodes.rank)

@@ -2,7 +2,7 @@
 
 It is redrawn at every evaluation (``Engine``'s ``on_sample``) on one terminal line:
 
-    training [######--------------]  4.5/15.0 s  1,302 updates  289 updates/s  loss 0.45121  accuracy 0.8120
+    training  [######--------------]  4.5/15.0 s  1,302 updates  289 updates/s  loss 0.45121  accuracy 0.8120
 
 With ``--steps`` the bar and the count are updates against the steps, with an estimate of the
 time left from the mean rate so far; with ``--time-limit`` they are seconds against the limit

@@ -61,7 +61,7 @@ def test_nan_and_missing_losses_are_no_improvement():
 
 def test_k_never_falls_never_exceeds_p_and_is_deterministic():
     rng = random.Random(7)
-    for trial in range(50):
+    for _ in range(50):
         ladder = ladder_from_times([rng.uniform(0.001, 0.1) * (i + 1) for i in range(8)])
         s = KSchedule(ladder, patience=rng.randint(1, 4), tol=rng.choice([0.0, 1e-3, 1e-2]))
         losses = [rng.choice([None, math.nan, rng.uniform(0.1, 2.0)]) for _ in range(rng.randint(1, 80))]
@@ -102,6 +102,14 @@ def test_a_constant_delay_part_makes_the_ladder_climb_faster():
     assert shifted[1] > exp[1] and len(shifted) < len(exp)
     assert k_ladder("k-async", 8, "pareto:0.002:1.5") == k_ladder("k-async", 8, "pareto:0.002:1.5")
     assert k_ladder("k-sync", 3, "none") == (1, 2, 3)
+
+
+def test_compare_takes_adaptive_k():
+    from shmopt.compare import label, parse_algos
+    assert parse_algos("k-sync:1,k-sync:adaptive") == [("k-sync", 1), ("k-sync", "adaptive")]
+    assert label("k-sync", "adaptive") == "k-sync (K=adaptive)"
+    with pytest.raises(ConfigError, match="positive integer or adaptive"):
+        parse_algos("k-sync:fast")
 
 
 def test_parse_k():
@@ -189,13 +197,25 @@ def test_adaptive_run_raises_k_logs_it_and_converges(algo, tmp_path, capsys, log
     st = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     sched = st["k_schedule"]
     assert st["k"] == "adaptive" and st["k_ladder"] == [1, 2]
-    assert sched[0][0] < 0.1 and sched[0][1:] == [0, 1] and [k for _, _, k in sched] == [1, 2] and st["k_final"] == 2
+    assert sched[0][0] < 0.1 and sched[0][1:] == [0, 1]
+    assert [k for _, _, k in sched] == [1, 2] and st["k_final"] == 2
     assert st["updates"] < st["applied"] <= 2 * st["updates"]      # some updates averaged two
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     for row in lines:                                 # each sample has the K of the schedule
         assert row["k"] == [k for t, _, k in sched if t <= row["t"]][-1]
     assert [r["k"] for r in lines][0] == 1 and lines[-1]["k"] == 2
     assert st["final_loss"] <= 1.01 * logreg.optimum
+
+
+def test_the_summary_shows_k_over_time(capsys):
+    from shmopt.cli import _summary
+    st = dict(algo="k-sync", rule="sgd", protocol="server", variant="k-sync", k="adaptive", workers=4,
+              updates=900, gradients=3600, dropped=3, nonfinite=0, startup_s=1.0, wall_s=8.0,
+              samples_per_s=1e4, staleness_mean=0.0, staleness_max=0, final_loss=0.4353,
+              stop_reason="time_limit", k_schedule=[[0.0, 0, 1], [4.62, 560, 2], [7.1, 736, 3]])
+    _summary(st)
+    out = capsys.readouterr().out
+    assert "k-sync k=adaptive" in out and "K  1 from 0.0 s  2 from 4.6 s  3 from 7.1 s" in out
 
 
 # ------------------------------------------------------------------ the progress line

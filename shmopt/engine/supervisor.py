@@ -149,6 +149,7 @@ class Engine:
             dst.copy_(t)
         if plan.server is not None and plan.server.adaptive:   # --k adaptive: a checkpoint's K, or the start
             self.record.k_tracker = KTracker.resumed(plan.server.adaptive, int(b.glob["k"]))
+            b.glob["k"] = self.record.k_tracker.k          # before any process starts
         arena.sync()                           # a CUDA block is complete before any export
         every = sp.checkpoint_every
         self._next_ckpt = (self.updates() // every + 1) * every if every else None
