@@ -12,6 +12,7 @@ import json
 import platform
 import sys
 
+from report_adaptive import TABLES as ADAPTIVE_TABLES
 from report_gpu import TABLES as GPU_TABLES
 from report_nodes import TABLES as NODE_TABLES, _kind
 from report_real import REAL_TABLES
@@ -292,7 +293,7 @@ TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leade
           "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
           "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,
-          **NODE_TABLES, **GPU_TABLES, **REAL_TABLES}
+          **NODE_TABLES, **GPU_TABLES, **REAL_TABLES, **ADAPTIVE_TABLES}
 
 
 def update_readme(readme: str, paths: list[str]) -> None:

@@ -16,7 +16,6 @@ import click
 
 from . import __version__
 from .cli_options import RUN, TRAIN, config_from, config_options
-from .config import Config
 from .errors import ConfigError, ShmoptError, WorkerError
 from .node_plan import node_path
 from .plan import check_output_path
@@ -85,9 +84,13 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, data
     check_output_path("save", save)          # before training, so no trained model is lost
     check_tensorboard(tb_dir)
     prob = load_problem(problem, **_problem_options(options, data_dir))
-    show = not (quiet or as_json) and sys.stdout.isatty()
-    bar = _Progress(config) if show else None
     engine = Engine(prob, config, source=problem)
+    bar = None
+    if not (quiet or as_json) and sys.stdout.isatty():
+        from .progress import Progress
+        p = engine.plan
+        adaptive = p.server is not None and p.server.adaptive is not None
+        bar = Progress(p.steps, p.supervisor.time_limit, show_k=adaptive)
     tb = TensorBoard(tb_dir) if tb_dir else None
     engine.on_sample = _both(bar.sample if bar else None, tb.sample if tb else None)
     if engine.plan.nodes is not None and save:        # one file per node, like --checkpoint
@@ -198,30 +201,6 @@ def theory(variant: str, workers: int, k: int | None, delay: str, compute: float
     click.echo(f"method: {how}")
 
 
-class _Progress:
-    """click's progress bar over updates (or seconds, with only a time limit)."""
-
-    def __init__(self, config: Config) -> None:
-        self.by_steps = config.steps is not None or config.time_limit is None
-        length = config.steps or (5000 if config.time_limit is None else int(config.time_limit * 10))
-        self.bar = click.progressbar(length=length, label="training", show_pos=True,
-                                     item_show_func=lambda s: s)
-        self.bar.__enter__()
-        self.done = 0
-
-    def sample(self, s) -> None:
-        pos = s.updates if self.by_steps else int(s.t * 10)
-        pos = min(pos, self.bar.length)
-        loss = "" if s.loss is None else f"loss {s.loss:.5g}"
-        if s.metrics and "accuracy" in s.metrics:
-            loss += f"  accuracy {s.metrics['accuracy']:.4f}"
-        self.bar.update(max(0, pos - self.done), f"{loss}  {s.samples_per_s:,.0f} samples/s")
-        self.done = max(self.done, pos)
-
-    def close(self) -> None:
-        self.bar.__exit__(None, None, None)
-
-
 def _node_rows(st: dict) -> list[tuple[str, str]]:
     if "messages" in st:                      # server protocols: the global applier and relays
         me = "the global applier" if st["node_rank"] == 0 else "a relay to node 0"
@@ -264,6 +243,8 @@ def _summary(st: dict) -> None:
         rows.append(("accuracy", f"{st['final_accuracy']:.4f}"))
     if st.get("optimum") is not None:
         rows.append(("optimum", f"{st['optimum']:.6g}"))
+    if st.get("k") == "adaptive":
+        rows.append(("K", "  ".join(f"{k} from {t:.1f} s" for t, _, k in st["k_schedule"])))
     if st.get("nodes"):
         rows += _node_rows(st)
     rows.append(("stopped by", st["stop_reason"]))

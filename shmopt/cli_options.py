@@ -28,6 +28,8 @@ def _option(f) -> list[Callable]:
         return [click.option(*names, f.name, multiple=True, metavar=meta.get("metavar"), **kw)]
     if meta.get("type") is not None:
         kw["type"] = meta["type"]
+    if meta.get("metavar"):
+        kw["metavar"] = meta["metavar"]
     return [click.option(*names, f.name, default=default, show_default=default is not None, **kw)]
 
 

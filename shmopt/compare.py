@@ -27,25 +27,27 @@ COLUMNS = ("algo", "label", "t", "updates", "loss", "accuracy", "samples_per_s",
 PLOT_HINT = "install matplotlib for the plot: pip install 'shmopt[plot]' (or pip install matplotlib)"
 
 
-def parse_algos(spec: str) -> list[tuple[str, int | None]]:
-    """``"sync,k-async:2,hogwild"`` -> [("sync", None), ("k-async", 2), ("hogwild", None)]."""
+def parse_algos(spec: str) -> list[tuple[str, int | str | None]]:
+    """``"sync,k-async:2,hogwild"`` -> [("sync", None), ("k-async", 2), ("hogwild", None)];
+    ``k-sync:adaptive`` is adaptive K."""
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             raise ConfigError(f"invalid algos={spec!r}: give a comma-separated list like "
                               f"sync,k-async:2,hogwild (NAME or NAME:K)")
         name, _, k = item.partition(":")
-        if k and not k.isdigit():
-            raise ConfigError(f"invalid algos entry {item!r}: K must be a positive integer (NAME:K)")
-        out.append((name, int(k) if k else None))
+        if k and not (k.isdigit() or k == "adaptive"):
+            raise ConfigError(f"invalid algos entry {item!r}: K must be a positive integer or "
+                              f"adaptive (NAME:K)")
+        out.append((name, int(k) if k.isdigit() else k or None))
     return out
 
 
-def label(algo: str, k: int | None) -> str:
+def label(algo: str, k: int | str | None) -> str:
     return algo if k is None else f"{algo} (K={k})"
 
 
-def compare(problem: Problem, algos: list[tuple[str, int | None]], base: Config, *,
+def compare(problem: Problem, algos: list[tuple[str, int | str | None]], base: Config, *,
             source: str | None = None, on_result: Callable[[str, Result], None] | None = None,
             tensorboard: str | None = None) -> tuple[list[dict], list[dict]]:
     """Run every algorithm with ``base``'s options; return (rows, summaries). Every configuration

@@ -39,8 +39,11 @@ class Config:
     rule: str | None = opt(None, "Update rule: sgd, adam or amsgrad [default: the algorithm's].")
     protocol: str | None = opt(None, "direct (lock-free, each worker applies) or server (one applier) "
                                "[default: the algorithm's].")
-    k: int | None = opt(None, "Server protocols: gradients averaged per update [default: the "
-                        "algorithm's].", type=int, scope=RUN)
+    k: int | str | None = opt(None, "Server protocols: gradients averaged per update, or adaptive "
+                              "(k-sync, k-async: K rises from 1 when the eval loss stops improving) "
+                              "[default: the algorithm's].", scope=RUN, metavar="K|adaptive")
+    k_patience: int | None = opt(None, "--k adaptive: evaluations without a 0.1% improvement of the "
+                                 "eval loss before K rises [default: 3].", type=int, scope=RUN)
     max_staleness: int | None = opt(None, "Drop gradients staler than this (APAM's bound).", type=int)
     momentum: float = opt(0.0, "SGD momentum.", type=float)
     betas: tuple[float, float] = opt((0.9, 0.999), "amsgrad/adam: beta1 and beta2.", type=float,

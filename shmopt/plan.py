@@ -19,6 +19,7 @@ from .node_plan import NodePlan, family, node_path, nnodes_of, resolve_nodes, sp
 from .problems import Problem
 from .rules import RULES, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
+from .strategies.adaptive_k import ADAPTIVE, DEFAULT_PATIENCE, KSchedule, check_adaptive, k_ladder, parse_k
 from .strategies.algorithms import default_k
 from .strategies.delays import Delay, parse_delay, parse_slow
 from .strategies.leader import LOSS_WINDOW, TRIGGERS, easgd_alpha, groups
@@ -64,6 +65,7 @@ class ServerPlan:
     keep_params_read: bool          # the dutta policy: the parameters each gradient was read at
     learners: int                   # learners K is counted over: P, or N·P for the global applier
     global_applier: bool = False    # across nodes: node 0's applier serves every node (not sync)
+    adaptive: KSchedule | None = None   # --k adaptive: K starts at k and rises (strategies.adaptive_k)
 
 
 @dataclass(frozen=True)
@@ -298,20 +300,30 @@ def resolve(config: Config, problem: Problem) -> Plan:
         sub["replicas"] = _replica_plan(c, spec.variant)
     if protocol in ("direct", "replicas"):
         variant = "direct" if protocol == "direct" else spec.variant
-        if c.k is not None:
+        if c.k is not None or c.k_patience is not None:
             raise ConfigError("--k applies to server protocols only (use --protocol server)")
     else:
         variant = spec.variant
         # across nodes (but sync, an all-reduce) K counts the worker gradients of every node
         central = nnodes_of(c) > 1 and family(c.algo, protocol, variant) == "server"
         learners = c.workers * nnodes_of(c) if central else c.workers
-        k = c.k if c.k is not None else default_k(spec, learners)
+        k_opt, adaptive = parse_k(c.k), None
+        if k_opt == ADAPTIVE:
+            check_adaptive(c.algo, variant, nnodes_of(c))
+            patience = DEFAULT_PATIENCE if c.k_patience is None else c.k_patience
+            adaptive = KSchedule(k_ladder(variant, learners, worker.delay), patience)
+            k = adaptive.start
+        elif c.k_patience is not None:
+            raise ConfigError("--k-patience applies to --k adaptive only")
+        else:
+            k = k_opt if k_opt is not None else default_k(spec, learners)
         _check_int("k", k, 1)
         if central and k > learners:
             raise ConfigError(f"invalid k={k}: must be 1 <= k <= {learners} (--workers {c.workers} on "
                               f"each of {nnodes_of(c)} nodes: K counts the worker gradients of all nodes)")
         KAggregator(variant, learners, k, c.max_staleness)   # validates k against the learners
-        sub["server"] = ServerPlan(variant, k, c.max_staleness, policy.needs_distance, learners, central)
+        sub["server"] = ServerPlan(variant, k, c.max_staleness, policy.needs_distance, learners, central,
+                                   adaptive)
     if protocol == "direct":
         if policy.needs_distance and c.read == "inplace":
             raise ConfigError("the dutta lr policy needs the parameters a gradient was read at: "

@@ -6,8 +6,8 @@ updates). Slots are padded to 512 bytes: two workers never write the same cache 
 adjacent line pair (the spatial prefetcher fetches lines in pairs). The supervisor and other
 workers read without locks; 8-byte aligned fields are read whole on every platform we support.
 
-The :data:`GLOBAL` record is written by the supervisor (``stop``) and by the server
-(``version``, ``seq``).
+The :data:`GLOBAL` record is written by the supervisor (``stop``; ``k`` under ``--k adaptive``)
+and by the server (``version``, ``seq``).
 """
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ GLOBAL = _padded([
     ("local_score", "f8"),      # lsgd: this node's local leader's score at the last exchange
     ("serve_cpu_s", "f8"),      # the global applier: its process's CPU seconds so far
     ("nodes_lost", "i8"),       # the global applier: nodes it carried on without
-], 256)
+    ("k", "i8"),                # supervisor: the K in force under --k adaptive (the applier reads
+], 256)                         #   it before each decision)
 
 # votes in GLOBAL.finish
 DONE_VOTE, HALT_VOTE = 1, 2

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..plan import Plan
+from ..strategies.adaptive_k import ADAPTIVE, KTracker
 from .control import bin_label
 
 
@@ -34,6 +35,7 @@ class Sample:
     bytes_per_update: float | None = None
     node_staleness_mean: float | None = None
     metrics: dict[str, float] | None = None   # the problem's metrics (accuracy, ...)
+    k: int | None = None                      # server protocols: the K in force from this sample on
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if v is not None and k != "metrics"}
@@ -67,6 +69,18 @@ class RunRecord:
     checkpoints: int = 0
     leader: int | None = None
     leader_changes: int = 0
+    k_tracker: KTracker | None = None         # --k adaptive: the schedule's state
+    k_schedule: list[list] = field(default_factory=list)   # server protocols: [t, updates, K] per change
+
+    def next_k(self, s: Sample, fixed: int, decide: bool) -> int:
+        """Server protocols: the K in force after sample ``s``: ``fixed``, or under --k adaptive
+        the schedule's decision on ``s.loss`` (when ``decide``); every change goes into
+        ``k_schedule``."""
+        k = fixed if self.k_tracker is None else (
+            self.k_tracker.observe(s.loss) if decide else self.k_tracker.k)
+        if not self.k_schedule or self.k_schedule[-1][2] != k:
+            self.k_schedule.append([s.t, s.updates, k])
+        return k
 
     def track_leader(self, leader: int | None) -> None:
         if leader is not None and leader != self.leader:
@@ -117,6 +131,10 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "stop_reason": rec.stop_reason,
         "checkpoints": rec.checkpoints,
     })
+    if plan.server is not None and rec.k_schedule:
+        st.update(k_schedule=rec.k_schedule, k_final=rec.k_schedule[-1][2])
+        if plan.server.adaptive is not None:
+            st.update(k=ADAPTIVE, k_ladder=list(plan.server.adaptive.ladder))
     if plan.replicas is not None:
         last = rec.history[-1] if rec.history else None
         st.update({"pulls": int(ctrl["pulls"].sum()),

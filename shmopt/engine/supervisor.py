@@ -32,6 +32,7 @@ from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..plan import Plan, resolve
 from ..problems import Problem
+from ..strategies.adaptive_k import KTracker
 from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
 from .control import DONE_VOTE, HALT_VOTE
@@ -150,6 +151,9 @@ class Engine:
             plan.rule.init(b.state)
         for dst, t in zip(b.data, self._train):
             dst.copy_(t)
+        if plan.server is not None and plan.server.adaptive:   # --k adaptive: a checkpoint's K, or the start
+            self.record.k_tracker = KTracker.resumed(plan.server.adaptive, int(b.glob["k"]))
+            b.glob["k"] = self.record.k_tracker.k          # before any process starts
         arena.sync()                           # a CUDA block is complete before any export
         every = sp.checkpoint_every
         self._next_ckpt = (self.updates() // every + 1) * every if every else None
@@ -218,6 +222,8 @@ class Engine:
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
                    st["staleness_mean"], st["gradients"], st["dropped"], leader)
         s.metrics = metrics
+        if self.plan.server is not None:       # the K from here on (adaptive: decided on this loss)
+            s.k = self.buffers.glob["k"] = self.record.next_k(s, self.plan.k, not self.buffers.glob["stop"])
         if self.plan.nodes is not None:
             s.exchanges, s.comm_share = st["exchanges"], st["comm_share"]
             s.bytes_per_update, s.node_staleness_mean = st["bytes_per_update"], st["node_staleness_mean"]

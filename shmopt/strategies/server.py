@@ -133,6 +133,19 @@ class KAggregator:
             self.pending = [a for a in self.pending if version - a.version <= self.max_staleness]
         return out
 
+    def resize(self, k: int) -> None:
+        """Change K between two decisions (adaptive K). Safe with gradients pending, in every
+        variant: nothing pending is lost or applied twice. K grows: the update waits for more
+        (every live learner is either pending or computing, so K <= P arrive); K shrinks:
+        ``ready()`` at once, and ``take`` uses the first K (sync variants discard the rest,
+        obsolete at the new version; async ones keep them for the next update)."""
+        if not 1 <= k <= self.workers:
+            raise ValueError(f"invalid k={k}: must be 1 <= k <= workers ({self.workers})")
+        if not self.per_batch and k > len(self.live):
+            raise ValueError(f"{self.variant} with K={k} needs {k} live learners; "
+                             f"{len(self.live)} are left")
+        self.k = k
+
     def ready(self) -> bool:
         return len(self.pending) >= self.k
 

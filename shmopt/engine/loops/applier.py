@@ -89,7 +89,8 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io, agg: KAggrega
     """Apply updates until the steps are done, the job finished (across nodes) or a stop."""
     plan, counters, glob = ctx.plan, ctx.counters, ctx.glob
     steps, policy = plan.steps, plan.lr_policy
-    acc = torch.zeros_like(store.x) if agg.k > 1 else None
+    adaptive = plan.server.adaptive is not None        # K is the supervisor's, read before each decision
+    acc = torch.zeros_like(store.x) if agg.k > 1 or adaptive else None
     while True:
         wakeups.wait_push(io.check)
         version = store.version()
@@ -100,6 +101,8 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io, agg: KAggrega
                 io.consume(a)
                 io.refused(a, agg.wakes_refused)
             refused = []
+            if adaptive:
+                agg.resize(int(glob["k"]))
             if not agg.ready():
                 break
             if steps is not None and version >= steps:
@@ -111,7 +114,7 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io, agg: KAggrega
                 book(glob, reducer.link)
                 glob["all_updates"] = version + 1     # every update is global
             else:
-                g = grads[0] if acc is None else average_into(acc, grads)
+                g = grads[0] if len(grads) == 1 else average_into(acc, grads)
             tau = max(d.staleness)
             old = io.params_of(d.batch[d.staleness.index(tau)])   # the oldest gradient's read
             sq = None if old is None else sq_distance(store.x, old)
