@@ -42,6 +42,7 @@ from .group import ProcessGroup, shutdown
 from .layout import SCRATCH, Buffers, build_layout, data_names
 from .mailbox import GradientMailbox
 from .record import Result, RunRecord, Sample, node_summary, summary
+from .snapshot import describe
 
 POLL_S = 0.01
 
@@ -124,7 +125,8 @@ class Engine:
     def _start(self) -> None:
         plan, sp = self.plan, self.plan.supervisor
         sweep_stale_segments()
-        self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "")
+        self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "",
+                                          describe(plan, self.problem.name, self.source))   # for top
         self.buffers = b = Buffers.of(arena, plan.rule.state_names)
         self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
         glob = arena.array("glob")
