@@ -24,8 +24,8 @@ from .memory import ArenaView
 from .memory.shm import SHM_DIR, list_segments, owner_pid, pid_alive, run_id
 
 COLUMNS = (("rank", 4), ("role", 10), ("pid", 7), ("status", 8), ("upd/s", 7), ("grad/s", 7),
-           ("updates", 8), ("grads", 8), ("pushed", 7), ("dropped", 7), ("cancel", 6), ("stale", 6), ("max", 4),
-           ("hb age", 7), ("loss", 10))
+           ("updates", 8), ("grads", 8), ("pushed", 7), ("dropped", 7), ("cancel", 6), ("stale", 6),
+           ("max", 4), ("hb age", 7), ("loss", 10))
 
 
 @dataclass
@@ -65,7 +65,7 @@ def resolve(run: str | None) -> RunInfo | list[RunInfo]:
         pid = int(run)
         runs = find_runs(pid)
         if not runs:
-            why = "is not a shmopt run" if pid_alive(pid) else "does not exist"
+            why = "is not running a shmopt run" if pid_alive(pid) else "does not exist"
             raise ConfigError(f"invalid RUN {run}: process {pid} {why} (`shmopt top` lists the runs)")
         return runs[0] if len(runs) == 1 else runs
     key = run.lower()
@@ -180,6 +180,7 @@ def watch(info: RunInfo, interval: float, once: bool, as_json: bool) -> None:
                 return
             frame = render(snap, prev)
             click.echo(("\x1b[H\x1b[2J" if tty else "") + frame + ("" if tty else "\n"))
+            sys.stdout.flush()              # a pipe (| tee, a test) sees every frame as drawn
             if once:
                 return
             if over:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..memory import ArenaView
+from ..memory.shm import run_id
 from ..plan import Plan
 from ..strategies.leader import LOSS_WINDOW, select_leader, windowed_means
 from . import control
@@ -107,7 +108,7 @@ def snapshot(view: ArenaView, now: float | None = None) -> dict[str, Any]:
     if meta.get("window") and int(ctrl["loss_count"][:P].max()) > 0:
         leader = select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P], meta["window"]))
     snap = {
-        "segment": view.name, "run": view.name.rsplit("_", 1)[1], "pid": meta["pid"],
+        "segment": view.name, "run": run_id(view.name), "pid": meta["pid"],
         "problem": meta["problem"], "algo": meta["algo"], "rule": meta["rule"],
         "protocol": meta["protocol"], "variant": meta["variant"], "k": meta["k"], "workers": P,
         "device": meta["device"], "steps": meta["steps"], "time_limit": meta["time_limit"],

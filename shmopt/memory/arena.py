@@ -5,6 +5,8 @@ The owner (the supervisor, or a shared optimizer) calls :meth:`Arena.create`; ot
 made by torch from the storage's bytes (on the buffer's device: nothing is copied and every
 process sees every write), ``array(name)`` a numpy view of a host buffer (the control block's
 structured records), ``raw(name)`` its bytes (checkpoints). Only this layer owns bytes.
+An owner that passes ``describe`` makes its arena readable by name alone: :class:`ArenaView`
+(``shmopt top``) maps such a host block read-only (see :mod:`shmopt.memory.describe`).
 """
 from __future__ import annotations
 
