@@ -292,7 +292,9 @@ def clean(all_owners: bool) -> None:
 
 def _register_bench() -> None:
     from .quickbench import bench_command
+    from .top import top_command
     cli.add_command(bench_command)
+    cli.add_command(top_command)
 
 
 _register_bench()

@@ -44,6 +44,7 @@ from .layout import SCRATCH, Buffers, build_layout, data_names
 from .mailbox import GradientMailbox
 from .model_view import the_model
 from .record import Result, RunRecord, Sample, node_summary, summary
+from .snapshot import describe
 
 POLL_S = 0.01
 
@@ -126,7 +127,8 @@ class Engine:
     def _start(self) -> None:
         plan, sp = self.plan, self.plan.supervisor
         sweep_stale_segments()
-        self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "")
+        self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "",
+                                          describe(plan, self.problem.name, self.source))   # for top
         self.buffers = b = Buffers.of(arena, plan.rule.state_names)
         self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
         glob = arena.array("glob")

@@ -5,6 +5,8 @@ The owner (the supervisor, or a shared optimizer) calls :meth:`Arena.create`; ot
 made by torch from the storage's bytes (on the buffer's device: nothing is copied and every
 process sees every write), ``array(name)`` a numpy view of a host buffer (the control block's
 structured records), ``raw(name)`` its bytes (checkpoints). Only this layer owns bytes.
+An owner that passes ``describe`` makes its arena readable by name alone: :class:`ArenaView`
+(``shmopt top``) maps such a host block read-only (see :mod:`shmopt.memory.describe`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import numpy as np
 import torch
 
 from . import cuda, shm  # noqa: F401 - register the CUDA and host backends
+from .describe import make_trailer, read_trailer
 from .layout import HOST, Layout
+from .shm import ReadOnlySegment
 from .storage import Storage, StorageHandle, attach_storage, create_storage
 
 
@@ -32,11 +36,19 @@ class Arena:
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, layout: Layout, tag: str = "") -> "Arena":
+    def create(cls, layout: Layout, tag: str = "", describe: dict | None = None) -> "Arena":
+        """New blocks for ``layout``; with ``describe`` (JSON-able), the host block also carries
+        the layout and that dict past its last buffer, for readers by name (:class:`ArenaView`)."""
+        trailer = make_trailer(layout, describe) if describe is not None else b""
         storages: dict[str, Storage] = {}
         try:
             for region, nbytes in layout.regions:
-                storages[region] = create_storage(nbytes, "cpu" if region == HOST else layout.device, tag)
+                extra = len(trailer) if region == HOST else 0
+                storages[region] = create_storage(nbytes + extra, "cpu" if region == HOST else layout.device,
+                                                  tag)
+            if trailer:
+                buf = storages[HOST].host_buffer()
+                buf[len(buf) - len(trailer):] = trailer
         except BaseException:
             for s in storages.values():
                 s.unlink()
@@ -123,3 +135,43 @@ class Arena:
             if unlink:
                 s.unlink()
             s.close()
+
+
+class ArenaView:
+    """A read-only view, by name, of the host block of an arena created with ``describe``
+    (``shmopt top``): numpy views of its host buffers that cannot be written, the owner's
+    description in :attr:`meta`; no resource-tracker registration, so opening and closing it never
+    removes the segment. Raises FileNotFoundError (no such segment) or LookupError (a segment
+    without a description)."""
+
+    def __init__(self, name: str) -> None:
+        self.segment = ReadOnlySegment(name)
+        found = read_trailer(self.segment.buf)
+        if found is None:
+            self.segment.close()
+            raise LookupError(f"shared-memory segment {name} carries no arena description")
+        self.layout, self.meta = found
+        self._arrays: dict[str, np.ndarray] = {}
+
+    @property
+    def name(self) -> str:
+        return self.segment.name
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.layout
+
+    def array(self, name: str) -> np.ndarray:
+        """Read-only numpy view of a host buffer."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            e = self.layout[name]
+            if e.region != HOST:
+                raise TypeError(f"arena buffer {name!r} is on {self.layout.device}, not readable here")
+            arr = np.ndarray(e.shape, dtype=e.dtype, buffer=self.segment.buf, offset=e.offset)
+            self._arrays[name] = arr
+        return arr
+
+    def close(self) -> None:
+        """Drop the views and unmap (idempotent)."""
+        self._arrays.clear()
+        self.segment.close()

@@ -13,6 +13,7 @@ Lifecycle rules:
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import secrets
@@ -134,6 +135,45 @@ class ShmStorage:
                 resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
             except Exception:
                 pass
+
+
+class ReadOnlySegment:
+    """A segment mapped read-only by name (``shmopt top``): the mapping refuses writes (a numpy
+    view of it is not writeable), and nothing is registered with the resource tracker, so this
+    process never unlinks the segment nor reports it as leaked. The owner may unlink the name at
+    any time; the pages stay readable here until :meth:`close`."""
+
+    def __init__(self, name: str) -> None:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"not a shmopt segment name: {name!r}")
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+        finally:
+            os.close(fd)                   # the mapping stays valid without the descriptor
+        self.name = name
+        self.size = size
+
+    @property
+    def buf(self) -> memoryview:
+        if self._mm is None:
+            return memoryview(b"")
+        return memoryview(self._mm)
+
+    def close(self) -> None:
+        """Unmap; idempotent. With views still exported the mapping lives until they are gone."""
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass
+            self._mm = None
+
+
+def run_id(name: str) -> str | None:
+    """The random part of a segment name: what tells two runs of one owner apart."""
+    return name.rsplit("_", 1)[1] if _NAME_RE.match(name) else None
 
 
 def owner_pid(name: str) -> int | None:
