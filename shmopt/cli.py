@@ -1,4 +1,4 @@
-"""The command line: ``shmopt run | algos | info | clean``.
+"""The command line: ``shmopt run | compare | plot | theory | advise | top | algos | info | clean``.
 
 Every user mistake is one line on stderr (``shmopt: error: ...``) and exit code 2, with no
 process started and no shared memory left; a failed worker is reported with its rank, pid, exit

@@ -35,7 +35,6 @@ from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
 from ..strategies.leader import select_leader, windowed_means
 from . import checkpoint
-from .control import DONE_VOTE, HALT_VOTE
 from .evaluator import Evaluator
 from ..memory.flat import buffers_numel, numel
 from .entry import role_name
@@ -43,6 +42,7 @@ from .group import ProcessGroup, shutdown
 from .layout import SCRATCH, Buffers, build_layout, data_names
 from .mailbox import GradientMailbox
 from .model_view import the_model
+from .node_finish import finish_nodes, halt_nodes
 from .record import Result, RunRecord, Sample, node_summary, summary
 from .snapshot import describe
 
@@ -261,7 +261,8 @@ class Engine:
             s = self._evaluate()
             if sp.target_loss is not None and s.loss is not None and s.loss <= sp.target_loss:
                 return "target_loss"
-            if sp.target_accuracy is not None and (s.metrics or {}).get("accuracy", -1.0) >= sp.target_accuracy:
+            accuracy = (s.metrics or {}).get("accuracy", -1.0)
+            if sp.target_accuracy is not None and accuracy >= sp.target_accuracy:
                 return "target_accuracy"
         return None
 
@@ -275,15 +276,15 @@ class Engine:
                 while not (reason := self.poll()):
                     self.group.wait(POLL_S)
                 if self.plan.nodes is not None:
-                    self._finish_nodes(reason)
+                    finish_nodes(self, reason)
             except KeyboardInterrupt:
                 rec.stop_reason = "interrupted"
-                self._halt_nodes()
+                halt_nodes(self)
                 raise
             except ShmoptError:
                 raise
             except BaseException:               # SIGTERM (the CLI's Terminated), SystemExit
-                self._halt_nodes()
+                halt_nodes(self)
                 raise
             rec.stop_reason = reason
             rec.t_stop = time.time()
@@ -294,29 +295,6 @@ class Engine:
             return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
             self.close()
-
-    def _halt_nodes(self) -> None:
-        """Ctrl-C or SIGTERM on this node: stop every node (a bounded wait for the final exchange)."""
-        if self.plan.nodes is not None and self.buffers is not None:
-            self._finish_nodes("interrupted", deadline=min(10.0, self.plan.nodes.timeout))
-
-    def _finish_nodes(self, reason: str, deadline: float | None = None) -> None:
-        """Across nodes: vote (done, or halt for a target reached / Ctrl-C) and wait until the
-        node link has run the final exchange. A lost node surfaces as the link's failure; a
-        second Ctrl-C (or ``deadline`` seconds) gives up the wait."""
-        glob = self.buffers.glob
-        if not glob["finish"]:
-            glob["finish"] = HALT_VOTE if reason in ("target_loss", "target_accuracy", "interrupted") else DONE_VOTE
-        end = time.monotonic() + deadline if deadline is not None else None
-        try:
-            while not glob["link_done"]:
-                self._check_processes()
-                if end is not None and time.monotonic() > end:
-                    return
-                self.group.wait(POLL_S)
-        except (KeyboardInterrupt, WorkerError):
-            if deadline is None:
-                raise
 
     # ---------------------------------------------------------------- checkpoints
     def write_checkpoint(self, pause: bool = True, path: str | None = None) -> str:
