@@ -213,8 +213,8 @@ def test_clean_removes_a_stale_segment_and_keeps_a_live_one(capsys):
 
 
 @pytest.mark.timeout_s(300)
-def test_console_script_apam_logreg_reaches_the_lbfgs_optimum():
-    """The issue's acceptance run, as a user types it: within 1% of the L-BFGS optimum."""
+def test_console_script_apam_logreg_reaches_the_exact_optimum():
+    """The issue's acceptance run, as a user types it: within 1% of the exact optimum."""
     exe = pathlib.Path(sys.executable).parent / "shmopt"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "shmopt.cli"]
     proc = subprocess.run(cmd + ["run", "logreg", "--algo", "apam", "--workers", "2", "--json"],

@@ -1,5 +1,5 @@
 """Built-in problems on real data shipped in scikit-learn's wheel (no download): breast-cancer
-(convex, with its L-BFGS optimum) and digits (a held-out test split, accuracy)."""
+(convex, with its exact optimum) and digits (a held-out test split, accuracy)."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +12,7 @@ from shmopt.problems import load_problem
 pytest.importorskip("sklearn", reason="scikit-learn is in the test extra: pip install -e '.[test]'")
 
 
-def test_breast_cancer_sync_amsgrad_reaches_within_one_percent_of_the_lbfgs_optimum():
+def test_breast_cancer_sync_amsgrad_reaches_within_one_percent_of_the_exact_optimum():
     r = shmopt.train("breast-cancer", algo="sync", workers=2, steps=4000, lr=0.01)
     assert r.final_loss <= 1.01 * r.stats["optimum"]
     assert r.stats["final_accuracy"] > 0.97

@@ -2,7 +2,7 @@
 
 * ``breast-cancer``: the Wisconsin diagnostic set (569 x 30, binary; scikit-learn's wheel), the
   features standardised; L2-regularised logistic regression, the convex stand-in for the APAM
-  paper's text sets, with its exact optimum (L-BFGS, as ``logreg``).
+  paper's text sets, with its exact optimum (Newton's method, as ``logreg``).
 * ``digits``: 1797 handwritten 8x8 digits, 10 classes (scikit-learn's wheel), pixels scaled to
   [0, 1]; a ReLU MLP on a fixed, seeded 75/25 train/test split, evaluated on the test part.
 
