@@ -49,13 +49,14 @@ def _data(model: str):
         return load_problem("mnist", model=model)
 
 
-def _compare(name: str, problem, algos: list[tuple[str, int | None]], base: Config) -> list[dict]:
+def _compare(name: str, problem, algos: list[tuple[str, int | None]], base: Config,
+             target: float | None = None) -> list[dict]:
     """Run ``algos`` one after the other; log and plot into bench/results/real_NAME.*."""
     rows, summaries = cmp.compare(problem, algos, base)
     out = os.path.join(HERE, "results", f"real_{name}")
     cmp.write_rows(rows, out + ".csv")
     cmp.plot(rows, out + ".png", title=f"{problem.name}, {name}: {base.workers} workers, delay {base.delay}")
-    target = TARGET[problem.name]
+    target = target or TARGET[problem.name]
     out = []
     for s in summaries:
         mine = [(h["t"], h.get("accuracy", 0.0)) for h in rows if h["label"] == s["label"]]
@@ -90,7 +91,8 @@ def test_leaders_small_cnn(benchmark, quick):
     seconds = 4.0 if quick else 25.0
     prob = _data("cnn")
     out = {}
-    base = _accuracy_config(prob, seconds, workers=4)
+    # lsgd evaluates the leader, the replicas' mean and every replica: 500 test images, every 2 s
+    base = _accuracy_config(prob, seconds, workers=4, eval_samples=500, eval_interval=2.0)
     benchmark.pedantic(lambda: out.update(runs=_compare("leaders", prob, [("lsgd", None), ("easgd", None),
                                                                          ("apam", None)], base)),
                        rounds=1, iterations=1)
@@ -105,14 +107,15 @@ def test_dutta_tradeoff_on_real_data(benchmark, quick):
     out = {}
     base = _accuracy_config(prob, seconds, workers=4, rule="sgd", delay="exp:0.02")
     algos = [("k-sync", 2), ("k-batch-sync", 2), ("k-async", 2), ("k-batch-async", 2), ("k-batch-async", 1)]
-    benchmark.pedantic(lambda: out.update(runs=_compare("dutta", prob, algos, base)), rounds=1, iterations=1)
+    target = TARGET[prob.name] - 0.1            # sgd with stragglers: 25 s reach ~0.8, not 0.85
+    benchmark.pedantic(lambda: out.update(runs=_compare("dutta", prob, algos, base, target)),
+                       rounds=1, iterations=1)
     benchmark.extra_info.update(kind="real_dutta", problem=prob.name, seconds=seconds, delay="exp:0.02",
-                                target=TARGET[prob.name], runs=out["runs"])
+                                target=target, runs=out["runs"])
 
 
 def _accuracy_config(prob, seconds: float, **kw) -> Config:
-    return Config(time_limit=seconds, eval_interval=1.0, eval_samples=EVAL_ROWS,
-                  target_accuracy=None, **kw)
+    return Config(**{"time_limit": seconds, "eval_interval": 1.0, "eval_samples": EVAL_ROWS, **kw})
 
 
 def _time_to(history: list[tuple[float, float]], target: float) -> float | None:

@@ -108,7 +108,7 @@ def test_cifar10_problem_with_augmentation_trains(tmp_path):
     p = load_problem("cifar10", data_dir=str(tmp_path), augment=1)
     assert p.train[0].shape == (200, 3, 32, 32) and p.augment is not None
     r = shmopt.train(p, algo="hogwild", workers=2, steps=40)
-    assert r.stats["updates"] == 40 and 0.0 <= r.stats["final_accuracy"] <= 1.0
+    assert 40 <= r.stats["updates"] <= 41 and 0.0 <= r.stats["final_accuracy"] <= 1.0
 
 
 def test_models_fit_grey_and_colour_images():
@@ -197,7 +197,7 @@ def test_a_dataset_is_materialised_into_tensors():
     with pytest.raises(ProblemError, match="the train dataset is empty"):
         Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(0))
     r = shmopt.train(p, algo="hogwild", workers=2, steps=20)
-    assert r.stats["updates"] == 20
+    assert 20 <= r.stats["updates"] <= 21          # direct: a step in flight at the stop may land
 
 
 def test_augment_runs_in_the_workers():

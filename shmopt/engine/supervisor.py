@@ -209,8 +209,9 @@ class Engine:
         """The flat parameters that are "the model" (:func:`.model_view.the_model`)."""
         return the_model(self.plan, self.buffers, self.leader() if leader is None else leader)[0]
 
-    def _evaluate(self) -> Sample:
-        t = time.time()
+    def _evaluate(self, t: float | None = None) -> Sample:
+        """Evaluate the model now; its sample is stamped ``t`` (the final one: the stop time)."""
+        t = time.time() if t is None else t
         leader = self.leader()
         self.record.track_leader(leader)
         device = self.arena.device.type != "cpu"   # copied out while quiesced; the host reads in place
@@ -290,7 +291,7 @@ class Engine:
             rec.t_stop = time.time()
             self.buffers.glob["stop"] = 1
             self.group.close()          # the last evaluation sees the final bytes: no forward
-            self._evaluate()            # still moving BatchNorm statistics, no step in flight
+            self._evaluate(rec.t_stop)  # still moving BatchNorm statistics, no step in flight
             rec.final_loss = rec.history[-1].loss
             return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
