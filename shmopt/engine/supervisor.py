@@ -205,10 +205,6 @@ class Engine:
         return select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P],
                                             self.plan.replicas.window))
 
-    def model_params(self, leader: int | None = None) -> torch.Tensor:
-        """The flat parameters that are "the model" (:func:`.model_view.the_model`)."""
-        return the_model(self.plan, self.buffers, self.leader() if leader is None else leader)[0]
-
     def _evaluate(self, t: float | None = None) -> Sample:
         """Evaluate the model now; its sample is stamped ``t`` (the final one: the stop time)."""
         t = time.time() if t is None else t
@@ -216,10 +212,10 @@ class Engine:
         self.record.track_leader(leader)
         device = self.arena.device.type != "cpu"   # copied out while quiesced; the host reads in place
         with self._quiesced():                 # host: a lock-free read, as every worker's
-            x, mb = (t.to("cpu", copy=device) if t is not None else None
-                     for t in the_model(self.plan, self.buffers, leader))
+            x, mb = (v.to("cpu", copy=device) if v is not None else None
+                     for v in the_model(self.plan, self.buffers, leader))
             X = self.buffers.x.to("cpu", copy=device) if self.plan.replicas is not None else None
-            XB = self.buffers.mbuf.to("cpu", copy=True) if X is not None and mb is not None else None
+            XB = self.buffers.mbuf.to("cpu", copy=device) if X is not None and mb is not None else None
         loss, metrics = self.evaluator.evaluate(x, mb)
         st = self.stats(partial=True)
         s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],

@@ -15,15 +15,16 @@ __all__ = ["crop_flip"]
 
 def crop_flip(batch: tuple[Tensor, ...], generator: torch.Generator, pad: int = 4) -> tuple[Tensor, ...]:
     """Random crops of ``pad``-padded (zeros) images back to their size, and horizontal flips
-    with probability 1/2 (the standard CIFAR-10 augmentation), per sample."""
+    with probability 1/2 (the standard CIFAR-10 augmentation), per sample, in one gather."""
     x, *rest = batch
-    B, _, H, W = x.shape
+    B, C, H, W = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).tolist()
-    dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).tolist()
-    flip = (torch.rand(B, generator=generator) < 0.5).tolist()
-    out = torch.empty_like(x)
-    for i in range(B):
-        crop = padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W]
-        out[i] = crop.flip(-1) if flip[i] else crop
+    dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator)
+    flip = torch.rand(B, 1, generator=generator) < 0.5
+    rows = dy + torch.arange(H)                                   # (B, H) source rows
+    cols = dx + torch.arange(W)                                   # (B, W) source columns
+    cols = torch.where(flip, cols.flip(1), cols)
+    out = padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
     return (out, *rest)
