@@ -15,7 +15,7 @@ from shmopt.memory.flat import numel
 from shmopt.problems import Problem, load_problem
 from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
 from shmopt.problems.formats import CIFAR_RECORD, read_cifar10_bin, read_idx, write_idx
-from shmopt.problems.images import IDX_NAMES, fashion_mnist
+from shmopt.problems.images import fashion_mnist
 from shmopt.problems.models import image_model
 
 AUGMENTED = str(Path(__file__).parent / "problems_for_tests" / "augmented.py")
@@ -186,7 +186,7 @@ class _Items(torch.utils.data.Dataset):
 
 
 def test_a_dataset_is_materialised_into_tensors():
-    from shmopt.problems.builtin import linear_model, logreg_loss
+    from shmopt.problems.builtin import linear_model
     from functools import partial
     p = Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(100), eval=_Items(10))
     x, y = p.train

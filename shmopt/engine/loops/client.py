@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 
 from ...strategies.server import KAggregator, WorkerMode
 from ..context import Context

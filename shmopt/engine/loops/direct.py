@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 
 from ...rules.consensus import sq_distance
 from ..context import Context, Stopped
