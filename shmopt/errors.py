@@ -7,7 +7,18 @@ from __future__ import annotations
 
 
 class ShmoptError(Exception):
-    """Base class of every error shmopt raises on purpose."""
+    """Base class of every error shmopt raises on purpose.
+
+    An engine process that fails with one reports it typed (:meth:`to_report`, a JSON-able dict
+    of its class and fields); the supervisor raises it again as the same class
+    (:func:`error_from_report`), never as a string to parse."""
+
+    def fields(self) -> dict:
+        """The constructor's keyword arguments besides the message (JSON-able)."""
+        return {}
+
+    def to_report(self) -> dict:
+        return {"type": type(self).__name__, "message": str(self), "fields": self.fields()}
 
 
 class ConfigError(ShmoptError, ValueError):
@@ -40,6 +51,9 @@ class WorkerError(ShmoptError):
     def __reduce__(self):
         return (type(self), (str(self), self.rank, self.pid, self.exitcode, self.traceback))
 
+    def fields(self) -> dict:
+        return {"rank": self.rank, "pid": self.pid, "exitcode": self.exitcode, "traceback": self.traceback}
+
 
 class NodeError(ShmoptError):
     """Across nodes: another node was lost (died, stalled past ``--dist-timeout``, unreachable) or
@@ -51,3 +65,22 @@ class NodeError(ShmoptError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.nodes))
+
+    def fields(self) -> dict:
+        return {"nodes": list(self.nodes)}
+
+
+def error_from_report(doc: object) -> ShmoptError | None:
+    """The error a failed process reported with :meth:`ShmoptError.to_report`, or None where the
+    report holds no (known) typed error."""
+    if not isinstance(doc, dict):
+        return None
+    known = {c.__name__: c for c in (ShmoptError, ConfigError, ProblemError, ShmSpaceError, WorkerError,
+                                     NodeError)}
+    cls = known.get(doc.get("type"))
+    if cls is None:
+        return None
+    try:
+        return cls(str(doc.get("message", "")), **dict(doc.get("fields") or {}))
+    except TypeError:
+        return None

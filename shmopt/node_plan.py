@@ -13,15 +13,16 @@ import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .strategies.replicas import REPLICA_METHODS, ReplicaMethod
 
-#: what crosses the network, per family (node_plan.family)
+#: what crosses the network, per family (strategies.algorithms.family); each replica method says
+#: its own (ReplicaMethod.across_nodes)
 ACROSS_NODES = {
     "direct": "the parameters' delta since the last exchange, averaged every --exchange-every node updates",
-    "lsgd": "the best replica of every node (its local leader), every --tau-global steps of each worker",
-    "easgd": "the node centres, averaged every --tau-global steps of each worker",
     "sync": "the node's summed gradient, all-reduced at every update",
     "server": "each gradient to the global applier on node 0 (K counts worker gradients over all "
               "nodes); the new parameters back to the nodes the update concerns",
+    **{m.name: m.across_nodes for m in REPLICA_METHODS.values()},
 }
 NODE_FAILURE = ("stop", "continue")
 
@@ -42,7 +43,8 @@ class NodePlan:
     on_failure: str = "stop"            # server protocols: stop, or continue without a lost node
 
     @property
-    def kind(self) -> str:
+    def rendezvous(self) -> str:
+        """How the nodes meet: ``torchrun`` (its environment) or ``tcp`` (--master)."""
         return "torchrun" if self.master is None else "tcp"
 
 
@@ -101,13 +103,6 @@ def _number(name: str, value, lo: float, hi: float | None = None, lo_open: bool 
         raise ConfigError(f"invalid {name}={value!r}: must be a number in {rng}")
 
 
-def family(algo: str, protocol: str, variant: str) -> str:
-    """What crosses the network (a key of :data:`ACROSS_NODES`)."""
-    if protocol == "server":
-        return "sync" if algo == "sync" else "server"
-    return variant
-
-
 def nnodes_of(c, env=os.environ) -> int:
     """The job's node count, before the other node options are validated (K counts every node's
     learners, so the server options need it first)."""
@@ -117,9 +112,10 @@ def nnodes_of(c, env=os.environ) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
 
 
-def resolve_nodes(c, fam: str, steps: int | None, env=os.environ) -> NodePlan | None:
-    """Validate the node options of Config ``c`` (``fam``: :func:`family`); None for a single
-    node."""
+def resolve_nodes(c, fam: str, steps: int | None, method: ReplicaMethod | None = None,
+                  env=os.environ) -> NodePlan | None:
+    """Validate the node options of Config ``c`` (``fam``: strategies.algorithms.family; ``method``:
+    the replica method, if any); None for a single node."""
     if c.on_node_failure not in NODE_FAILURE:
         raise ConfigError(f"invalid on-node-failure={c.on_node_failure!r}: choose stop or continue")
     nnodes, rank, master = c.nnodes, c.node_rank, None
@@ -159,8 +155,6 @@ def resolve_nodes(c, fam: str, steps: int | None, env=os.environ) -> NodePlan | 
         raise ConfigError("--on-node-failure continue is for server protocols across nodes (the "
                           "K-variants, apam/hogwild --protocol server): the collectives of "
                           f"{c.algo} need every node")
-    if fam == "lsgd" and c.groups != 1:
-        raise ConfigError("lsgd across nodes: each node is one group with its local leader; drop --groups")
     _number("dist-timeout", c.dist_timeout, 0.0, lo_open=True)
     if isinstance(c.exchange_every, bool) or not isinstance(c.exchange_every, int) or c.exchange_every < 1:
         raise ConfigError(f"invalid exchange-every={c.exchange_every!r}: must be an integer >= 1")
@@ -168,6 +162,6 @@ def resolve_nodes(c, fam: str, steps: int | None, env=os.environ) -> NodePlan | 
     _number("outer-momentum", c.outer_momentum, 0.0, 1.0)
     if steps is not None and steps < nnodes:
         raise ConfigError(f"invalid steps={steps}: fewer than the {nnodes} nodes")
-    every = c.exchange_every if fam == "direct" else c.tau_global * c.workers
+    every = c.tau_global * c.workers if method is not None else c.exchange_every
     return NodePlan(nnodes, rank, master, float(c.dist_timeout), every, float(c.outer_lr),
                     float(c.outer_momentum), bool(c.sync_state), steps, c.on_node_failure)

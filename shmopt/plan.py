@@ -3,7 +3,7 @@
 :func:`resolve` validates every option eagerly (before any process or segment exists; each bad
 option is one ConfigError naming it and what is accepted) and resolves every default and every
 derived number here, so the engine reads finished values only: per-protocol sub-plans
-(:class:`DirectPlan`, :class:`ServerPlan`, :class:`ReplicaPlan`), what each learner needs
+(:class:`DirectPlan`, :class:`ServerPlan`, the replica method of strategies.replicas), what each learner needs
 (:class:`WorkerPlan`) and what the supervisor needs (:class:`SupervisorPlan`).
 """
 from __future__ import annotations
@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 from .config import Config
 from .errors import ConfigError
 from .devices import resolve_device, resolve_gpus
-from .node_plan import NodePlan, family, node_path, nnodes_of, resolve_nodes, split_steps
+from .node_plan import NodePlan, node_path, nnodes_of, resolve_nodes, split_steps
 from .problems import Problem
 from .rules import RULES, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
 from .strategies.adaptive_k import ADAPTIVE, DEFAULT_PATIENCE, KSchedule, check_adaptive, k_ladder, parse_k
-from .strategies.algorithms import default_k
+from .strategies.algorithms import default_k, family
+from .strategies.replicas import REPLICA_METHODS, ReplicaMethod
 from .strategies.delays import Delay, parse_delay, parse_slow
-from .strategies.leader import LOSS_WINDOW, TRIGGERS, easgd_alpha, groups
 from .strategies.sampling import check_sampling
 from .strategies.server import KAggregator
 
@@ -69,22 +69,6 @@ class ServerPlan:
 
 
 @dataclass(frozen=True)
-class ReplicaPlan:
-    variant: str                    # lsgd or easgd
-    tau: int
-    trigger: str
-    independent_init: bool
-    lam: float = 0.0                # lsgd
-    members: tuple[tuple[int, ...], ...] = ()   # lsgd: the ranks of each rank's group
-    n_groups: int = 1
-    lam_global: float = 0.0
-    tau_global: int = 1
-    window: int = 1
-    group: tuple[int, ...] = ()     # lsgd: the group index of each rank
-    alpha: float = 0.0              # easgd: the moving rate
-
-
-@dataclass(frozen=True)
 class SupervisorPlan:
     time_limit: float | None
     target_loss: float | None
@@ -120,7 +104,7 @@ class Plan:
     options: dict                   # the Config as a plain dict (checkpoints record it)
     direct: DirectPlan | None = None
     server: ServerPlan | None = None
-    replicas: ReplicaPlan | None = None
+    replicas: ReplicaMethod | None = None   # the replica method and its settings
     nodes: NodePlan | None = None   # across machines; None on a single node
 
     @property
@@ -185,29 +169,17 @@ def check_output_path(name: str, path: str | None) -> None:
         raise ConfigError(f"invalid {name}={path!r}: not writable")
 
 
-def _replica_plan(c: Config, variant: str) -> ReplicaPlan:
-    _check_int("tau", c.tau, 1)
-    _check_int("tau-global", c.tau_global, 1)
+def _replica_plan(c: Config, variant: str) -> ReplicaMethod:
+    """The replica method's validated settings (strategies.replicas)."""
+    for name, v in (("tau", c.tau), ("tau-global", c.tau_global), ("groups", c.groups), ("window", c.window)):
+        _check_int(name, v, 1)
     for name, v in (("lam", c.lam), ("lam-global", c.lam_global)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise ConfigError(f"invalid {name}={v!r}: must be in [0, 1]")
-    _check_int("groups", c.groups, 1)
-    parts = groups(c.workers, c.groups)
-    _check_int("window", c.window, 1)
-    if c.window > LOSS_WINDOW:
-        raise ConfigError(f"invalid window={c.window}: at most {LOSS_WINDOW} losses are kept")
-    _choice("trigger", c.trigger, TRIGGERS)
-    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)) or not 0.0 < c.beta <= c.workers:
-        raise ConfigError(f"invalid beta={c.beta!r}: must be in (0, workers] "
-                          f"(alpha = beta / workers <= 1)")
+    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)):
+        raise ConfigError(f"invalid beta={c.beta!r}: must be a number")
     _choice("replica-init", c.replica_init, ("same", "independent"))
-    if c.max_staleness is not None:
-        raise ConfigError(f"--max-staleness does not apply to {variant}: replicas take no stale gradients")
-    group = tuple(next(i for i, g in enumerate(parts) if r in g) for r in range(c.workers))
-    return ReplicaPlan(variant, c.tau, c.trigger, c.replica_init == "independent", lam=c.lam,
-                       members=tuple(tuple(parts[i]) for i in group), n_groups=c.groups, group=group,
-                       lam_global=c.lam_global, tau_global=c.tau_global, window=c.window,
-                       alpha=easgd_alpha(c.beta, c.workers))
+    return REPLICA_METHODS[variant].from_options(c, c.workers, nnodes_of(c))
 
 
 def _supervisor_plan(c: Config) -> SupervisorPlan:
@@ -332,7 +304,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
     steps = c.steps
     if steps is None and c.time_limit is None and c.target_loss is None and c.target_accuracy is None:
         steps = DEFAULT_STEPS
-    nodes = resolve_nodes(c, family(c.algo, protocol, variant), steps)
+    nodes = resolve_nodes(c, family(c.algo, protocol, variant), steps, sub.get("replicas"))
     if nodes is not None:                 # per-node files; each node runs its share of the steps
         c = replace(c, checkpoint=node_path(c.checkpoint, nodes.rank),
                     resume=node_path(c.resume, nodes.rank), log=node_path(c.log, nodes.rank))

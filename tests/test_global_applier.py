@@ -10,10 +10,10 @@ import torch
 
 from shmopt.config import Config
 from shmopt.engine.control import DONE_VOTE, GLOBAL, SLOT, Booking, Counters
-from shmopt.engine.global_io import GlobalIO
+from shmopt.engine.nodes.global_io import GlobalIO
 from shmopt.engine.loops.applier import serve
 from shmopt.engine.store import SeqlockStore
-from shmopt.engine.wire import END, END_LOST, GRAD, PARAMS, DownMessage, UpMessage
+from shmopt.engine.nodes.wire import END, END_LOST, GRAD, PARAMS, DownMessage, UpMessage
 from shmopt.plan import resolve
 from shmopt.problems import load_problem
 from shmopt.strategies.server import Arrival, KAggregator
@@ -86,7 +86,7 @@ def rig(algo: str, rounds, **extra):
     agg = KAggregator(sp.variant, sp.learners, sp.k, sp.max_staleness)
     mailbox, ref = Mailbox(n), []
     wakeups = Wakeups(rounds, ref, mailbox, glob)
-    io = GlobalIO(ctx, link=None, store=store, mailbox=mailbox, wakeups=wakeups, agg=agg)
+    io = GlobalIO(ctx, store=store, mailbox=mailbox, wakeups=wakeups, agg=agg)   # never entered: no link
     io.check = lambda: None                  # no link: nothing to watch
     ref.append(io)
     serve(ctx, wakeups, store, io, agg)

@@ -10,8 +10,13 @@ import torch
 
 from shmopt.config import Config
 from shmopt.engine.control import GLOBAL, SLOT
-from shmopt.engine.exchanges import FLAGS, DeltaExchange, GradientReducer, LeaderExchange
+from shmopt.engine.nodes.delta import DeltaExchange
+from shmopt.engine.nodes.exchange import FLAGS
+from shmopt.engine.nodes.leader import LeaderExchange
+from shmopt.engine.nodes.reducing_io import GradientReducer
+from shmopt.engine.roles import processes
 from shmopt.errors import ConfigError
+from shmopt.strategies.replicas import LeaderSGD
 from shmopt.node_plan import node_path, parse_master, resolve_nodes, split_steps
 from shmopt.plan import resolve
 from shmopt.problems import load_problem
@@ -33,7 +38,7 @@ def test_single_node_is_none_and_tcp_needs_rank_and_master():
     assert nodes_of() is None
     assert nodes_of(nnodes=1) is None
     plan = nodes_of(**TCP)
-    assert (plan.nnodes, plan.rank, plan.master, plan.kind) == (2, 0, ("127.0.0.1", 29555), "tcp")
+    assert (plan.nnodes, plan.rank, plan.master, plan.rendezvous) == (2, 0, ("127.0.0.1", 29555), "tcp")
     with pytest.raises(ConfigError, match="needs --node-rank R and --master HOST:PORT"):
         nodes_of(nnodes=2)
     with pytest.raises(ConfigError, match="need --nnodes >= 2"):
@@ -42,7 +47,7 @@ def test_single_node_is_none_and_tcp_needs_rank_and_master():
 
 def test_torchrun_environment_is_read_and_checked():
     plan = nodes_of(env=TORCHRUN)
-    assert (plan.nnodes, plan.rank, plan.master, plan.kind) == (2, 1, None, "torchrun")
+    assert (plan.nnodes, plan.rank, plan.master, plan.rendezvous) == (2, 1, None, "torchrun")
     with pytest.raises(ConfigError, match="--nproc-per-node must be 1"):
         nodes_of(env={**TORCHRUN, "LOCAL_WORLD_SIZE": "2"})
     with pytest.raises(ConfigError, match="torchrun says 2"):
@@ -71,10 +76,10 @@ def test_every_family_crosses_nodes_and_k_counts_the_gradients_of_all_nodes():
     with pytest.raises(ConfigError, match="each node is one group"):
         resolve(Config(algo="lsgd", workers=4, groups=2, **TCP), logreg)
     plan = resolve(Config(algo="sync", workers=2, steps=100, **TCP), logreg)
-    assert plan.steps == 100 and plan.processes == 3      # sync: every update is global
+    assert plan.steps == 100 and processes(plan) == 3      # sync: every update is global
     assert not plan.server.global_applier and plan.server.learners == 2    # an all-reduce
     plan = resolve(Config(algo="apam", workers=2, steps=101, **{**TCP, "node_rank": 1}), logreg)
-    assert (plan.steps, plan.worker.rank_offset, plan.processes) == (50, 2, 3)   # + the node link
+    assert (plan.steps, plan.worker.rank_offset, processes(plan)) == (50, 2, 3)   # + the node link
     for algo, extra in (("k-async", {}), ("k-batch-sync", {}), ("apam", {"protocol": "server"})):
         plan = resolve(Config(algo=algo, workers=2, steps=100, **TCP, **extra), logreg)
         assert plan.server.global_applier and plan.server.learners == 4 and plan.steps == 100
@@ -186,7 +191,8 @@ def test_leader_exchange_publishes_the_best_replica_of_all_nodes():
     ctrl["losses"][1, :] = 0.2                           # worker 1 leads this node
     ctrl["loss_count"][:P] = 10
     link = ScriptedLink(rank=0, peer_row=[0.5, 1, 0, 0, 0, 10])   # node 1's leader: worse
-    ex = LeaderExchange(link, X, G, glob, ctrl, P, window=10)
+    method = LeaderSGD(workers=P, tau=1, trigger="worker", independent_init=False, window=10)
+    ex = LeaderExchange(link, X, G, glob, lambda: method.local_leader(ctrl["losses"][:P], ctrl["loss_count"][:P]))
     vote = ex.exchange(done=False, halt=False, updates=20)
     assert (int(glob["gl_node"]), int(glob["gl_worker"])) == (0, 1)
     assert math.isclose(glob["gl_score"], 0.2, rel_tol=1e-6) and glob["gl_version"] == 1

@@ -158,7 +158,7 @@ def test_staleness_histogram_bins():
 
 def test_algorithm_registry():
     assert list(ALGORITHMS) == ["hogwild", "apam", "sync", "k-sync", "k-batch-sync", "k-async",
-                                "k-batch-async", "lsgd", "easgd"]
+                                "k-batch-async", "lsgd", "easgd", "local-sgd"]
     assert get_algorithm("apam").protocols == ("direct", "server")
     assert get_algorithm("sync").k == "P" and not get_algorithm("sync").asynchronous
     with pytest.raises(ConfigError, match="unknown algorithm 'adamw': choose one of"):

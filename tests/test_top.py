@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from shmopt.engine.roles import processes
+
 import shmopt.top as top
 from shmopt import Config, Engine, load_problem
 from shmopt.cli import main
@@ -126,7 +128,7 @@ def test_top_json_reports_known_counters_and_never_writes():
         assert snap["leader"] == int(np.argmin(means))
         assert 9.0 < snap["elapsed_s"] < 60.0
         rows = snap["processes"]
-        assert len(rows) == eng.plan.processes == 3
+        assert len(rows) == processes(eng.plan) == 3
         for r, row in enumerate(rows):
             assert (row["pid"], row["status"], row["updates"]) == (1000 + r, "running", len(taus[r]))
             assert row["staleness_mean"] == pytest.approx(np.mean(taus[r]))

@@ -19,6 +19,7 @@ from ..memory.flat import bind_buffers
 from ..plan import Plan
 from ..problems import import_problem_source
 from ..strategies.sampling import Sampler
+from . import roles
 from .control import PAUSED, READY, Counters
 from .layout import Buffers
 from .worker_info import WorkerInfo, set_worker_info
@@ -28,7 +29,7 @@ from .worker_info import WorkerInfo, set_worker_info
 class ProcessArgs:
     """Picklable arguments of an engine process (explicit, spawn-safe)."""
 
-    rank: int                       # 0..P-1 learners; P is the applier
+    rank: int                       # 0..P-1 learners; P: the applier, relay or node link (engine.roles)
     arena: ArenaHandle
     payload: bytes                  # pickle of (model factory, loss, augment, Plan), after import
     problem_source: str | None      # module or file that defines the problem's functions
@@ -51,7 +52,8 @@ class Context:
         self.plan: Plan = plan
         wp = plan.worker
         seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
-        set_worker_info(WorkerInfo(self.rank, plan.workers, plan.group_of(self.rank), seed, wp.device))
+        group = plan.replicas.group_of(self.rank) if plan.replicas is not None else 0
+        set_worker_info(WorkerInfo(self.rank, plan.workers, group, seed, wp.device))
         torch.set_num_threads(wp.threads)
         if wp.pin:
             import psutil
@@ -61,18 +63,18 @@ class Context:
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(wp.device)          # the arena's
         self.compute = self.device                      # where this learner's forward/backward run
-        if wp.gpus and self.rank < plan.workers:
+        if wp.gpus and roles.is_learner(self.rank, plan):
             from ..memory.cuda import index_of
             self.compute = torch.device("cuda", index_of(wp.gpus[self.rank % len(wp.gpus)]))
         self._to_arena: torch.Tensor | None = None
         self._model_fn = partial(_on_device, model_fn, self.compute)
         self.fence = fence_for(self.device)          # before every host counter that counts device work
         self.arena = Arena.attach(args.arena)
-        self.buffers = b = Buffers.of(self.arena, plan.rule.state_names)
+        self.buffers = b = Buffers.of(self.arena, plan)
         self.glob = b.glob
         self.counters = Counters(b.ctrl[self.rank])
         self.counters.slot["pid"] = os.getpid()
-        learner = self.rank < plan.workers
+        learner = roles.is_learner(self.rank, plan)
         own = plan.replicas is not None and learner   # replicas: this worker's own row of x, state
         self.x = b.x[self.rank] if own else b.x
         self.state = {s: t[self.rank] if own else t for s, t in b.state.items()}
@@ -94,7 +96,7 @@ class Context:
         model = self._model_fn()
         mbuf = self.buffers.mbuf
         if mbuf is not None and not self.remote:
-            own = self.plan.replicas is not None and self.rank < self.plan.workers
+            own = self.plan.replicas is not None and roles.is_learner(self.rank, self.plan)
             bind_buffers(model, mbuf[self.rank] if own else mbuf)
         return model
 

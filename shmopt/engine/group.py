@@ -1,4 +1,5 @@
-"""The process group: the engine's learner (and applier) processes, from spawn to the last join.
+"""The process group: every engine process (the learners, and rank P: engine.roles), from spawn
+to the last join.
 
 It spawns every rank from a private start context (forkserver with torch preloaded, or spawn),
 waits until all are ready, finds a failure (a process that raised, died by a signal, exited or
@@ -24,13 +25,14 @@ import numpy as np
 
 from ..errors import NodeError, WorkerError
 from ..memory import ArenaHandle
+from ..plan import Plan
+from . import roles
 from .context import ProcessArgs
 from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING
 from .entry import process_main, read_report
 from .wakeups import WakeUps
 
 JOIN_TIMEOUT_S = 5.0
-NODE_ERROR = f"{NodeError.__name__}: "
 
 
 def start_context(method: str):
@@ -71,22 +73,20 @@ def shutdown(glob: np.ndarray | None, procs: list, wakeups: WakeUps | None) -> N
 
 class ProcessGroup:
     def __init__(self, arena: Callable[[], ArenaHandle], ctrl: np.ndarray, glob: np.ndarray, payload: bytes,
-                 source: str | None, workers: int, processes: int, start_method: str,
-                 last_role: str = "server") -> None:
+                 source: str | None, plan: Plan) -> None:
         self._arena, self._ctrl, self._glob = arena, ctrl, glob
         self._payload, self._source = payload, source
-        self.workers, self.n, self.last_role = workers, processes, last_role
+        self.plan, self.workers, self.n = plan, plan.workers, roles.processes(plan)
+        start_method = plan.supervisor.start_method
         self._ctx = start_context(start_method)
-        self.wakeups = WakeUps(self._ctx, workers)
+        self.wakeups = WakeUps(self._ctx, self.workers)
         self.procs: list = []
         self._reports = tempfile.mkdtemp(prefix="shmopt-reports-")
-        self._spawns = [0] * processes
+        self._spawns = [0] * self.n
         self.failures: list[dict] = []          # restarted failures
 
     def role(self, rank: int) -> str:
-        if rank < self.workers:
-            return f"worker {rank}"
-        return self.last_role
+        return roles.name_of(rank, self.plan)
 
     def _report_path(self, rank: int) -> str:
         return os.path.join(self._reports, f"{rank}.{self._spawns[rank]}.json")
@@ -143,9 +143,9 @@ class ProcessGroup:
         for rank, p in enumerate(self.procs):
             role = self.role(rank)
             if p.exitcode is not None and p.exitcode != 0:
-                what, tb = read_report(self._report_path(rank))
-                if what.startswith(NODE_ERROR):    # across nodes: the lost node, not a traceback
-                    raise NodeError(what[len(NODE_ERROR):])
+                what, tb, typed = read_report(self._report_path(rank))
+                if isinstance(typed, NodeError):   # across nodes: the lost node, not a traceback
+                    raise typed
                 if what:
                     msg = f"{role} (pid {p.pid}) raised {what}"
                 elif self._ctrl[rank]["status"] == FAILED:
@@ -174,7 +174,7 @@ class ProcessGroup:
         self.failures.append({"rank": rank, "pid": err.pid, "error": str(err), "t": t})
         self._ctrl[rank]["status"] = STARTING
         self._ctrl[rank]["heartbeat"] = time.time()
-        if rank == self.workers:              # the applier: drop gradients in flight, wake everyone
+        if not roles.is_learner(rank, self.plan):   # the applier: drop gradients in flight, wake everyone
             on_applier_restart()
             for r in range(self.workers):
                 self.wakeups.release(r)

@@ -11,13 +11,13 @@ import torch
 from ..memory import Arena, Layout
 from ..memory.layout import HOST
 from ..plan import Plan
-from . import control, mailbox
+from . import control, mailbox, roles
 
 DATA_PREFIX = "data"
 SNAPSHOTS = "snap"
-GLOBAL_LEADER = "gleader"
-#: buffers that are per-gradient scratch or the problem's data: never part of a checkpoint
-SCRATCH = (SNAPSHOTS, GLOBAL_LEADER, *mailbox.SCRATCH)
+#: buffers that are per-gradient scratch: never part of a checkpoint (nor is the problem's data,
+#: nor what a replica method calls scratch)
+SCRATCH = (SNAPSHOTS, *mailbox.SCRATCH)
 
 
 def data_names(n_tensors: int) -> tuple[str, ...]:
@@ -27,20 +27,24 @@ def data_names(n_tensors: int) -> tuple[str, ...]:
 MODULE_BUFFERS = "mbuf"
 
 
+def checkpoint_skip(plan: Plan, n_data: int) -> tuple[str, ...]:
+    """The buffers a checkpoint leaves out: the data, per-gradient scratch, the method's scratch."""
+    return data_names(n_data) + SCRATCH + (plan.replicas.scratch if plan.replicas else ())
+
+
 def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers: int = 0) -> Layout:
     """The arena of a plan; ``n_buffers`` floating-point module buffers (BatchNorm statistics) are
     shared like the parameters: one row, or one per replica."""
-    P = plan.workers
-    rows = (P,) if plan.replicas is not None else ()     # replicas: one x and rule state per worker
-    specs: list[tuple] = control.specs(P + 1)       # rank P: the applier or the node link
+    P, method = plan.workers, plan.replicas
+    rows = (P,) if method is not None else ()     # replicas: one x and rule state per worker
+    specs: list[tuple] = control.specs(roles.processes(plan))
     specs.append(("x", (*rows, n), "float32"))
     if n_buffers:
         specs.append((MODULE_BUFFERS, (*rows, n_buffers), "float32"))
     specs += [(f"state_{s}", (*rows, n), "float32") for s in plan.rule.state_names]
-    if plan.replicas is not None and plan.replicas.variant == "easgd":
-        specs.append(("center", (n,), "float32"))
-    if plan.replicas is not None and plan.replicas.variant == "lsgd" and plan.nodes is not None:
-        specs.append((GLOBAL_LEADER, (2, n), "float32"))    # published / being received
+    if method is not None:                        # the method's own (a centre, a global leader)
+        specs += [(name, shape, "float32") for name, shape in method.buffers(n, plan.nodes.nnodes
+                                                                            if plan.nodes else 1)]
     if plan.server is not None or (plan.direct is not None and plan.direct.snapshot):
         specs.append((SNAPSHOTS, (P, n), "float32"))
     if plan.server is not None:
@@ -61,18 +65,18 @@ class Buffers:
     x: torch.Tensor                     # parameters (P x n for replicas)
     mbuf: torch.Tensor | None           # the model's floating-point buffers, laid out like x
     state: dict[str, torch.Tensor]      # rule state, by the rule's names
-    center: torch.Tensor | None
-    gleader: torch.Tensor | None        # lsgd across nodes: the global leader's replica (2 x n)
+    extra: dict[str, torch.Tensor]      # the replica method's own buffers, by name
     snapshots: torch.Tensor | None      # one private read copy per learner
     data: tuple[torch.Tensor, ...]
 
     @classmethod
-    def of(cls, arena: Arena, state_names: tuple[str, ...]) -> "Buffers":
+    def of(cls, arena: Arena, plan: Plan) -> "Buffers":
         names = [e.name for e in arena.layout.entries if e.name.startswith(DATA_PREFIX)]
+        nnodes = plan.nodes.nnodes if plan.nodes else 1
+        extra = plan.replicas.buffers(0, nnodes) if plan.replicas else []     # (their names)
         return cls(arena.array("glob")[0], arena.array("ctrl"), arena.tensor("x"),
                    arena.tensor(MODULE_BUFFERS) if MODULE_BUFFERS in arena else None,
-                   {s: arena.tensor(f"state_{s}") for s in state_names},
-                   arena.tensor("center") if "center" in arena else None,
-                   arena.tensor(GLOBAL_LEADER) if GLOBAL_LEADER in arena else None,
+                   {s: arena.tensor(f"state_{s}") for s in plan.rule.state_names},
+                   {name: arena.tensor(name) for name, _ in extra},
                    arena.tensor(SNAPSHOTS) if SNAPSHOTS in arena else None,
                    tuple(arena.tensor(n) for n in names))

@@ -140,7 +140,7 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         st.update({"pulls": int(ctrl["pulls"].sum()),
                    "loss_average": last.loss_average if last else None,
                    "loss_replicas": last.loss_replicas if last else None})
-        if plan.variant == "lsgd":
+        if plan.replicas.has_leader:
             st.update({"leader_rank": rec.leader, "leader_changes": rec.leader_changes})
     return st
 
@@ -173,7 +173,7 @@ def node_summary(plan: Plan, glob: np.void, updates: int, wall: float,
             st["per_node"] = [{"node": m, "applied": int(a), "dropped": int(d),
                                "staleness_mean": float(s_) / a if a else 0.0, "staleness_max": int(mx)}
                               for m, (a, s_, mx, d) in enumerate(node_book.tolist())]
-    if plan.variant == "lsgd" and glob["gl_version"] > 0:
+    if glob["gl_version"] > 0:                       # a leader exchange published a global leader
         st.update(global_leader={"node": int(glob["gl_node"]), "worker": int(glob["gl_worker"]),
                                  "score": float(glob["gl_score"]),
                                  "local_score": float(glob["local_score"])})

@@ -24,7 +24,7 @@ from ..plan import Plan
 from ..strategies.leader import LOSS_WINDOW, select_leader, windowed_means
 from . import control
 from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING
-from .entry import role_name
+from . import roles
 
 KIND = "shmopt-run"
 FORMAT = 1
@@ -38,11 +38,10 @@ def describe(plan: Plan, problem: str, source: str | None) -> dict[str, Any]:
     return {"kind": KIND, "format": FORMAT, "pid": os.getpid(), "created": time.time(),
             "problem": problem, "source": source, "algo": plan.algo, "rule": plan.rule.name,
             "protocol": plan.protocol, "variant": plan.variant, "k": plan.k, "workers": plan.workers,
-            "processes": plan.processes,
-            "last_role": role_name(plan) if plan.processes > plan.workers else None,
+            "processes": roles.processes(plan), "last_role": roles.role_name(plan),
             "device": plan.worker.device, "steps": plan.steps,
             "time_limit": plan.supervisor.time_limit,
-            "window": rp.window if rp is not None and rp.variant == "lsgd" else None,
+            "window": rp.window if rp is not None and rp.has_leader else None,
             "node_rank": nodes.rank if nodes else None, "nodes": nodes.nnodes if nodes else None}
 
 

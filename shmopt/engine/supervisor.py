@@ -32,17 +32,16 @@ from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..plan import Plan, resolve
 from ..problems import Problem
-from ..strategies.adaptive_k import KTracker
-from ..strategies.leader import select_leader, windowed_means
-from . import checkpoint
-from .evaluator import Evaluator
 from ..memory.flat import buffers_numel, numel
-from .entry import role_name
+from ..strategies.adaptive_k import KTracker
+from . import checkpoint
+from . import roles
+from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
-from .layout import SCRATCH, Buffers, build_layout, data_names
+from .layout import Buffers, build_layout, checkpoint_skip
 from .mailbox import GradientMailbox
 from .model_view import the_model
-from .node_finish import finish_nodes, halt_nodes
+from .nodes.finish import finish_nodes, halt_nodes
 from .record import Result, RunRecord, Sample, node_summary, summary
 from .snapshot import describe
 
@@ -83,7 +82,7 @@ class Engine:
                 self._template):
             raise ConfigError(f"--target-accuracy: problem {problem.name!r} reports no accuracy (give it "
                               f"a metrics function returning {{'accuracy': ...}})")
-        self._ckpt_skip = data_names(len(self._train)) + SCRATCH
+        self._ckpt_skip = checkpoint_skip(self.plan, len(self._train))
         self._resume_doc = None
         if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
             path = self.plan.supervisor.resume
@@ -129,14 +128,13 @@ class Engine:
         sweep_stale_segments()
         self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "",
                                           describe(plan, self.problem.name, self.source))   # for top
-        self.buffers = b = Buffers.of(arena, plan.rule.state_names)
+        self.buffers = b = Buffers.of(arena, plan)
         self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
         glob = arena.array("glob")
         self.group = group = ProcessGroup(arena.export, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss,
                                                         self.problem.augment, plan)),
-                                          self.source, plan.workers, plan.processes, sp.start_method,
-                                          last_role=role_name(plan))
+                                          self.source, plan)
         self._finalizer = weakref.finalize(self, _release, arena, glob, group)
         if self._resume_doc is not None:
             checkpoint.restore(self._resume_doc, arena)
@@ -146,8 +144,8 @@ class Engine:
         else:
             x0 = torch.cat([p.detach().reshape(-1) for p in self._template.parameters()])
             b.x[...] = x0                      # every replica starts from x0 (or see replica_init)
-            if b.center is not None:
-                b.center.copy_(x0)
+            if plan.replicas is not None:
+                plan.replicas.init(b.extra, x0)
             if b.mbuf is not None:
                 b.mbuf[...] = self.evaluator.initial_buffers()
             plan.rule.init(b.state)
@@ -166,21 +164,21 @@ class Engine:
         group.start()
         # across nodes the node link first meets the other nodes (at most --dist-timeout)
         group.wait_ready(sp.startup_timeout + (plan.nodes.timeout if plan.nodes else 0.0),
-                         self._check_processes)
+                         self.check_processes)
         self.record.t_go = time.time()
         self._evaluate()                   # the initial parameters: the curve's first point
         self.record.t_go = b.glob["t_go"] = time.time()
         group.wakeups.start()
 
     # ---------------------------------------------------------------- watch
-    def _check_processes(self) -> None:
+    def check_processes(self) -> None:
         """Raise WorkerError for a process that raised, died or hung (or restart it)."""
         sp = self.plan.supervisor
         try:
             self.group.find_failure(sp.heartbeat_timeout)
         except WorkerError as err:
             if not sp.restart or not self.record.t_go or err.rank < 0 or (
-                    self.plan.nodes is not None and err.rank >= self.plan.workers):
+                    self.plan.nodes is not None and not roles.is_learner(err.rank, self.plan)):
                 raise                         # the node link's collectives cannot be resumed
             self.group.restart(err, sp.max_restarts, time.time() - self.record.t_go,
                                self.mailbox.reset if self.mailbox else lambda: None)
@@ -198,12 +196,11 @@ class Engine:
         return self.evaluator.loss(x, buffers)
 
     def leader(self) -> int | None:
-        """lsgd: the worker with the lowest windowed mean loss right now."""
-        if self.plan.variant != "lsgd":
+        """The replica method's leader right now (lsgd: the lowest windowed mean loss), or None."""
+        if self.plan.replicas is None:
             return None
         ctrl, P = self.buffers.ctrl, self.plan.workers
-        return select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P],
-                                            self.plan.replicas.window))
+        return self.plan.replicas.leader(ctrl["losses"][:P], ctrl["loss_count"][:P])
 
     def _evaluate(self, t: float | None = None) -> Sample:
         """Evaluate the model now; its sample is stamped ``t`` (the final one: the stop time)."""
@@ -241,11 +238,11 @@ class Engine:
 
     def poll(self) -> str | None:
         """One supervision step: check processes, evaluate when due; the stop reason or None."""
-        self._check_processes()
+        self.check_processes()
         sp = self.plan.supervisor
         if self.plan.nodes is not None and self.buffers.glob["peer_finish"]:
             return "peer"                     # another node ended the job (target, Ctrl-C)
-        if self.plan.variant == "lsgd" and self.record.t_go:
+        if self.plan.replicas is not None and self.record.t_go:
             self.record.track_leader(self.leader())
         if self._next_ckpt is not None and self.updates() >= self._next_ckpt:
             self.write_checkpoint(pause=True)

@@ -10,14 +10,26 @@ K-of-P aggregation variant.
 * ``k-sync``, ``k-batch-sync``, ``k-async``, ``k-batch-async`` — Dutta et al., "Slow and Stale
   Gradients Can Win the Race", AISTATS 2018: K-of-P aggregation at one server (strategies.server);
   default K = max(1, P // 2), rule sgd (amsgrad/adam allowed).
-* ``lsgd``, ``easgd`` — replica protocols: every worker trains its own replica in the arena
-  (strategies.leader decides the pulls; rules.consensus does the arithmetic).
+* ``lsgd``, ``easgd``, ``local-sgd`` — the replica protocol: every worker trains its own replica in
+  the arena; each method is a class of :mod:`shmopt.strategies.replicas`, registered there, which
+  adds its row here.
+
+The words that classify a run, each defined once:
+
+* **algorithm** — the name a user picks (``--algo``), a row of :data:`ALGORITHMS`;
+* **protocol** — who writes the shared parameters: ``direct`` (every learner, lock-free),
+  ``server`` (one applier) or ``replicas`` (each learner its own replica);
+* **variant** — the protocol's form: the K-of-P variant of ``server`` (strategies.server), the
+  replica method of ``replicas``, ``direct`` for ``direct``;
+* **family** — what crosses the network between nodes (:func:`family`): ``direct``, ``sync``,
+  ``server`` or the replica method.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .replicas import REPLICA_METHODS
 
 
 @dataclass(frozen=True)
@@ -28,7 +40,7 @@ class AlgoSpec:
     rules: tuple[str, ...]          # rules accepted
     protocol: str                   # default protocol
     protocols: tuple[str, ...]      # protocols accepted
-    variant: str = "k-async"        # server protocols: the K-of-P variant (strategies.server)
+    variant: str = "k-async"        # the protocol's form: K-of-P variant (server), replica method
     k: int | str = 1                # default K: a number, "P" (all workers) or "P/2" (half, at least 1)
     asynchronous: bool = True       # gradients may be stale
 
@@ -57,14 +69,9 @@ ALGORITHMS: dict[str, AlgoSpec] = {a.name: a for a in (
     AlgoSpec("k-batch-async", "K-batch-async SGD: update every K mini-batches from anyone; every "
              "learner pulls the current parameters after each push and never idles", "sgd",
              ("sgd", "amsgrad", "adam"), "server", ("server",), variant="k-batch-async", k="P/2"),
-    AlgoSpec("lsgd", "Leader SGD: one replica per worker; every tau steps a non-leader is pulled "
-             "toward the worker with the lowest recent loss; --groups G for multi-leader "
-             "(Teng et al. 2019)", "sgd", ("sgd", "amsgrad", "adam"), "replicas", ("replicas",),
-             variant="lsgd"),
-    AlgoSpec("easgd", "elastic averaging SGD: one replica per worker coupled to a shared centre "
-             "variable every tau steps, alpha = beta / P (Zhang et al. 2015)", "sgd",
-             ("sgd", "amsgrad", "adam"), "replicas", ("replicas",), variant="easgd"),
 )}
+ALGORITHMS.update({m.name: AlgoSpec(m.name, m.summary, m.rule, m.rules, "replicas", ("replicas",),
+                                     variant=m.name) for m in REPLICA_METHODS.values()})
 
 
 def default_k(spec: AlgoSpec, workers: int) -> int:
@@ -81,3 +88,11 @@ def get_algorithm(name: str) -> AlgoSpec:
     except KeyError:
         raise ConfigError(f"unknown algorithm {name!r}: choose one of "
                           f"{', '.join(sorted(ALGORITHMS))}") from None
+
+
+def family(algo: str, protocol: str, variant: str) -> str:
+    """What crosses the network between nodes: ``sync`` (an all-reduce of gradients), ``server``
+    (gradients to one global applier), ``direct`` (the model's delta), or the replica method."""
+    if protocol == "server":
+        return "sync" if algo == "sync" else "server"
+    return variant

@@ -1,4 +1,4 @@
-"""The relay: rank P of every node but node 0 in server protocols across nodes.
+"""The relay: rank P of every node but node 0 in server protocols across nodes (engine.roles).
 
 It is the node's applier turned into a forwarder. Each gradient its learners push goes to the
 global applier on node 0 (engine.global_io) as one wire.UpMessage, and the slot is freed at once,
@@ -20,15 +20,14 @@ import torch
 from ...errors import NodeError
 from ..context import Context
 from ..control import HALT_VOTE
-from ..exchanges import initial_broadcast
-from ..global_io import keepalive_s
+from ..loops.common import start
 from ..mailbox import GradientMailbox
-from ..node_link import NodeLink
 from ..store import SeqlockStore
 from ..wakeups import WakeUps, wait_on
-from ..wire import BYE, END, END_HALT, END_LOST, GRAD, KEEPALIVE, VOTE, DownMessage, UpMessage
-from .common import start
-from .link import connect
+from .exchange import initial_broadcast
+from .global_io import keepalive_s
+from .link import NodeLink, connect
+from .wire import BYE, END, END_HALT, END_LOST, GRAD, KEEPALIVE, VOTE, DownMessage, UpMessage
 
 
 class Answers:

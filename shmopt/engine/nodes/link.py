@@ -1,10 +1,12 @@
-"""The node link: this node's one member of the torch.distributed (gloo) process group.
+"""The node link: this node's one member of the torch.distributed (gloo) process group, and the
+one transport between nodes: the link loop, the relay and the global applier all talk through it.
 
-One process per node (the node link, or the applier of ``sync``) joins the group; workers never
-do and never wait on the network. Every collective is started with ``async_op=True`` and polled
-(``is_completed``), so while it is in flight the process still answers the stop flag, writes its
-heartbeat into the store and notices a dead supervisor (gloo point-to-point receives cannot be
-polled; collectives can: ../shared/DISTRIBUTED.md).
+One process per node (rank P: engine.roles) joins the group; workers never do and never wait on
+the network. Every collective is started with ``async_op=True`` and polled (``is_completed``), so
+while it is in flight the process still answers the stop flag, writes its heartbeat into the
+rendezvous store and notices a dead supervisor. Point-to-point receives are blocking (gloo's
+cannot be polled: ``irecv().is_completed()`` stays False until ``wait()``, and a ``wait`` that
+times out closes the pair), so they run in threads of their own (global_io, relay).
 
 Rendezvous: under torchrun, ``env://`` (torchrun's store). Without torchrun node 0 listens on
 ``--master HOST:PORT`` only: it binds that address itself and hands the socket to the
@@ -23,14 +25,16 @@ import datetime
 import os
 import re
 import socket
+import threading
 import time
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from ..errors import NodeError
-from ..node_plan import NodePlan, is_loopback
+from ...errors import NodeError
+from ...node_plan import NodePlan, is_loopback
+from ..context import Context
 
 POLL_S = 0.0005                 # a collective in flight is polled every 0.5 ms
 BEAT_S = 0.5
@@ -67,10 +71,11 @@ class NodeLink:
 
     def __init__(self, plan: NodePlan, abort_check: Callable[[], None]) -> None:
         self.plan = plan
+        self._owner = threading.current_thread()
         self.rank, self.nnodes = plan.rank, plan.nnodes
         self._abort_check = abort_check
         self._listener: socket.socket | None = None
-        self.store = None
+        self.rendezvous = None
         self.comm_s = 0.0
         self.bytes = 0
         self.collectives = 0
@@ -91,10 +96,10 @@ class NodeLink:
             if p.master is None:
                 dist.init_process_group("gloo", init_method="env://", rank=self.rank,
                                         world_size=self.nnodes, timeout=td)
-                self.store = dist.distributed_c10d._get_default_store()
+                self.rendezvous = dist.distributed_c10d._get_default_store()
             else:
-                self.store = self._tcp_store(host, port, td)
-                dist.init_process_group("gloo", store=self.store, rank=self.rank,
+                self.rendezvous = self._tcp_store(host, port, td)
+                dist.init_process_group("gloo", store=self.rendezvous, rank=self.rank,
                                         world_size=self.nnodes, timeout=td)
         except NodeError:
             raise
@@ -104,7 +109,7 @@ class NodeLink:
                             f"{p.timeout:g} s (--dist-timeout): {first_line(exc)}",
                             tuple(r for r in range(self.nnodes) if r != self.rank)) from None
         try:
-            self.store.set_timeout(datetime.timedelta(seconds=min(5.0, p.timeout)))
+            self.rendezvous.set_timeout(datetime.timedelta(seconds=min(5.0, p.timeout)))
         except (AttributeError, RuntimeError):
             pass
         self.beat(force=True)
@@ -136,7 +141,7 @@ class NodeLink:
             return
         self._next_beat = now + BEAT_S
         try:
-            self.store.add(self._hb(self.rank), 1)
+            self.rendezvous.add(self._hb(self.rank), 1)
         except Exception as exc:  # noqa: BLE001
             raise self._lost_store(exc, "a heartbeat") from None
 
@@ -149,12 +154,12 @@ class NodeLink:
         """Name the nodes that stopped beating; called after a collective failed."""
         peers = [r for r in range(self.nnodes) if r != self.rank]
         try:
-            before = [self.store.add(self._hb(r), 0) for r in peers]
+            before = [self.rendezvous.add(self._hb(r), 0) for r in peers]
             end = time.monotonic() + NAMING_S
             while time.monotonic() < end:
                 time.sleep(0.1)
                 self.beat()
-            after = [self.store.add(self._hb(r), 0) for r in peers]
+            after = [self.rendezvous.add(self._hb(r), 0) for r in peers]
             gone = tuple(r for r, a, b in zip(peers, before, after) if a == b)
             detail = f"no heartbeat for {NAMING_S:g} s"
         except Exception:  # noqa: BLE001 - the store's host is gone with it
@@ -176,7 +181,7 @@ class NodeLink:
         moved, out = self._moved, []
         for r in peers:
             try:
-                count = self.store.add(self._hb(r), 0)
+                count = self.rendezvous.add(self._hb(r), 0)
             except Exception as exc:  # noqa: BLE001
                 raise self._lost_store(exc, "the heartbeat watch") from None
             last = moved.get(r)
@@ -187,12 +192,18 @@ class NodeLink:
         return out
 
     # ------------------------------------------------------------ point to point
-    def send(self, t: torch.Tensor, dst: int) -> None:
-        """Blocking send (gloo's returns once the peer has received it); raises what gloo raises."""
+    def send(self, t: torch.Tensor, dst: int) -> float:
+        """Blocking send (gloo's returns once the peer has received it); raises what gloo raises;
+        returns its seconds. The link's totals (``comm_s``, ``bytes``) count the sends of the
+        calling thread only when it is the link's own (the global applier's sender threads keep
+        per-node tallies of their own)."""
         t0 = time.perf_counter()
         dist.send(t, dst)
-        self.comm_s += time.perf_counter() - t0
-        self.bytes += t.numel() * t.element_size()
+        seconds = time.perf_counter() - t0
+        if threading.current_thread() is self._owner:
+            self.comm_s += seconds
+            self.bytes += t.numel() * t.element_size()
+        return seconds
 
     @staticmethod
     def recv(t: torch.Tensor, src: int | None = None) -> int:
@@ -258,3 +269,17 @@ class NodeLink:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+
+def node_signature(ctx: Context) -> tuple[list[float], list[str]]:
+    """What every node must share to exchange: workers, parameters, the nodes' steps, K."""
+    p = ctx.plan
+    n = ctx.buffers.x.shape[-1]
+    return ([float(p.workers), float(n), float(p.nodes.total_steps or 0), float(p.k)],
+            ["workers", "parameters", "steps", "k"])
+
+
+def connect(ctx: Context) -> NodeLink:
+    link = NodeLink(ctx.plan.nodes, ctx.check_abort).connect()
+    link.agree(*node_signature(ctx))
+    return link

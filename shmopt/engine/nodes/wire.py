@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .control import HIST_BINS, Booking
+from ..control import HIST_BINS, Booking
 
 GRAD, KEEPALIVE, VOTE, BYE = 1, 2, 3, 4          # up (KEEPALIVE also down)
 PARAMS, END = 1, 3                                # down

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import WorkerError
-from .control import DONE_VOTE, HALT_VOTE
+from ...errors import WorkerError
+from ..control import DONE_VOTE, HALT_VOTE
 
 POLL_S = 0.01
 
@@ -22,7 +22,7 @@ def finish_nodes(engine: Any, reason: str, deadline: float | None = None) -> Non
     end = time.monotonic() + deadline if deadline is not None else None
     try:
         while not glob["link_done"]:
-            engine._check_processes()
+            engine.check_processes()
             if end is not None and time.monotonic() > end:
                 return
             engine.group.wait(POLL_S)

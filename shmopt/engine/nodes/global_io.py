@@ -4,7 +4,7 @@ hogwild with ``--protocol server`` and the K-variants; node 0's rank P).
 Node 0's own learners push into its mailbox, as inside a node. Every other node's relay
 (loops/relay.py) sends one wire.UpMessage per gradient. A receiver thread takes them with
 any-source receives into a pool of message buffers (gloo's point-to-point receives cannot be
-polled, and one any-source receive serves every node: ../shared/DISTRIBUTED.md). The pool holds
+polled, and one any-source receive serves every node). The pool holds
 every remote learner's ring in flight; when it is full the senders wait (a gloo send returns once
 it is received), which is the back-pressure. Learner ``rank`` of node ``m`` is learner
 ``m·P + rank`` of the aggregator, so K counts worker gradients over all nodes.
@@ -32,17 +32,18 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
 
-from ..errors import NodeError
-from ..strategies.nodes import finished
-from ..strategies.server import Arrival, Decision, KAggregator
-from .context import Context
-from .control import DONE_VOTE, HALT_VOTE, Booking
-from .mailbox import RING, GradientMailbox
-from .node_link import NodeLink, first_line
-from .store import SeqlockStore
-from .wakeups import WakeUps
+from ...errors import NodeError
+from ...strategies.nodes import finished
+from ...strategies.server import Arrival, Decision, KAggregator
+from ..context import Context
+from ..control import DONE_VOTE, HALT_VOTE, Booking
+from ..loops.applier_io import LocalIO
+from ..mailbox import RING, GradientMailbox
+from ..store import SeqlockStore
+from ..wakeups import WakeUps
+from .exchange import initial_broadcast
+from .link import NodeLink, connect, first_line
 from .wire import BYE, END, END_DONE, END_HALT, END_LOST, GRAD, KEEPALIVE, PARAMS, VOTE, DownMessage, UpMessage
 
 BOOK_COLUMNS = ("applied", "stale_sum", "stale_max", "dropped")   # the arena's "node_book" rows
@@ -62,11 +63,14 @@ class _Due:
     end: tuple[int, int] | None = None
 
 
-class GlobalIO:
-    def __init__(self, ctx: Context, link: NodeLink, store: SeqlockStore, mailbox: GradientMailbox,
+class GlobalIO(LocalIO):
+    """Node 0's applier serving every node (an :class:`~shmopt.engine.loops.applier_io.ApplierIO`)."""
+
+    def __init__(self, ctx: Context, store: SeqlockStore, mailbox: GradientMailbox,
                  wakeups: WakeUps, agg: KAggregator) -> None:
-        self.ctx, self.link, self.store, self.mailbox, self.wakeups, self.agg = (
-            ctx, link, store, mailbox, wakeups, agg)
+        super().__init__(ctx, mailbox, wakeups)
+        self.store, self.agg = store, agg
+        self.link: NodeLink | None = None
         np_ = ctx.plan.nodes
         self.P, self.nnodes, self.timeout = ctx.plan.workers, np_.nnodes, np_.timeout
         self.carry_on = np_.on_failure == "continue"
@@ -88,6 +92,29 @@ class GlobalIO:
         self.sent, self.sent_bytes, self.send_s = [0] * self.nnodes, [0] * self.nnodes, [0.0] * self.nnodes
         self.rows = ctx.arena.array("node_book")
         self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ the job's start and end
+    def __enter__(self) -> "GlobalIO":
+        """Meet the other nodes, give them node 0's parameters and version, start the threads."""
+        self.link = connect(self.ctx)
+        initial_broadcast(self.link, [self.store.x, torch.tensor([self.store.version()])])
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        """The job ends: END to every node and their BYEs (after a clean end of the applier)."""
+        clean = False
+        try:
+            if exc_type is None and self.link is not None:
+                self.end(self.reason())
+                plan, glob = self.ctx.plan, self.ctx.glob
+                if not glob["finish"] and (plan.steps is None or self.store.version() < plan.steps):
+                    glob["peer_finish"] = 1          # another node ended the job
+                clean = self.clean
+        finally:
+            if self.link is not None:
+                self.link.close(clean)
+            self.ctx.glob["link_done"] = int(clean)
 
     # ------------------------------------------------------------ threads
     def start(self) -> None:
@@ -136,9 +163,7 @@ class GlobalIO:
                     due.booking, due.release, due.dirty = Booking(), set(), False
                 version = self.store.read(msg.x) if kind != KEEPALIVE else self.store.version()
                 msg.pack(kind, version, booking, release, *end)
-                t0 = time.perf_counter()
-                dist.send(msg.buf, r)
-                self.send_s[r] += time.perf_counter() - t0
+                self.send_s[r] += self.link.send(msg.buf, r)
                 self.sent[r] += 1
                 self.sent_bytes[r] += msg.nbytes
                 if kind == END:
@@ -149,7 +174,7 @@ class GlobalIO:
 
     # ------------------------------------------------------------ the applier's inbox
     def arrivals(self) -> Iterator[Arrival]:
-        yield from self.mailbox.arrivals()
+        yield from super().arrivals()
         while self._arrived:
             yield self._arrived.popleft()
 

@@ -1,8 +1,8 @@
-"""The node link's loop (rank ``workers`` of direct and replica protocols across nodes).
+"""The node link's loop (rank P of direct and replica protocols across nodes: engine.roles).
 
 It joins the process group, checks that every node runs the same configuration, gives every
 node node 0's starting point, reports ready, and then exchanges every ``NodePlan.every`` node
-updates (the sum of its learners' update counters; it never blocks them). Each exchange carries
+updates, with the plan's exchange (engine.nodes.exchanges) (the sum of its learners' update counters; it never blocks them). Each exchange carries
 the node's vote; after the exchange in which one node halted or every node is done, the link
 stops its learners (``finish``), waits until they have stopped, runs one final exchange with no
 update in flight (so every node ends with the same model), says ``link_done`` and leaves.
@@ -20,40 +20,14 @@ import time
 from ...strategies.nodes import finished
 from ..context import Context
 from ..control import DONE, DONE_VOTE, FAILED, HALT_VOTE
-from ..exchanges import DeltaExchange, LeaderExchange, book, initial_broadcast
-from ..node_link import NodeLink
+from ..loops.common import start
 from ..wakeups import WakeUps
-from .common import start
+from .exchange import book, initial_broadcast
+from .exchanges import make_exchange
+from .link import connect
 
 IDLE_S = 0.002                  # between exchanges: a 2 ms poll costs < 1% of a core
 STOP_WAIT_S = 30.0
-
-
-def node_signature(ctx: Context) -> tuple[list[float], list[str]]:
-    """What every node must share to exchange: workers, parameters, the nodes' steps, K."""
-    p = ctx.plan
-    n = ctx.buffers.x.shape[-1]
-    return ([float(p.workers), float(n), float(p.nodes.total_steps or 0), float(p.k)],
-            ["workers", "parameters", "steps", "k"])
-
-
-def connect(ctx: Context) -> NodeLink:
-    link = NodeLink(ctx.plan.nodes, ctx.check_abort).connect()
-    link.agree(*node_signature(ctx))
-    return link
-
-
-def make_exchange(ctx: Context, link: NodeLink):
-    """The family's exchange, and what else must start equal on every node but is not exchanged."""
-    plan, b = ctx.plan, ctx.buffers
-    if plan.replicas is not None and plan.replicas.variant == "lsgd":
-        return LeaderExchange(link, b.x, b.gleader, b.glob, b.ctrl, plan.workers, plan.replicas.window), []
-    if b.center is not None:                            # easgd: the centres; replicas stay local
-        return DeltaExchange(link, [b.center]), [b.x]
-    np_ = plan.nodes
-    state = list(b.state.values())                      # per node, unless --sync-state
-    bufs = [b.x] + (state if np_.sync_state else [])
-    return DeltaExchange(link, bufs, np_.outer_lr, np_.outer_momentum), ([] if np_.sync_state else state)
 
 
 def _wait_learners(ctx: Context) -> None:
