@@ -1,6 +1,6 @@
-"""What every engine process (learner or applier) sets up after it starts: the problem's model
-and loss, its thread budget and seeds, the arena views, its own counters, and the checks every
-loop makes (stop flag, pause, parent alive, heartbeat)."""
+"""What every engine process (a learner or rank P: engine.roles) sets up after it starts: the
+problem's model and loss, its thread budget and seeds, the arena views, its own counters, and the
+checks every loop makes (stop flag, pause, parent alive, heartbeat)."""
 from __future__ import annotations
 
 import multiprocessing

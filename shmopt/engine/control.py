@@ -1,13 +1,15 @@
 """The control block: lock-free counters in shared memory, one single-writer slot per process.
 
-Every worker (and the server, if any, in the last slot) owns one :data:`SLOT` record and is its
-only writer, so no increment is ever lost (a shared ``+= 1`` from several processes loses
+Every engine process (the learners, and rank P in the last slot: engine.roles) owns one
+:data:`SLOT` record and is its only writer, so no increment is ever lost (a shared ``+= 1`` from several processes loses
 updates). Slots are padded to 512 bytes: two workers never write the same cache line, nor an
 adjacent line pair (the spatial prefetcher fetches lines in pairs). The supervisor and other
 workers read without locks; 8-byte aligned fields are read whole on every platform we support.
 
-The :data:`GLOBAL` record is written by the supervisor (``stop``; ``k`` under ``--k adaptive``)
-and by the server (``version``, ``seq``).
+The :data:`GLOBAL` record has one writer per field: the supervisor (``stop``, ``pause``, ``t_go``;
+``k`` under ``--k adaptive``; ``finish`` when this node is done), rank P (the applier or relay:
+``version``, ``seq``; the node link, relay or applier across nodes: the node figures, ``finish``
+after a peer's vote, ``peer_finish``, ``link_done``, the published global leader).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ SLOT = _padded([
     ("stale_sum", "i8"),        # staleness of the gradients this process applied: sum, max, hist
     ("stale_max", "i8"),
     ("loss_count", "i8"),       # losses written so far into the ring `losses`
-    ("pulls", "i8"),            # replica protocols: pulls toward a leader / elastic exchanges
+    ("pulls", "i8"),            # replica protocol: couplings (pulls, elastic exchanges, averagings)
     ("heartbeat", "f8"),        # time.time() of the last sign of life
     ("compute_s", "f8"),        # seconds per offered mini-batch outside the injected delay: read,
     ("timed", "i8"),            #   sample, forward, backward, bookkeeping (timed batches: `timed`)
@@ -64,7 +66,7 @@ SLOT = _padded([
 
 GLOBAL = _padded([
     ("stop", "i8"),             # supervisor: 1 = every process stops at its next check
-    ("version", "i8"),          # server protocols: the applied update count (single writer)
+    ("version", "i8"),          # server protocols: the applied update count (the applier or relay)
     ("seq", "i8"),              # server protocols: seqlock, odd while the parameters are written
     ("t_go", "f8"),             # supervisor: time.time() when training started
     ("pause", "i8"),            # supervisor: 1 = every process waits at its next check (checkpoints)

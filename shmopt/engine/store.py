@@ -1,23 +1,39 @@
 """The parameter store: the shared parameters and rule state, and the version of the parameters.
 
-Two implementations of one interface (``read(dst) -> version``, ``version()``, ``x``, ``state``):
+Two implementations of :class:`ParameterStore`:
 
 * :class:`SummedStore` (the direct protocol, Hogwild): every learner writes ``x`` in place without
   a lock; the version is the sum of the learners' own update counters (single writers, so exact).
-* :class:`SeqlockStore` (server protocols): one applier writes ``x``; it publishes each update
-  under a seqlock (``seq`` odd while writing, then ``version += 1``) so learners read consistent
-  snapshots without blocking the writer.
-
-A later transport (another device, another node) is another implementation of the same object.
+* :class:`SeqlockStore` (server protocols): one writer publishes each update under a seqlock
+  (``seq`` odd while writing, then ``version += 1``) so learners read consistent copies without
+  blocking it. The writer is the applier, or on a relay's node the relay, which publishes the
+  parameters the global applier sent (:meth:`SeqlockStore.publish`), with their global version.
 """
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
+
+
+class ParameterStore(Protocol):
+    """The learners' view of the shared parameters.
+
+    Contract: ``x`` and ``state`` are the shared buffers (views, never copies); :meth:`version`
+    is the number of updates applied so far, exact and monotone; :meth:`read` copies the
+    parameters into ``dst`` and returns a version they are at least as new as (SummedStore: the
+    copy is lock-free and may mix coordinates of concurrent updates, as Hogwild reads do;
+    SeqlockStore: the copy is exactly the parameters of the returned version)."""
+
+    x: torch.Tensor
+    state: Mapping[str, torch.Tensor]
+
+    def version(self) -> int: ...
+
+    def read(self, dst: torch.Tensor) -> int: ...
 
 
 class SummedStore:
