@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..memory import Arena, ArenaHandle
-from ..memory.cuda import fence_for
+from ..memory.backends import fence_for, local_device
 from ..memory.flat import bind_buffers
 from ..plan import Plan
 from ..problems import import_problem_source
@@ -62,8 +62,7 @@ class Context:
         self.device = torch.device(wp.device)          # the arena's
         self.compute = self.device                      # where this learner's forward/backward run
         if wp.gpus and self.rank < plan.workers:
-            from ..memory.cuda import index_of
-            self.compute = torch.device("cuda", index_of(wp.gpus[self.rank % len(wp.gpus)]))
+            self.compute = local_device(self.device, wp.gpus[self.rank % len(wp.gpus)])
         self._to_arena: torch.Tensor | None = None
         self._model_fn = partial(_on_device, model_fn, self.compute)
         self.fence = fence_for(self.device)          # before every host counter that counts device work
