@@ -1,7 +1,8 @@
 """The CUDA arena on a GPU (``pytest -m cuda``; every test is skipped without a CUDA device and
-bench/gpu_check.sh runs them on a lent machine): attach round trip, the fused step on shared
-views against torch.optim, workers on one GPU converging with exact counts, checkpoint after
-quiesce, a killed worker, and nothing left allocated."""
+bench/gpu_check.sh runs them on a lent machine): the backend's device answers (count, stable ids,
+fence), attach round trip, the fused step on shared views against torch.optim, workers on one GPU
+converging with exact counts, checkpoint after quiesce, a killed worker, nothing left allocated;
+with two GPUs, the arena on cuda:1 and learners spread by --gpus."""
 from __future__ import annotations
 
 import multiprocessing as mp
