@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import shmopt
-from shmopt.memory.storage import attach_storage, create_storage
+from shmopt.memory import attach_storage, create_storage
 from shmopt.problems import load_problem
 from shmopt.rules import RULES
 

@@ -5,11 +5,11 @@
    bounded by ``calibration_s`` seconds or ``calibration_batches`` batches, whichever comes
    first, after up to 3 warm-up batches.
 2. **Fit**: a shifted exponential, C ~ min + Exp(mean − min)
-   (:func:`~shmopt.strategies.advice.fit_shifted_exponential`).
+   (:func:`~shmopt.strategies.k_ranking.fit_shifted_exponential`).
 3. **Prediction**: C plus the ``--delay`` distribution, as the runtime theory's time per
    mini-batch X; E[T] per update of every K-variant with K = 1..P (closed forms, else the seeded
    simulation) and the expected staleness; ranked by E[T]
-   (:func:`~shmopt.strategies.advice.rank_variants`, where the formulas are).
+   (:func:`~shmopt.strategies.k_ranking.rank_variants`, where the formulas are).
 
 No worker process and no shared memory are involved; every option is checked before the
 problem is built. Python: :func:`advise` returns a JSON-serialisable dict.
@@ -26,8 +26,8 @@ import click
 
 from .errors import ConfigError
 from .problems import Problem, load_problem, parse_options
-from .strategies.advice import (check_max_staleness, check_workers, fit_shifted_exponential,
-                                rank_variants, time_model)
+from .strategies.k_ranking import (check_max_staleness, check_workers, fit_shifted_exponential,
+                                   rank_variants, time_model)
 from .strategies.delays import DELAY_FORMS, parse_delay
 
 __all__ = ["advise", "calibrate", "advise_command", "format_advice"]

@@ -1,34 +1,43 @@
-"""Which device an arena's buffers live on (``--device``), validated before anything starts.
+"""Which device an arena's buffers live on (``--device``) and which devices the learners compute
+on (``--gpus``), validated before anything starts.
 
-``cpu`` (default): POSIX shared memory. ``cuda`` or ``cuda:N``: the parameters, rule state,
-snapshots, gradient slots and data in one CUDA block shared by CUDA IPC (memory/cuda.py), the
-control block in host shared memory; every worker on that one GPU. ``auto``: ``cuda`` when a CUDA
-device is visible, else ``cpu`` (the summary says which). Asking for CUDA never initialises it
-here: availability is read through NVML where torch can (PYTORCH_NVML_BASED_CUDA_CHECK), so a
-forkserver started afterwards still forks a CUDA-free process.
+``cpu`` (default, built in): POSIX shared memory. ``TYPE`` or ``TYPE:N`` for every device type
+with a storage backend (shmopt.memory.backends; today ``cuda``): the parameters, rule state,
+snapshots, gradient slots and data in one block on that device, the control block in host shared
+memory. ``auto``: the first such type with a visible device, else ``cpu`` (the summary says
+which). ``--gpus G`` spreads the learners over G devices, starting at the arena's; a learner on
+another device than the arena's computes from its own copy. The checks that belong to a device type
+(what it needs, what it refuses) are its backend's ``resolve``; the backends read counts without
+initialising a device, so a forkserver started afterwards still forks a clean process.
 """
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 
 import torch
 
 from .errors import ConfigError
-
-DEVICES = "cpu, cuda, cuda:N or auto"
-
-
-def cuda_count() -> int:
-    """Visible CUDA devices (0 in a CPU build)."""
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    if not torch.cuda.is_available():
-        return 0
-    return torch.cuda.device_count()
+from .strategies.replicas import REPLICA_METHODS
+from .memory.backends import backend_for, device_types
 
 
-def resolve_gpus(c, device_text: str, count=cuda_count) -> tuple[str, ...]:
-    """``--gpus G``: the UUIDs of the G devices the learners compute on, from the arena's (empty
-    for one GPU: everything on the arena's device)."""
+def _accelerators() -> tuple[str, ...]:
+    return tuple(t for t in device_types() if t != "cpu")
+
+
+def choices() -> str:
+    """The ``--device`` forms, for messages: ``cpu, cuda, cuda:N or auto``."""
+    return ", ".join(["cpu", *(f"{t}, {t}:N" for t in _accelerators())]) + " or auto"
+
+
+def _count(device_type: str, count: Callable[[], int] | None) -> int:
+    return (count or backend_for(device_type).device_count)()
+
+
+def resolve_gpus(c, device_text: str, count: Callable[[], int] | None = None) -> tuple[str, ...]:
+    """``--gpus G``: the stable ids (CUDA: UUIDs) of the G devices the learners compute on, from
+    the arena's (empty for one GPU: everything on the arena's device). ``count`` replaces the
+    backend's device count (tests)."""
     g = c.gpus
     if isinstance(g, bool) or not isinstance(g, int) or g < 1:
         raise ConfigError(f"invalid gpus={g!r}: must be an integer >= 1")
@@ -37,44 +46,34 @@ def resolve_gpus(c, device_text: str, count=cuda_count) -> tuple[str, ...]:
     device = resolve_device(device_text, count=count)
     if device == "cpu":
         raise ConfigError(f"--gpus {g} needs --device cuda (the arena on a GPU)")
-    first, n = int(device.split(":")[1]), count()
+    d = torch.device(device)
+    backend = backend_for(d.type)
+    first, n = d.index or 0, _count(d.type, count)
     if g > n - first:
-        raise ConfigError(f"invalid gpus={g}: {n} CUDA device(s) visible, {n - first} from {device}")
-    if c.protocol == "replicas" or c.algo in ("lsgd", "easgd"):
-        raise ConfigError("--gpus > 1 runs the direct and server protocols; lsgd/easgd replicas run on one GPU")
+        raise ConfigError(f"invalid gpus={g}: {n} {backend.label} device(s) visible, {n - first} "
+                          f"from {device}")
+    if c.protocol == "replicas" or c.algo in REPLICA_METHODS:
+        raise ConfigError(f"--gpus > 1 runs the direct and server protocols; the replica methods "
+                          f"({', '.join(REPLICA_METHODS)}) run on one GPU")
     if c.lr_policy == "dutta" or c.read == "inplace":
         raise ConfigError("--gpus > 1 computes from a copy on each GPU: use --read snapshot and an lr "
                           "policy other than dutta")
-    from .memory.cuda import device_uuid
-    return tuple(device_uuid(i) for i in range(first, first + g))
+    return tuple(backend.device_id(i) for i in range(first, first + g))
 
 
-def resolve_device(text: str, nnodes: int = 1, count=cuda_count) -> str:
-    """``--device`` -> a torch device string; ConfigError naming what was wrong."""
+def resolve_device(text: str, nnodes: int = 1, count: Callable[[], int] | None = None) -> str:
+    """``--device`` -> a torch device string; ConfigError naming what was wrong. ``count``
+    replaces the backend's device count (tests)."""
     if not isinstance(text, str):
-        raise ConfigError(f"invalid device={text!r}: choose {DEVICES}")
+        raise ConfigError(f"invalid device={text!r}: choose {choices()}")
     t = text.strip().lower()
     if t == "cpu":
         return "cpu"
     if t == "auto":
-        t = "cuda" if count() > 0 else "cpu"
+        t = next((k for k in _accelerators() if _count(k, count) > 0), "cpu")
         if t == "cpu":
             return "cpu"
     kind, _, index = t.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ConfigError(f"invalid device={text!r}: choose {DEVICES}")
-    n = count()
-    if n == 0:
-        raise ConfigError(f"--device {text}: torch {torch.__version__} sees no CUDA device (a CPU build, "
-                          f"no driver, or CUDA_VISIBLE_DEVICES empty); use --device cpu")
-    i = int(index or 0)
-    if i >= n:
-        raise ConfigError(f"invalid device={text!r}: {n} CUDA device(s) visible, indices 0..{n - 1}")
-    if nnodes > 1:
-        raise ConfigError("--device cuda across nodes needs NCCL between the nodes, which shmopt does not "
-                          "have yet: use --device cpu with --nnodes > 1")
-    from .memory.cuda import expandable_segments_on
-    if expandable_segments_on():
-        raise ConfigError("PYTORCH_CUDA_ALLOC_CONF turns expandable_segments on: a CUDA arena needs it off "
-                          "(CUDA IPC of expandable segments fails in containers); unset it")
-    return f"cuda:{i}"
+    if kind not in _accelerators() or (index and not index.isdigit()):
+        raise ConfigError(f"invalid device={text!r}: choose {choices()}")
+    return backend_for(kind).resolve(text, int(index) if index else None, _count(kind, count), nnodes)

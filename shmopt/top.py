@@ -6,7 +6,7 @@ block read-only (:class:`~shmopt.memory.ArenaView`: no write is possible, nothin
 with the resource tracker, so top never removes a segment nor keeps one alive past its exit) and
 redraws a table once per ``--interval``. The run has ended when its segment's name is gone or
 its owner has exited: top then draws the final counters (still mapped), prints one last line and
-exits 0. ``--json`` prints one snapshot as one JSON line and exits.
+exits 0. ``--json`` prints one read as one JSON line and exits.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import click
 
-from .engine.snapshot import is_run, snapshot
+from .engine.run_view import is_run, read_run
 from .errors import ConfigError, ShmoptError
 from .memory import ArenaView
 from .memory.shm import SHM_DIR, list_segments, owner_pid, pid_alive, run_id
@@ -173,8 +173,8 @@ def watch(info: RunInfo, interval: float, once: bool, as_json: bool) -> None:
     prev = None
     try:
         while True:
-            over = ended(info)              # first: a snapshot after the end holds the final counters
-            snap = snapshot(view)
+            over = ended(info)              # first: a read after the end holds the final counters
+            snap = read_run(view)
             if as_json:
                 click.echo(json.dumps(snap))
                 return
@@ -196,7 +196,7 @@ def watch(info: RunInfo, interval: float, once: bool, as_json: bool) -> None:
 
 @click.command("top")
 @click.argument("run", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as one JSON line and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one read of the run as one JSON line and exit.")
 @click.option("--interval", "-n", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between refreshes.")
 @click.option("--once", is_flag=True, help="Draw one table and exit.")

@@ -12,8 +12,8 @@ import pytest
 
 from shmopt.cli import main
 from shmopt.errors import ConfigError
-from shmopt.strategies.advice import (expected_staleness, fit_shifted_exponential, rank_variants,
-                                      time_model)
+from shmopt.strategies.k_ranking import (expected_staleness, fit_shifted_exponential, rank_variants,
+                                         time_model)
 from shmopt.strategies.delays import Delay, parse_delay
 from shmopt.strategies.server import Arrival, KAggregator, WorkerMode
 

@@ -1,7 +1,8 @@
 """The CUDA arena on a GPU (``pytest -m cuda``; every test is skipped without a CUDA device and
-bench/gpu_check.sh runs them on a lent machine): attach round trip, the fused step on shared
-views against torch.optim, workers on one GPU converging with exact counts, checkpoint after
-quiesce, a killed worker, and nothing left allocated."""
+bench/gpu_check.sh runs them on a lent machine): the backend's device answers (count, stable ids,
+fence), attach round trip, the fused step on shared views against torch.optim, workers on one GPU
+converging with exact counts, checkpoint after quiesce, a killed worker, nothing left allocated;
+with two GPUs, the arena on cuda:1 and learners spread by --gpus."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -17,7 +18,7 @@ import shmopt
 from shmopt import Config, Engine
 from shmopt.errors import WorkerError
 from shmopt.memory import cuda as cuda_mem
-from shmopt.memory.storage import attach_storage, create_storage
+from shmopt.memory import attach_storage, create_storage
 from shmopt.problems import load_problem
 from shmopt.rules import RULES
 
@@ -41,6 +42,18 @@ def test_reduce_tensor_tuple_is_what_the_adapter_expects():
     buf = torch.zeros(256, dtype=torch.uint8, device="cuda")
     args = cuda_mem.export_args(buf)
     assert len(args) == cuda_mem._ARGS and args[cuda_mem._DEVICE_AT] == buf.device.index
+
+
+def test_the_cuda_backend_answers_the_device_questions(monkeypatch):
+    from shmopt.devices import resolve_device
+    from shmopt.memory import fence_for, local_device
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    b = cuda_mem.BACKEND
+    assert b.device_count() == torch.cuda.device_count() and resolve_device("cuda") == "cuda:0"
+    uuid = b.device_id(0)
+    assert b.local_index(uuid) == 0 and local_device("cuda:0", uuid) == torch.device("cuda", 0)
+    t = torch.ones(1 << 20, device="cuda:0") * 2
+    assert fence_for("cuda:0")() is None and float(t[-1]) == 2.0
 
 
 def test_attach_round_trip_writes_are_visible_both_ways():

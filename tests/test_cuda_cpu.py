@@ -13,7 +13,7 @@ from shmopt.config import Config
 from shmopt.devices import resolve_device, resolve_gpus
 from shmopt.engine.layout import build_layout
 from shmopt.errors import ConfigError
-from shmopt.memory import HOST
+from shmopt.memory import HOST, fence_for
 from shmopt.memory import cuda as cuda_mem
 from shmopt.memory.layout import DEVICE, DEVICE_ALIGN
 from shmopt.memory.storage import StorageHandle
@@ -49,10 +49,41 @@ def test_gpus_option_refusals(monkeypatch):
     for kw, device, match in (({"gpus": 0}, "cuda", "invalid gpus=0"),
                               ({"gpus": 2}, "cpu", "needs --device cuda"),
                               ({"gpus": 2}, "cuda:1", r"invalid gpus=2: 2 CUDA device\(s\) visible, 1 from cuda:1"),
-                              ({"gpus": 2, "algo": "lsgd"}, "cuda", "lsgd/easgd replicas run on one GPU"),
+                              ({"gpus": 2, "algo": "lsgd"}, "cuda", "replica methods (lsgd, easgd, local-sgd) run on one GPU"),
                               ({"gpus": 2, "read": "inplace"}, "cuda", "use --read snapshot")):
         with pytest.raises(ConfigError, match=match):
             resolve_gpus(Config(**kw), device, count=two)
+
+
+def test_a_new_device_type_is_one_more_backend_in_the_list(monkeypatch):
+    from shmopt import devices
+    from shmopt.memory import backends
+
+    class Fake:                  # the device questions only: nothing is allocated here
+        name, device_type, label = "fake-ipc", "meta", "META"
+        create = attach = None
+
+        def device_count(self):
+            return 3
+
+        def resolve(self, text, index, visible, nnodes):
+            return f"meta:{index or 0}"
+
+        def fence(self, device):
+            return lambda: "fenced"
+
+        def device_id(self, index):
+            return f"M{index}"
+
+        def local_index(self, device_id):
+            return int(device_id[1:])
+
+    monkeypatch.setattr(backends, "BACKENDS", (*backends.BACKENDS, Fake()))
+    assert devices.choices() == "cpu, cuda, cuda:N, meta, meta:N or auto"
+    assert devices.resolve_device("META:2") == "meta:2"
+    assert devices.resolve_gpus(Config(gpus=2), "meta:1") == ("M1", "M2")
+    assert backends.local_device("meta:0", "M2") == torch.device("meta", 2)
+    assert backends.fence_for("meta:0")() == "fenced"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible here")
@@ -79,7 +110,7 @@ def test_every_buffer_but_the_control_block_lives_on_the_device(algo, extra):
 
 def test_the_handle_envelope_pickles_and_the_device_is_mapped_by_uuid(monkeypatch):
     args = tuple(range(cuda_mem._ARGS))
-    h = StorageHandle(cuda_mem.BACKEND, "cuda:GPU-x", 1024, extra=(args, "GPU-x"))
+    h = StorageHandle(cuda_mem.BACKEND.name, "cuda:GPU-x", 1024, extra=(args, "GPU-x"))
     assert pickle.loads(pickle.dumps(h)) == h
     seen = {}
     import torch.multiprocessing.reductions as red
@@ -87,11 +118,11 @@ def test_the_handle_envelope_pickles_and_the_device_is_mapped_by_uuid(monkeypatc
     cuda_mem.rebuild(args, 3)
     assert seen["args"][cuda_mem._DEVICE_AT] == 3 and len(seen["args"]) == cuda_mem._ARGS
     with pytest.raises(RuntimeError, match="without attach arguments"):
-        cuda_mem.CudaBackend().attach(StorageHandle(cuda_mem.BACKEND, "cuda:GPU-x", 1024))
+        cuda_mem.BACKEND.attach(StorageHandle(cuda_mem.BACKEND.name, "cuda:GPU-x", 1024))
 
 
-def test_the_host_fence_is_free_and_the_cuda_one_is_a_stream_sync():
-    assert cuda_mem.fence_for("cpu")() is None
+def test_the_host_fence_is_free_and_expandable_segments_are_recognised():
+    assert fence_for("cpu")() is None
     assert not cuda_mem.expandable_segments_on({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"})
     assert cuda_mem.expandable_segments_on({"PYTORCH_ALLOC_CONF": "expandable_segments:True"})
 

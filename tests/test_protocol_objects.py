@@ -69,6 +69,50 @@ def test_storage_dispatch_on_the_handle_backend():
         attach_storage(StorageHandle("nope", "x", 1))
 
 
+def _members(protocol) -> set[str]:
+    return {n for n in vars(protocol) if not n.startswith("_")} | set(protocol.__annotations__)
+
+
+def test_every_listed_backend_implements_the_whole_contract():
+    """Nothing above the memory layer probes a block: each backend and the class of the blocks
+    it makes have every member of the protocols."""
+    from typing import get_type_hints
+    from shmopt.memory import BACKENDS, Backend, Storage, backend_for
+    assert backend_for("cpu").name == "shm" and backend_for("cuda").name == "cuda-ipc"
+    assert len({b.name for b in BACKENDS}) == len(BACKENDS)
+    for b in BACKENDS:
+        assert all(hasattr(b, m) for m in _members(Backend)), b.name
+        made = get_type_hints(type(b).create)["return"]
+        attrs = {"handle", "owner", "device"}                     # set per block in __init__
+        assert all(hasattr(made, m) for m in _members(Storage) - attrs), made
+
+
+def test_the_host_block_keeps_the_storage_contract():
+    from shmopt.memory import backend_for
+    shm = backend_for("cpu")
+    st = shm.create(100, torch.device("cpu"), "t1")
+    try:
+        assert st.owner and st.handle.backend == shm.name and st.device.type == "cpu"
+        assert st.export() == st.handle and st.sync() is None and st.fileno() >= 0
+        other = attach_storage(st.export())
+        assert not other.owner and other.export() == st.handle
+        st.bytes(0, 4)[:] = 7
+        assert bytes(other.host_buffer()[:4]) == b"\x07" * 4
+        other.unlink()                                            # not the owner: a no-op
+        other.close()
+        other.close()
+        assert st.handle.name in list_segments()
+        assert shm.fence(st.device)() is None and shm.resolve("cpu", None, 1, 1) == "cpu"
+        assert shm.local_index(shm.device_id(0)) == 0 and shm.device_count() == 1
+    finally:
+        st.unlink()
+        st.unlink()
+        st.close()
+    assert st.handle.name not in list_segments()
+    with pytest.raises(RuntimeError, match="closed"):
+        st.bytes(0, 4)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a CUDA backend")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: the arena would be made")
 def test_a_cuda_arena_without_a_device_fails_cleanly_and_leaves_nothing():

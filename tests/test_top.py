@@ -1,4 +1,4 @@
-"""``shmopt top``: the arena's self-description, the read-only view, snapshots of a scripted control
+"""``shmopt top``: the arena's self-description, the read-only view, reads of a scripted control
 block (known counters) and of a live run, the end of a run while top watches, bad RUNs."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from shmopt import Config, Engine, load_problem
 from shmopt.cli import main
 from shmopt.engine import control
 from shmopt.engine.control import RUNNING, Counters
-from shmopt.engine.snapshot import describe, snapshot
+from shmopt.engine.run_view import describe, read_run
 from shmopt.memory import Arena, ArenaView, Layout
 from shmopt.memory.describe import layout_from_json, layout_to_json
 from shmopt.memory.shm import SHM_DIR, run_id
@@ -135,7 +135,7 @@ def test_top_json_reports_known_counters_and_never_writes():
             assert row["loss"] == pytest.approx(np.mean(losses[r]))
             assert 1.5 < row["heartbeat_age_s"] < 60.0
         view = ArenaView(arena.name)
-        text = top.render(snapshot(view))
+        text = top.render(read_run(view))
         view.close()
         assert f"leader {snap['leader']}" in text and f" {snap['leader']}* " in text
         assert "staleness" in text and "lsgd" in text
@@ -205,10 +205,10 @@ def test_top_watches_a_live_run_to_its_end():
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                                    cwd=ROOT)
         assert watcher.stdout.readline().startswith("shmopt top  run ")   # attached, first frame
-        assert snapshot(view)["state"] == "starting"
+        assert read_run(view)["state"] == "starting"
         gate.set()
         seen = []
-        while (s := snapshot(view))["updates"] < 40 and runner.is_alive():
+        while (s := read_run(view))["updates"] < 40 and runner.is_alive():
             seen.append(s["updates"])
             time.sleep(0.02)
         assert s["state"] == "running" and s["elapsed_s"] > 0
@@ -224,7 +224,7 @@ def test_top_watches_a_live_run_to_its_end():
         runner.join(60)
         stats = out["result"].stats
         assert not os.path.exists(os.path.join(SHM_DIR, name))        # the run removed it
-        final = snapshot(view)                  # still mapped here: the final counters
+        final = read_run(view)                  # still mapped here: the final counters
         view.close()
         for key in ("updates", "gradients", "applied", "dropped", "cancelled", "staleness_max",
                     "staleness_hist", "samples"):

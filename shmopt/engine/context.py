@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..memory import Arena, ArenaHandle
-from ..memory.cuda import fence_for
+from ..memory.backends import fence_for, local_device
 from ..memory.flat import bind_buffers
 from ..plan import Plan
 from ..problems import import_problem_source
@@ -64,8 +64,7 @@ class Context:
         self.device = torch.device(wp.device)          # the arena's
         self.compute = self.device                      # where this learner's forward/backward run
         if wp.gpus and roles.is_learner(self.rank, plan):
-            from ..memory.cuda import index_of
-            self.compute = torch.device("cuda", index_of(wp.gpus[self.rank % len(wp.gpus)]))
+            self.compute = local_device(self.device, wp.gpus[self.rank % len(wp.gpus)])
         self._to_arena: torch.Tensor | None = None
         self._model_fn = partial(_on_device, model_fn, self.compute)
         self.fence = fence_for(self.device)          # before every host counter that counts device work
@@ -128,7 +127,7 @@ class Context:
         """At exit: finish this process's device work and drop its views of a CUDA arena (the
         owner frees the block only when no consumer holds it)."""
         self.fence()
-        if self.device.type == "cuda":
+        if self.device.type != "cpu":              # a device block: drop the views before exit
             self.x = self.state = self.buffers = None
             self.arena.release_device()
 

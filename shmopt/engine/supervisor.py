@@ -43,7 +43,7 @@ from .mailbox import GradientMailbox
 from .model_view import the_model
 from .nodes.finish import finish_nodes, halt_nodes
 from .record import Result, RunRecord, Sample, node_summary, summary
-from .snapshot import describe
+from .run_view import describe
 
 POLL_S = 0.01
 

@@ -5,8 +5,10 @@ The owner (the supervisor, or a shared optimizer) calls :meth:`Arena.create`; ot
 made by torch from the storage's bytes (on the buffer's device: nothing is copied and every
 process sees every write), ``array(name)`` a numpy view of a host buffer (the control block's
 structured records), ``raw(name)`` its bytes (checkpoints). Only this layer owns bytes.
-An owner that passes ``describe`` makes its arena readable by name alone: :class:`ArenaView`
-(``shmopt top``) maps such a host block read-only (see :mod:`shmopt.memory.describe`).
+One storage block per region of the layout (:mod:`shmopt.memory.storage` is their contract): the
+host block, and on a device arena the device block. An owner that passes ``describe`` makes its
+arena readable by name alone: :class:`ArenaView` (``shmopt top``) maps such a host block
+read-only (see :mod:`shmopt.memory.describe`; POSIX segments only, the names top can list).
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import cuda, shm  # noqa: F401 - register the CUDA and host backends
+from .backends import attach_storage, create_storage
 from .describe import make_trailer, read_trailer
 from .layout import HOST, Layout
 from .shm import ReadOnlySegment
-from .storage import Storage, StorageHandle, attach_storage, create_storage
+from .storage import Storage, StorageHandle
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,14 @@ class Arena:
         return ArenaHandle(tuple((r, s.handle) for r, s in self.storages.items()), self.layout)
 
     def export(self) -> ArenaHandle:
-        """A handle for one more process to attach (a CUDA block is exported once per consumer:
-        call this for every process started, respawns included)."""
-        return ArenaHandle(tuple((r, s.export() if hasattr(s, "export") else s.handle)
-                                 for r, s in self.storages.items()), self.layout)
+        """A handle for one more process to attach: call this for every process started,
+        respawns included, and give each its own (a CUDA block is exported once per consumer)."""
+        return ArenaHandle(tuple((r, s.export()) for r, s in self.storages.items()), self.layout)
 
     def sync(self) -> None:
         """Wait for this process's work on the arena's device (a no-op on the host)."""
         for s in self.storages.values():
-            if hasattr(s, "sync"):
-                s.sync()
+            s.sync()
 
     @property
     def storage(self) -> Storage:

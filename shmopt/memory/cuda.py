@@ -1,41 +1,58 @@
-"""The CUDA storage backend: an arena's device region as one CUDA block, shared by CUDA IPC.
+"""The CUDA storage backend: an arena's device region as one CUDA block, shared by CUDA IPC, and
+the answers about ``cuda`` devices (``--device cuda:N``, ``--gpus``, the fence).
 
-The owner (the supervisor) allocates one ``torch.uint8`` block per arena with a single
+Block: the owner (the supervisor) allocates one ``torch.uint8`` block per arena with a single
 allocation, before anything else of the run touches the device, so the cudaMalloc segment torch
-exports is the buffer itself; sub-buffers are views at 256-byte
-aligned offsets (memory.layout.DEVICE_ALIGN). It zeroes the block and synchronises the device
-before any export. Expandable segments are refused: they switch CUDA IPC to file-descriptor
-handles through ``pidfd_getfd``, which containers forbid (pytorch #165685).
+exports is the buffer itself; sub-buffers are views at 256-byte aligned offsets
+(memory.layout.DEVICE_ALIGN). It zeroes the block and synchronises the device before any export:
+the event torch records at export covers the initial contents only, so later writes are ordered
+by each process's fence (a stream sync) before the host counter that announces them. The control
+block never lives here (its placement is HOST).
 
 Handles: torch's ``reduce_tensor`` gives a plain, picklable argument tuple. Every consumer gets
 a tuple of its own (:meth:`CudaStorage.export`, called once per spawned process: rebuilding one
-tuple twice underflows torch's reference count, pytorch #149187), rebuilds it once in
-:meth:`CudaBackend.attach` and holds the tensor for its life; a consumer never re-exports. The
-device travels as its UUID and is mapped to the consumer's own index (``CUDA_VISIBLE_DEVICES``
-may differ between processes, pytorch #149196). ``reduce_tensor`` is not a documented API: its
-tuple is checked here (``_ARGS`` fields, the device at ``_DEVICE_AT``) and pinned by a test.
+tuple twice underflows torch's reference count, pytorch #149187; reducing without rebuilding
+leaks), rebuilds it once in :meth:`CudaBackend.attach` (opening a handle can take hundreds of ms)
+and holds the tensor for its life; a consumer never re-exports (torch refuses). The device
+travels as its UUID and is mapped to the consumer's own index (``CUDA_VISIBLE_DEVICES`` may
+differ between processes, pytorch #149196). ``reduce_tensor`` is not a documented API: its tuple
+is checked here (``_ARGS`` fields, the device at ``_DEVICE_AT``) and pinned by a GPU test. A
+kernel on another GPU must not dereference the block (illegal memory access): learners on other
+GPUs (``--gpus``) copy from and to it.
 
-Release: a consumer synchronises and drops its tensor; the owner synchronises, drops the
-block, then ``torch.cuda.ipc_collect()`` and ``empty_cache()``. The control block never lives
-here (its placement is HOST). Notes and sources: ../shared/CUDA.md.
+Refused: expandable segments (they switch CUDA IPC to file-descriptor handles through
+``pidfd_getfd``, which containers forbid, pytorch #165685) and arenas across nodes (that needs
+NCCL). Nothing here initialises CUDA before a block is made: the device count is read through
+NVML (``PYTORCH_NVML_BASED_CUDA_CHECK``), because CUDA cannot be used in a process forked after
+it was initialised (the fork server, the supervisor's children).
+
+Release: a consumer synchronises and drops its tensor; the owner synchronises, drops the block,
+then ``torch.cuda.ipc_collect()`` and ``empty_cache()``. The owner must outlive its consumers; a
+consumer killed by a signal pins the block until the owner exits.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
 from ..errors import ConfigError
-from .storage import StorageHandle, register_backend
+from .storage import StorageHandle
 
-BACKEND = "cuda-ipc"
 _ARGS, _DEVICE_AT = 15, 6           # torch.multiprocessing.reductions.reduce_tensor, CUDA case
 
 
 def expandable_segments_on(env=os.environ) -> bool:
     conf = ",".join(env.get(k, "") for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
     return "expandable_segments:true" in conf.replace(" ", "").lower()
+
+
+def _refuse_expandable_segments() -> None:
+    if expandable_segments_on():
+        raise ConfigError("PYTORCH_CUDA_ALLOC_CONF turns expandable_segments on: a CUDA arena needs it off "
+                          "(CUDA IPC of expandable segments fails in containers); unset it")
 
 
 def device_uuid(index: int) -> str:
@@ -68,21 +85,9 @@ def rebuild(args: tuple, index: int) -> torch.Tensor:
     return rebuild_cuda_tensor(*args)
 
 
-def _no_fence() -> None:
-    return None
-
-
-def fence_for(device: str | torch.device):
-    """A call that returns once this process's queued work on ``device`` is done (a no-op on
-    the host): host counters are bumped only after it, so a counter never runs ahead of the
-    bytes it counts."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return _no_fence
-    return torch.cuda.current_stream(device).synchronize
-
-
 class CudaStorage:
+    """A CUDA block: the owner's allocation or a consumer's rebuilt IPC view of it."""
+
     def __init__(self, buf: torch.Tensor, handle: StorageHandle, owner: bool) -> None:
         self._buf: torch.Tensor | None = buf
         self.handle, self.owner = handle, owner
@@ -96,6 +101,9 @@ class CudaStorage:
     def host_buffer(self) -> memoryview:
         raise TypeError("a CUDA block has no host buffer: the control block is always in host memory")
 
+    def fileno(self) -> int:
+        raise TypeError("a CUDA block has no file descriptor: lock on the host block")
+
     def export(self) -> StorageHandle:
         """A handle for one more consumer process (owner only)."""
         if not self.owner or self._buf is None:
@@ -103,6 +111,7 @@ class CudaStorage:
         return replace(self.handle, extra=(export_args(self._buf), device_uuid(self.device.index)))
 
     def sync(self) -> None:
+        """Wait for every stream of this process on the block's device (not other processes')."""
         if self._buf is not None:
             torch.cuda.synchronize(self.device)
 
@@ -112,26 +121,34 @@ class CudaStorage:
             self._buf = None
 
     def unlink(self) -> None:
-        if self.owner and self._buf is not None:
-            self.close()
-            torch.cuda.ipc_collect()
-            torch.cuda.empty_cache()
+        """Owner: drop the block and return the memory torch can (freed for good once every
+        consumer has dropped its view); after :meth:`close` too."""
+        if not self.owner:
+            return
+        self.close()
+        self.owner = False
+        torch.cuda.ipc_collect()
+        torch.cuda.empty_cache()
 
 
 class CudaBackend:
+    """The :class:`~shmopt.memory.storage.Backend` of ``cuda`` arenas (CUDA IPC)."""
+
+    name = "cuda-ipc"
+    device_type = "cuda"
+    label = "CUDA"
+
     def create(self, nbytes: int, device: torch.device, tag: str = "") -> CudaStorage:
         if not torch.cuda.is_available():
             raise ConfigError(f"no CUDA device for an arena on {device}: torch {torch.__version__} sees "
                               f"none here; use the cpu device")
-        if expandable_segments_on():
-            raise ConfigError("PYTORCH_CUDA_ALLOC_CONF turns expandable_segments on: a CUDA arena needs "
-                              "it off (CUDA IPC of expandable segments fails in containers); unset it")
+        _refuse_expandable_segments()
         # a first, large allocation is a cudaMalloc segment of its own; if the process allocated
         # before, torch still exports correctly (the segment plus this block's offset in it)
         buf = torch.zeros(max(nbytes, 1), dtype=torch.uint8, device=device)
         torch.cuda.synchronize(device)
         index = buf.device.index if buf.device.index is not None else torch.cuda.current_device()
-        handle = StorageHandle(BACKEND, f"cuda:{device_uuid(index)}{':' + tag if tag else ''}", nbytes)
+        handle = StorageHandle(self.name, f"cuda:{device_uuid(index)}{':' + tag if tag else ''}", nbytes)
         return CudaStorage(buf, handle, owner=True)
 
     def attach(self, handle: StorageHandle) -> CudaStorage:
@@ -141,5 +158,36 @@ class CudaBackend:
         args, uuid = handle.extra
         return CudaStorage(rebuild(args, index_of(uuid)), handle, owner=False)
 
+    def device_count(self) -> int:
+        """Visible CUDA devices (0 in a CPU build), read without initialising CUDA."""
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+        if not torch.cuda.is_available():
+            return 0
+        return torch.cuda.device_count()
 
-register_backend(BACKEND, CudaBackend(), "cuda")
+    def resolve(self, text: str, index: int | None, visible: int, nnodes: int) -> str:
+        if visible == 0:
+            raise ConfigError(f"--device {text}: torch {torch.__version__} sees no CUDA device (a CPU build, "
+                              f"no driver, or CUDA_VISIBLE_DEVICES empty); use --device cpu")
+        i = index or 0
+        if i >= visible:
+            raise ConfigError(f"invalid device={text!r}: {visible} CUDA device(s) visible, "
+                              f"indices 0..{visible - 1}")
+        if nnodes > 1:
+            raise ConfigError("--device cuda across nodes needs NCCL between the nodes, which shmopt does "
+                              "not have yet: use --device cpu with --nnodes > 1")
+        _refuse_expandable_segments()
+        return f"cuda:{i}"
+
+    def fence(self, device: torch.device) -> Callable[[], None]:
+        """The current stream's synchronize: the engine's processes queue their work on it."""
+        return torch.cuda.current_stream(device).synchronize
+
+    def device_id(self, index: int) -> str:
+        return device_uuid(index)
+
+    def local_index(self, device_id: str) -> int:
+        return index_of(device_id)
+
+
+BACKEND = CudaBackend()

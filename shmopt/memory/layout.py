@@ -5,8 +5,10 @@ region, offset). The placement says where a buffer must live: ``HOST`` (the cont
 numpy structured records read and written by the CPU of every process) or ``DEVICE`` (parameters,
 rule state, snapshots, gradient slots, data: where the model computes). The region is where it
 does live: one storage block per region, offsets counted per region, aligned to ``ALIGN`` bytes
-(64 = a cache line on the host; 256 covers CUDA's alignment as well). On a CPU arena the device
-region is the host region, so the whole arena is one block.
+in the host region (64: a cache line, so two processes' records never share one) and to
+``DEVICE_ALIGN`` in the device region (256: CUDA's allocation alignment, which vectorised kernels
+expect of every view). On a CPU arena the device region is the host region, so the whole arena is
+one block.
 """
 from __future__ import annotations
 

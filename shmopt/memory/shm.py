@@ -19,12 +19,13 @@ import re
 import secrets
 import shutil
 import sys
+from collections.abc import Callable
 from multiprocessing import resource_tracker, shared_memory
 
 import torch
 
 from ..errors import ShmSpaceError
-from .storage import StorageHandle, register_backend
+from .storage import StorageHandle
 
 PREFIX = "shmopt_"
 SHM_DIR = "/dev/shm"
@@ -59,42 +60,17 @@ def check_shm_space(nbytes: int, margin: float = 1.05) -> None:
 
 
 class ShmStorage:
-    """A POSIX shared-memory block (``multiprocessing.shared_memory``)."""
+    """A POSIX shared-memory block (``multiprocessing.shared_memory``): the
+    :class:`~shmopt.memory.storage.Storage` of host arenas. Made by :class:`ShmBackend`."""
 
-    backend = "shm"
     device = torch.device("cpu")
 
     def __init__(self, shm: shared_memory.SharedMemory, nbytes: int, owner: bool) -> None:
         self._shm = shm
         self._closed = False
         self.owner = owner
-        self.handle = StorageHandle(self.backend, shm.name, nbytes)
+        self.handle = StorageHandle(ShmBackend.name, shm.name, nbytes)
         self._u8: torch.Tensor | None = None
-
-    @classmethod
-    def create(cls, nbytes: int, device: torch.device | None = None, tag: str = "") -> "ShmStorage":
-        """A new segment; ``tag`` (e.g. ``n1``, the node rank) goes into its name."""
-        if tag and not _TAG_RE.match(tag):
-            raise ValueError(f"invalid segment tag {tag!r}: 1-16 lowercase letters or digits")
-        check_shm_space(nbytes)
-        name = f"{PREFIX}{os.getpid()}_{tag + '_' if tag else ''}{secrets.token_hex(8)}"
-        shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
-        return cls(shm, nbytes, owner=True)
-
-    @classmethod
-    def attach(cls, handle: StorageHandle) -> "ShmStorage":
-        if sys.version_info >= (3, 13):
-            shm = shared_memory.SharedMemory(name=handle.name, track=False)
-        else:
-            # Children must not register: the tracker would unlink the segment (or warn about a
-            # "leak") when the child exits. Workers are single-threaded when they attach.
-            register = resource_tracker.register
-            resource_tracker.register = lambda *a, **k: None
-            try:
-                shm = shared_memory.SharedMemory(name=handle.name)
-            finally:
-                resource_tracker.register = register
-        return cls(shm, handle.nbytes, owner=False)
 
     def host_buffer(self) -> memoryview:
         if self._closed:
@@ -110,6 +86,13 @@ class ShmStorage:
     def fileno(self) -> int:
         """The segment's file descriptor (for ``flock``)."""
         return self._shm._fd  # type: ignore[attr-defined]
+
+    def export(self) -> StorageHandle:
+        """The handle itself: a segment is attached by name, by any number of processes."""
+        return self.handle
+
+    def sync(self) -> None:
+        """Nothing to wait for: a store to host shared memory is in the shared pages once made."""
 
     def close(self) -> None:
         """Detach; idempotent. If views are still exported the mapping is kept alive until
@@ -135,6 +118,60 @@ class ShmStorage:
                 resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
             except Exception:
                 pass
+
+
+def _no_fence() -> None:
+    return None
+
+
+class ShmBackend:
+    """The :class:`~shmopt.memory.storage.Backend` of host (``cpu``) arenas. The host is one
+    device that is always there; its device methods are trivial."""
+
+    name = "shm"
+    device_type = "cpu"
+    label = "host"
+
+    def create(self, nbytes: int, device: torch.device | None = None, tag: str = "") -> ShmStorage:
+        """A new segment; ``tag`` (e.g. ``n1``, the node rank) goes into its name."""
+        if tag and not _TAG_RE.match(tag):
+            raise ValueError(f"invalid segment tag {tag!r}: 1-16 lowercase letters or digits")
+        check_shm_space(nbytes)
+        name = f"{PREFIX}{os.getpid()}_{tag + '_' if tag else ''}{secrets.token_hex(8)}"
+        shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+        return ShmStorage(shm, nbytes, owner=True)
+
+    def attach(self, handle: StorageHandle) -> ShmStorage:
+        if sys.version_info >= (3, 13):
+            shm = shared_memory.SharedMemory(name=handle.name, track=False)
+        else:
+            # Children must not register: the tracker would unlink the segment (or warn about a
+            # "leak") when the child exits. Workers are single-threaded when they attach.
+            register = resource_tracker.register
+            resource_tracker.register = lambda *a, **k: None
+            try:
+                shm = shared_memory.SharedMemory(name=handle.name)
+            finally:
+                resource_tracker.register = register
+        return ShmStorage(shm, handle.nbytes, owner=False)
+
+    def device_count(self) -> int:
+        return 1
+
+    def resolve(self, text: str, index: int | None, visible: int, nnodes: int) -> str:
+        return "cpu"
+
+    def fence(self, device: torch.device) -> Callable[[], None]:
+        return _no_fence
+
+    def device_id(self, index: int) -> str:
+        return "host"
+
+    def local_index(self, device_id: str) -> int:
+        return 0
+
+
+BACKEND = ShmBackend()
 
 
 class ReadOnlySegment:
@@ -216,5 +253,3 @@ def sweep_stale_segments(all_owners: bool = False) -> list[str]:
             pass
     return removed
 
-
-register_backend(ShmStorage.backend, ShmStorage, "cpu")

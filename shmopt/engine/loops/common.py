@@ -17,7 +17,7 @@ class NonFiniteError(ArithmeticError):
 
 def start(ctx: Context, wakeups: WakeUps) -> None:
     """Report ready, wait for the supervisor's go."""
-    if ctx.device.type == "cuda":
+    if ctx.device.type != "cpu":                 # a device arena: idle waits count as quiescent
         wakeups.idle = ctx.mark_idle
     ctx.ready()
     wakeups.wait_start(ctx.check)

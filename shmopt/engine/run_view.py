@@ -1,8 +1,9 @@
-"""What a running engine tells readers by name (``shmopt top``): the description the supervisor
-writes into its arena at creation (:func:`describe`), and one read-only snapshot of the control
-block (:func:`snapshot`).
+"""A running engine as readers by name see it (``shmopt top``): the description the supervisor
+writes into its arena at creation (:func:`describe`), and one read of its control block
+(:func:`read_run`). Unrelated to the learners' snapshot buffers (``--read snapshot``): nothing
+here reads the parameters.
 
-A snapshot copies ``glob`` and ``ctrl`` once (lock-free reads of single-writer slots, like the
+A read copies ``glob`` and ``ctrl`` once (lock-free reads of single-writer slots, like the
 supervisor's) and derives per process: staleness mean = stale_sum / applied, the histogram's
 non-empty bins, heartbeat age, the mean of the losses in its ring and rates since training
 started; over the run: the update count (the server's version, or the learners' sum), the lsgd
@@ -89,7 +90,7 @@ def _nodes(glob: np.void, meta: dict, elapsed: float | None) -> dict[str, Any]:
     return out
 
 
-def snapshot(view: ArenaView, now: float | None = None) -> dict[str, Any]:
+def read_run(view: ArenaView, now: float | None = None) -> dict[str, Any]:
     """One read of a described engine arena: the run, its totals and one row per process."""
     meta = view.meta
     if not is_run(meta):
@@ -106,7 +107,7 @@ def snapshot(view: ArenaView, now: float | None = None) -> dict[str, Any]:
     leader = None
     if meta.get("window") and int(ctrl["loss_count"][:P].max()) > 0:
         leader = select_leader(windowed_means(ctrl["losses"][:P], ctrl["loss_count"][:P], meta["window"]))
-    snap = {
+    run = {
         "segment": view.name, "run": run_id(view.name), "pid": meta["pid"],
         "problem": meta["problem"], "algo": meta["algo"], "rule": meta["rule"],
         "protocol": meta["protocol"], "variant": meta["variant"], "k": meta["k"], "workers": P,
@@ -123,5 +124,5 @@ def snapshot(view: ArenaView, now: float | None = None) -> dict[str, Any]:
         "processes": [_process(r, ctrl[r], meta, now, elapsed) for r in range(meta["processes"])],
     }
     if meta.get("nodes"):
-        snap["node"] = _nodes(glob, meta, elapsed)
-    return snap
+        run["node"] = _nodes(glob, meta, elapsed)
+    return run
