@@ -124,7 +124,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, needle, bad_files
 def test_algos_info_clean(capsys):
     code, out, _ = run_main(["algos"], capsys)
     assert code == 0 and [ln.split()[0] for ln in out.splitlines()] == [
-        "hogwild", "apam", "sync", "k-sync", "k-batch-sync", "k-async", "k-batch-async", "lsgd", "easgd"]
+        "hogwild", "apam", "sync", "k-sync", "k-batch-sync", "k-async", "k-batch-async", "lsgd", "easgd",
+        "local-sgd"]
     code, out, _ = run_main(["info"], capsys)
     assert code == 0 and "/dev/shm free" in out and "torch" in out and "CUDA devices" in out
     code, out, _ = run_main(["clean"], capsys)

@@ -49,7 +49,7 @@ def test_gpus_option_refusals(monkeypatch):
     for kw, device, match in (({"gpus": 0}, "cuda", "invalid gpus=0"),
                               ({"gpus": 2}, "cpu", "needs --device cuda"),
                               ({"gpus": 2}, "cuda:1", r"invalid gpus=2: 2 CUDA device\(s\) visible, 1 from cuda:1"),
-                              ({"gpus": 2, "algo": "lsgd"}, "cuda", "replica methods (lsgd, easgd, local-sgd) run on one GPU"),
+                              ({"gpus": 2, "algo": "lsgd"}, "cuda", r"replica methods \(lsgd, easgd, local-sgd\) run on one GPU"),
                               ({"gpus": 2, "read": "inplace"}, "cuda", "use --read snapshot")):
         with pytest.raises(ConfigError, match=match):
             resolve_gpus(Config(**kw), device, count=two)
