@@ -36,9 +36,9 @@ class Rule(abc.ABC):
     Subclasses define ``name`` (a class constant), the dataclass fields ``lr`` (the default
     learning rate) and ``weight_decay``, :attr:`state_names` and :meth:`_apply` (the rule's
     own arithmetic).  :meth:`update` (the step check, the lr override, then :meth:`_apply`),
-    :meth:`init` and :meth:`hyper` have generic implementations.  A rule instance caches scratch tensors lazily, so one
-    instance must not be used from several threads at once (one instance per process, as
-    the engine does, is fine).
+    :meth:`init` and :meth:`hyper` have generic implementations.  A rule instance caches
+    scratch tensors lazily, so one instance must not be used from several threads at once
+    (one instance per process, as the engine does, is fine).
     """
 
     name: ClassVar[str]
