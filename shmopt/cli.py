@@ -18,7 +18,7 @@ from . import __version__
 from .cli_options import RUN, TRAIN, config_from, config_options
 from .errors import ConfigError, ShmoptError, WorkerError
 from .node_plan import node_path
-from .plan import check_output_path
+from .checks import output_path
 from .tensorboard import TensorBoard, check_tensorboard
 
 
@@ -81,7 +81,7 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, data
     from .problems import load_problem
 
     config = config_from(kw)
-    check_output_path("save", save)          # before training, so no trained model is lost
+    output_path("save", save)          # before training, so no trained model is lost
     check_tensorboard(tb_dir)
     prob = load_problem(problem, **_problem_options(options, data_dir))
     engine = Engine(prob, config, source=problem)
@@ -95,7 +95,7 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, data
     engine.on_sample = _both(bar.sample if bar else None, tb.sample if tb else None)
     if engine.plan.nodes is not None and save:        # one file per node, like --checkpoint
         save = node_path(save, engine.plan.nodes.rank)
-        check_output_path("save", save)
+        output_path("save", save)
     try:
         result = engine.run()
     finally:
@@ -131,8 +131,8 @@ def compare(problem: str, algos: str, options: tuple[str, ...], as_json: bool, q
     chosen = cmp.parse_algos(algos)
     base = config_from(kw)
     png = plot_path or out.rsplit(".", 1)[0] + ".png"
-    check_output_path("out", out)            # before the first run
-    check_output_path("plot", png)
+    output_path("out", out)            # before the first run
+    output_path("plot", png)
     check_tensorboard(tb_dir)
     prob = load_problem(problem, **_problem_options(options, data_dir))
 

@@ -2,8 +2,10 @@
 
 A job of N nodes is N ``shmopt run`` processes (one per machine), started by ``torchrun
 --nproc-per-node 1`` (its ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` are read here) or
-by hand with ``--nnodes N --node-rank R --master HOST:PORT``. :func:`resolve_nodes` validates the
-node options eagerly, like every other option, and returns None for a single node (which runs
+by hand with ``--nnodes N --node-rank R --master HOST:PORT``. Each node option's own check sits on
+its Config field, the rules between the node options and the algorithm in
+:mod:`shmopt.config_rules`; :func:`resolve_nodes` checks what needs the environment (torchrun's
+variables, the rank against the node count) and returns None for a single node (which runs
 exactly as before). The engine's node link (``engine/loops/link.py``) does the exchanges.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
+from .checks import invalid
 from .errors import ConfigError
 from .strategies.replicas import REPLICA_METHODS, ReplicaMethod
 
@@ -95,14 +98,6 @@ def split_steps(steps: int, nnodes: int, rank: int) -> int:
     return steps // nnodes + (1 if rank < steps % nnodes else 0)
 
 
-def _number(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value > lo if lo_open else value >= lo) and (hi is None or value < hi)
-    if not ok:
-        rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'})"
-        raise ConfigError(f"invalid {name}={value!r}: must be a number in {rng}")
-
-
 def nnodes_of(c, env=os.environ) -> int:
     """The job's node count, before the other node options are validated (K counts every node's
     learners, so the server options need it first)."""
@@ -114,10 +109,9 @@ def nnodes_of(c, env=os.environ) -> int:
 
 def resolve_nodes(c, fam: str, steps: int | None, method: ReplicaMethod | None = None,
                   env=os.environ) -> NodePlan | None:
-    """Validate the node options of Config ``c`` (``fam``: strategies.algorithms.family; ``method``:
-    the replica method, if any); None for a single node."""
-    if c.on_node_failure not in NODE_FAILURE:
-        raise ConfigError(f"invalid on-node-failure={c.on_node_failure!r}: choose stop or continue")
+    """The NodePlan of Config ``c`` in environment ``env`` (``fam``: strategies.algorithms.family;
+    ``method``: the replica method, if any); None for a single node. The options' own checks ran
+    when ``c`` was built, the cross-field ones in config_rules."""
     nnodes, rank, master = c.nnodes, c.node_rank, None
     if under_torchrun(env):
         if _env_int(env, "LOCAL_WORLD_SIZE") != 1:
@@ -133,9 +127,6 @@ def resolve_nodes(c, fam: str, steps: int | None, method: ReplicaMethod | None =
         if c.master is not None:
             raise ConfigError("--master is for runs without torchrun: torchrun's --rdzv-endpoint "
                               "already says where the nodes meet")
-    for name, v in (("nnodes", nnodes), ("node-rank", rank)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "nnodes" else 0)):
-            raise ConfigError(f"invalid {name}={v!r}: must be an integer >= {1 if name == 'nnodes' else 0}")
     nnodes = nnodes or 1
     if nnodes == 1:
         if (rank or 0) != 0 or c.master is not None:
@@ -147,21 +138,9 @@ def resolve_nodes(c, fam: str, steps: int | None, method: ReplicaMethod | None =
                               f"--master HOST:PORT on every node")
         master = parse_master(c.master)
     if rank >= nnodes:
-        raise ConfigError(f"invalid node-rank={rank}: must be in 0..{nnodes - 1} (--nnodes {nnodes})")
-    if fam not in ACROSS_NODES:
-        raise ConfigError(f"{c.algo} does not run across nodes: use one of the families "
-                          f"{', '.join(ACROSS_NODES)} with --nnodes > 1")
-    if c.on_node_failure == "continue" and fam != "server":
-        raise ConfigError("--on-node-failure continue is for server protocols across nodes (the "
-                          "K-variants, apam/hogwild --protocol server): the collectives of "
-                          f"{c.algo} need every node")
-    _number("dist-timeout", c.dist_timeout, 0.0, lo_open=True)
-    if isinstance(c.exchange_every, bool) or not isinstance(c.exchange_every, int) or c.exchange_every < 1:
-        raise ConfigError(f"invalid exchange-every={c.exchange_every!r}: must be an integer >= 1")
-    _number("outer-lr", c.outer_lr, 0.0, lo_open=True)
-    _number("outer-momentum", c.outer_momentum, 0.0, 1.0)
+        raise invalid("node-rank", rank, f"must be in 0..{nnodes - 1} (--nnodes {nnodes})")
     if steps is not None and steps < nnodes:
-        raise ConfigError(f"invalid steps={steps}: fewer than the {nnodes} nodes")
+        raise invalid("steps", steps, f"fewer than the {nnodes} nodes")
     every = c.tau_global * c.workers if method is not None else c.exchange_every
     return NodePlan(nnodes, rank, master, float(c.dist_timeout), every, float(c.outer_lr),
                     float(c.outer_momentum), bool(c.sync_state), steps, c.on_node_failure)

@@ -1,17 +1,20 @@
 """From a :class:`~shmopt.config.Config` to the :class:`Plan` the engine runs.
 
-:func:`resolve` validates every option eagerly (before any process or segment exists; each bad
-option is one ConfigError naming it and what is accepted) and resolves every default and every
-derived number here, so the engine reads finished values only: per-protocol sub-plans
-(:class:`DirectPlan`, :class:`ServerPlan`, the replica method of strategies.replicas), what each learner needs
+:func:`resolve` validates eagerly (before any process or segment exists; each bad option is one
+ConfigError naming it and what is accepted): each option's own check already ran when the
+:class:`~shmopt.config.Config` was built, :func:`resolve` runs the rules between options
+(:mod:`shmopt.config_rules`) and the checks that need the problem or the machine, and resolves
+every default and every derived number here, so the engine reads finished values only:
+per-protocol sub-plans (:class:`DirectPlan`, :class:`ServerPlan`, the replica method of
+strategies.replicas), what each learner needs
 (:class:`WorkerPlan`) and what the supervisor needs (:class:`SupervisorPlan`).
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, replace
 
+from . import checks, config_rules
 from .config import Config
 from .errors import ConfigError
 from .devices import resolve_device, resolve_gpus
@@ -19,15 +22,13 @@ from .node_plan import NodePlan, node_path, nnodes_of, resolve_nodes, split_step
 from .problems import Problem
 from .rules import RULES, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
-from .strategies.adaptive_k import ADAPTIVE, DEFAULT_PATIENCE, KSchedule, check_adaptive, k_ladder, parse_k
+from .strategies.adaptive_k import ADAPTIVE, DEFAULT_PATIENCE, KSchedule, k_ladder, parse_k
 from .strategies.algorithms import default_k, family
-from .strategies.replicas import REPLICA_METHODS, ReplicaMethod
 from .strategies.delays import Delay, parse_delay, parse_slow
+from .strategies.replicas import REPLICA_METHODS, ReplicaMethod
 from .strategies.sampling import check_sampling
 from .strategies.server import KAggregator
 
-READ_MODES = ("snapshot", "inplace")
-START_METHODS = ("forkserver", "spawn")
 DEFAULT_STEPS = 5000
 
 
@@ -138,74 +139,17 @@ def default_threads(workers: int, cores: int | None = None) -> int:
     return max(1, (cores - 1) // workers)
 
 
-def _choice(name: str, value, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise ConfigError(f"invalid {name}={value!r}: choose one of {', '.join(accepted)}")
-
-
-def _check_int(name: str, value, lo: int, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"invalid {name}={value!r}: must be an integer >= {lo}{hint}")
-
-
-def _check_pos(name: str, value, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ConfigError(f"invalid {name}={value!r}: must be a finite number "
-                          f"{'>= 0' if allow_zero else '> 0'}")
-
-
-def check_output_path(name: str, path: str | None) -> None:
-    """An output file must be creatable before any work starts (no trained model lost at the end)."""
-    if not path:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ConfigError(f"invalid {name}={path!r}: is a directory; give a file path")
-    if not os.path.isdir(folder):
-        raise ConfigError(f"invalid {name}={path!r}: directory {folder!r} does not exist")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise ConfigError(f"invalid {name}={path!r}: not writable")
-
-
 def _replica_plan(c: Config, variant: str) -> ReplicaMethod:
-    """The replica method's validated settings (strategies.replicas)."""
-    for name, v in (("tau", c.tau), ("tau-global", c.tau_global), ("groups", c.groups), ("window", c.window)):
-        _check_int(name, v, 1)
-    for name, v in (("lam", c.lam), ("lam-global", c.lam_global)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-            raise ConfigError(f"invalid {name}={v!r}: must be in [0, 1]")
-    if isinstance(c.beta, bool) or not isinstance(c.beta, (int, float)):
-        raise ConfigError(f"invalid beta={c.beta!r}: must be a number")
-    _choice("replica-init", c.replica_init, ("same", "independent"))
+    """The replica method's validated settings (strategies.replicas: its own rules between options)."""
     return REPLICA_METHODS[variant].from_options(c, c.workers, nnodes_of(c))
 
 
 def _supervisor_plan(c: Config) -> SupervisorPlan:
-    if c.time_limit is not None:
-        _check_pos("time-limit", c.time_limit)
-    if c.target_loss is not None and (isinstance(c.target_loss, bool) or not isinstance(
-            c.target_loss, (int, float)) or not math.isfinite(c.target_loss)):
-        raise ConfigError(f"invalid target-loss={c.target_loss!r}: must be a finite number")
-    if c.target_accuracy is not None and (isinstance(c.target_accuracy, bool) or not isinstance(
-            c.target_accuracy, (int, float)) or not 0 < c.target_accuracy <= 1):
-        raise ConfigError(f"invalid target-accuracy={c.target_accuracy!r}: must be in (0, 1]")
-    _check_pos("eval-interval", c.eval_interval)
-    _check_int("eval-samples", c.eval_samples, 1)
-    _check_pos("heartbeat-timeout", c.heartbeat_timeout)
-    _check_pos("startup-timeout", c.startup_timeout)
-    _choice("on-worker-failure", c.on_worker_failure, ("stop", "restart"))
-    _check_int("max-restarts", c.max_restarts, 0)
-    if c.checkpoint_every is not None:
-        _check_int("checkpoint-every", c.checkpoint_every, 1)
-        if not c.checkpoint:
-            raise ConfigError("--checkpoint-every needs --checkpoint FILE")
-    check_output_path("checkpoint", c.checkpoint)
+    """The supervisor's options; here only what needs the file system is left to check."""
+    checks.output_path("checkpoint", c.checkpoint)
     if c.resume is not None and not os.path.isfile(c.resume):
-        raise ConfigError(f"invalid resume={c.resume!r}: no such checkpoint file")
-    check_output_path("log", c.log)
-    _choice("start-method", c.start_method, START_METHODS)
+        raise checks.invalid("resume", c.resume, "no such checkpoint file")
+    checks.output_path("log", c.log)
     return SupervisorPlan(c.time_limit, c.target_loss, c.eval_interval, c.eval_samples,
                           c.heartbeat_timeout, c.startup_timeout, c.start_method,
                           c.on_worker_failure == "restart", c.max_restarts, c.checkpoint,
@@ -214,20 +158,12 @@ def _supervisor_plan(c: Config) -> SupervisorPlan:
 
 def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
     n = len(problem.train[0])
-    batch = problem.batch_size if c.batch_size is None else c.batch_size
-    _check_int("batch-size", batch, 1)
+    batch = checks.integer("batch-size", problem.batch_size if c.batch_size is None else c.batch_size, 1)
     if batch > n:
-        raise ConfigError(f"invalid batch-size={batch}: larger than the training data ({n} rows)")
-    _check_int("seed", c.seed, 0)
-    if c.threads is not None:
-        _check_int("threads", c.threads, 1)
-    _choice("on-nonfinite", c.on_nonfinite, ("skip", "stop"))
+        raise checks.invalid("batch-size", batch, f"larger than the training data ({n} rows)")
     learners = c.workers * nnodes_of(c)
     check_sampling(c.sampling, n, batch, learners)
     delay = parse_delay(c.delay)
-    if delay.kind == "pareto" and not delay.alpha > 1:   # type: ignore[operator]
-        raise ConfigError(f"invalid delay {c.delay!r}: a run needs ALPHA > 1 (ALPHA <= 1 has an "
-                          f"infinite mean delay, the run would sleep without end)")
     return WorkerPlan(c.seed, c.threads or default_threads(c.workers), bool(c.pin), batch,
                       bool(c.check_finite), c.on_nonfinite == "stop", delay, parse_slow(c.slow, c.workers),
                       resolve_device(c.device, nnodes_of(c)), gpus=resolve_gpus(c, c.device),
@@ -237,43 +173,21 @@ def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
 def resolve(config: Config, problem: Problem) -> Plan:
     """Validate ``config`` against ``problem``; raise ConfigError naming the first bad option."""
     c = config
+    c.validate()                          # again: a Config's fields may have been set after it was built
     spec = get_algorithm(c.algo)
-    _check_int("workers", c.workers, 1)
-    if c.workers > 256:
-        raise ConfigError(f"invalid workers={c.workers}: at most 256 are supported")
-    if c.steps is not None:
-        _check_int("steps", c.steps, 1)
-    if c.lr is not None:
-        _check_pos("lr", c.lr)
-    if c.max_staleness is not None:
-        _check_int("max-staleness", c.max_staleness, 0)
+    config_rules.check(c, spec, nnodes_of(c))
     worker = _worker_plan(c, problem)
-    _choice("read", c.read, READ_MODES)
-
-    rule_name = c.rule or spec.rule
-    if rule_name not in spec.rules:
-        raise ConfigError(f"invalid rule={rule_name!r} for {c.algo}: choose one of {', '.join(spec.rules)}")
-    protocol = c.protocol or spec.protocol
-    if protocol not in spec.protocols:
-        raise ConfigError(f"invalid protocol={protocol!r} for {c.algo}: choose one of "
-                          f"{', '.join(spec.protocols)}")
+    rule_name, protocol = c.rule or spec.rule, config_rules.protocol_of(c, spec)
     lr = c.lr if c.lr is not None else problem.lr.get(rule_name)
     rule = RULES[rule_name].from_options({**c.to_dict(), "betas": tuple(c.betas), "lr": lr})
 
     policy = make_lr_policy(c.lr_policy, c.lr_c, c.lr_max)
-    if policy.name != "constant" and protocol == "replicas":
-        raise ConfigError(f"the {policy.name} lr policy is for stale gradients; {c.algo} replicas "
-                          f"take none (use --lr-policy constant)")
-    if policy.name != "constant" and not spec.asynchronous:
-        raise ConfigError(f"the {policy.name} lr policy is for asynchronous algorithms, not {c.algo}")
     sub: dict = {}
     k = 1
     if protocol == "replicas":
         sub["replicas"] = _replica_plan(c, spec.variant)
     if protocol in ("direct", "replicas"):
         variant = "direct" if protocol == "direct" else spec.variant
-        if c.k is not None or c.k_patience is not None:
-            raise ConfigError("--k applies to server protocols only (use --protocol server)")
     else:
         variant = spec.variant
         # across nodes (but sync, an all-reduce) K counts the worker gradients of every node
@@ -281,15 +195,11 @@ def resolve(config: Config, problem: Problem) -> Plan:
         learners = c.workers * nnodes_of(c) if central else c.workers
         k_opt, adaptive = parse_k(c.k), None
         if k_opt == ADAPTIVE:
-            check_adaptive(c.algo, variant, nnodes_of(c))
             patience = DEFAULT_PATIENCE if c.k_patience is None else c.k_patience
             adaptive = KSchedule(k_ladder(variant, learners, worker.delay), patience)
             k = adaptive.start
-        elif c.k_patience is not None:
-            raise ConfigError("--k-patience applies to --k adaptive only")
         else:
             k = k_opt if k_opt is not None else default_k(spec, learners)
-        _check_int("k", k, 1)
         if central and k > learners:
             raise ConfigError(f"invalid k={k}: must be 1 <= k <= {learners} (--workers {c.workers} on "
                               f"each of {nnodes_of(c)} nodes: K counts the worker gradients of all nodes)")
@@ -297,9 +207,6 @@ def resolve(config: Config, problem: Problem) -> Plan:
         sub["server"] = ServerPlan(variant, k, c.max_staleness, policy.needs_distance, learners, central,
                                    adaptive)
     if protocol == "direct":
-        if policy.needs_distance and c.read == "inplace":
-            raise ConfigError("the dutta lr policy needs the parameters a gradient was read at: "
-                              "use --read snapshot")
         sub["direct"] = DirectPlan(c.read == "snapshot", c.max_staleness)
     steps = c.steps
     if steps is None and c.time_limit is None and c.target_loss is None and c.target_accuracy is None:

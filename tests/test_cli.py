@@ -64,7 +64,7 @@ BAD = [
     (["run", "logreg", "--eps", "-1"], "eps"),
     (["run", "logreg", "--beta1", "1.0"], "betas"),
     (["run", "logreg", "--momentum", "0.9"], "momentum belongs to rule sgd"),
-    (["run", "logreg", "--lr-policy", "cosine"], "unknown lr policy 'cosine'"),
+    (["run", "logreg", "--lr-policy", "cosine"], "invalid lr-policy='cosine'"),
     (["run", "logreg", "--lr-policy", "dutta"], "needs --lr-c"),
     (["run", "logreg", "--lr-policy", "dutta", "--lr-c", "0"], "invalid lr-c=0.0"),
     (["run", "logreg", "--algo", "sync", "--lr-policy", "staleness"], "for asynchronous algorithms"),

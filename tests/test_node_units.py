@@ -97,7 +97,7 @@ def test_on_node_failure_continue_is_for_the_global_applier_only():
     for algo in ("apam", "sync", "easgd"):
         with pytest.raises(ConfigError, match="continue is for server protocols across nodes"):
             resolve(Config(algo=algo, workers=1, on_node_failure="continue", **TCP), logreg)
-    with pytest.raises(ConfigError, match="on-node-failure='maybe': choose stop or continue"):
+    with pytest.raises(ConfigError, match="invalid on-node-failure='maybe': choose one of stop, continue"):
         resolve(Config(algo="k-async", on_node_failure="maybe", **TCP), logreg)
 
 

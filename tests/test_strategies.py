@@ -138,7 +138,7 @@ def test_lr_policies():
 
 
 @pytest.mark.parametrize("kw,msg", [
-    (dict(name="fancy"), "unknown lr policy 'fancy'"),
+    (dict(name="fancy"), "invalid lr-policy='fancy': choose one of constant, staleness, dutta"),
     (dict(name="dutta"), "needs --lr-c"),
     (dict(name="dutta", c=0.0), "invalid lr-c=0.0"),
     (dict(name="dutta", c=-1.0), "invalid lr-c=-1.0"),

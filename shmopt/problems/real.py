@@ -15,9 +15,10 @@ from functools import partial
 
 import torch
 
+from ..checks import integer, number
 from ..errors import ProblemError
-from .base import Problem
-from .builtin import (_float, _int, _seed, binary_accuracy, class_accuracy, cross_entropy_loss,
+from .base import Problem, option_checks, seeded
+from .builtin import (binary_accuracy, class_accuracy, cross_entropy_loss,
                       linear_model, logreg_loss, logreg_optimum, mlp_model)
 
 
@@ -33,7 +34,8 @@ def _sklearn_datasets(problem: str):
 def breast_cancer(l2: float = 1e-3, batch_size: int = 32) -> Problem:
     """Logistic regression ``mean BCEWithLogits(x . w + b, y) + (l2/2)||w||^2`` on the 569
     standardised samples (eval on all of them, where ``optimum`` is the exact minimum)."""
-    l2 = _float("breast-cancer", "l2", l2)
+    with option_checks("breast-cancer"):
+        l2 = number("l2", l2, ge=0)
     X, y = _sklearn_datasets("breast-cancer").load_breast_cancer(return_X_y=True)
     X = torch.tensor(X, dtype=torch.float64)
     X = ((X - X.mean(0)) / X.std(0)).float().contiguous()
@@ -47,11 +49,12 @@ def breast_cancer(l2: float = 1e-3, batch_size: int = 32) -> Problem:
 
 def digits(hidden: int = 64, seed: int = 0, batch_size: int = 32) -> Problem:
     """A ReLU MLP 64-hidden-hidden-10 on 8x8 digits; train on a seeded 75%, evaluate on 25%."""
-    hidden = _int("digits", "hidden", hidden, 1)
+    with option_checks("digits"):
+        hidden, g = integer("hidden", hidden, 1), seeded(seed)
     X, y = _sklearn_datasets("digits").load_digits(return_X_y=True)
     X = torch.tensor(X, dtype=torch.float32) / 16.0
     y = torch.tensor(y, dtype=torch.int64)
-    order = torch.randperm(len(y), generator=_seed("digits", seed))
+    order = torch.randperm(len(y), generator=g)
     cut = len(y) * 3 // 4
     tr, te = order[:cut], order[cut:]
     return Problem(name="digits", model=partial(mlp_model, 64, hidden, 10), loss=cross_entropy_loss,

@@ -31,15 +31,16 @@ both corrections are exactly 1.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from shmopt import checks
 from shmopt.errors import ConfigError
-from shmopt.rules.base import Rule, flag, real, step_error
+from shmopt.rules.base import Rule
 
 __all__ = ["Adam", "AMSGrad", "fused_adam_available", "NO_BIAS_CORRECTION_STEP"]
 
@@ -79,14 +80,6 @@ def fused_adam_available(device_type: str = "cpu") -> bool:
     return True
 
 
-def _betas(value: object) -> tuple[float, float]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise ConfigError(f"invalid betas={value!r}: must be a pair (beta1, beta2), each in [0, 1)")
-    b1 = real("betas[0]", value[0], "in [0, 1)", lambda x: 0 <= x < 1)
-    b2 = real("betas[1]", value[1], "in [0, 1)", lambda x: 0 <= x < 1)
-    return (b1, b2)
-
-
 @dataclass(frozen=True)
 class Adam(Rule):
     """Adam (and AMSGrad with ``amsgrad=True``); see the module docstring for the equations.
@@ -107,12 +100,12 @@ class Adam(Rule):
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "lr", real("lr", self.lr, "> 0", lambda x: x > 0))
-        set_(self, "betas", _betas(self.betas))
-        set_(self, "eps", real("eps", self.eps, ">= 0", lambda x: x >= 0))
-        set_(self, "weight_decay", real("weight_decay", self.weight_decay, ">= 0", lambda x: x >= 0))
-        flag("amsgrad", self.amsgrad)
-        flag("bias_correction", self.bias_correction)
+        set_(self, "lr", checks.number("lr", self.lr, gt=0))
+        set_(self, "betas", checks.pair("betas", self.betas, ge=0, lt=1))
+        set_(self, "eps", checks.number("eps", self.eps, ge=0))
+        set_(self, "weight_decay", checks.number("weight_decay", self.weight_decay, ge=0))
+        checks.flag("amsgrad", self.amsgrad)
+        checks.flag("bias_correction", self.bias_correction)
         if self.fused is not None and not isinstance(self.fused, bool):
             raise ConfigError(f"invalid fused={self.fused!r}: must be None (auto), True or False")
         if self.fused is True and not fused_adam_available():
@@ -129,16 +122,12 @@ class Adam(Rule):
             raise ConfigError(f"invalid momentum={options['momentum']}: momentum belongs to rule sgd, "
                               f"not {cls.name}")
 
-    @torch.no_grad()
-    def update(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
-               lr: float | None = None) -> None:
-        if step < 1:
-            raise step_error(step)
-        eta = self.lr if lr is None else float(lr)
+    def _apply(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
+               lr: float) -> None:
         if self.fused is not False and fused_adam_available("cpu" if params.is_cpu else params.device.type):
-            self._update_fused(params, grad, state, step, eta)
+            self._update_fused(params, grad, state, step, lr)     # the kernel adds the weight decay
         else:
-            self._update_ops(params, grad, state, step, eta)
+            self._update_ops(params, grad, state, step, lr)
 
     def _update_fused(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
                       lr: float) -> None:
@@ -159,9 +148,7 @@ class Adam(Rule):
                     lr: float) -> None:
         b1, b2 = self.betas
         m, v = state["m"], state["v"]
-        g = grad
-        if self.weight_decay != 0:
-            g = torch.add(grad, params, alpha=self.weight_decay, out=self._scratch("g", grad))
+        g = self._decayed(params, grad)
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         if self.amsgrad:

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-
-from shmopt.errors import ConfigError
 
 __all__ = ["Rule"]
 
@@ -36,15 +33,17 @@ _CACHE_ATTR = "_scratch_cache"
 class Rule(abc.ABC):
     """Abstract base class of the update rules (concrete rules are small dataclasses).
 
-    Subclasses define ``name`` (a class constant), the dataclass field ``lr`` (the default
-    learning rate), :attr:`state_names` and :meth:`update`.  :meth:`init` and :meth:`hyper`
-    have generic implementations.  A rule instance caches scratch tensors lazily, so one
-    instance must not be used from several threads at once (one instance per process, as
-    the engine does, is fine).
+    Subclasses define ``name`` (a class constant), the dataclass fields ``lr`` (the default
+    learning rate) and ``weight_decay``, :attr:`state_names` and :meth:`_apply` (the rule's
+    own arithmetic).  :meth:`update` (the step check, the lr override, then :meth:`_apply`),
+    :meth:`init` and :meth:`hyper` have generic implementations.  A rule instance caches
+    scratch tensors lazily, so one instance must not be used from several threads at once
+    (one instance per process, as the engine does, is fine).
     """
 
     name: ClassVar[str]
     lr: float
+    weight_decay: float
 
     # ------------------------------------------------------------------ contract
     @property
@@ -57,7 +56,7 @@ class Rule(abc.ABC):
         for key in self.state_names:
             state[key].zero_()
 
-    @abc.abstractmethod
+    @torch.no_grad()
     def update(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
                lr: float | None = None) -> None:
         """Apply one update in place to ``params`` and the ``state`` buffers.
@@ -65,6 +64,22 @@ class Rule(abc.ABC):
         ``step`` is the 1-based global update count of *this* update; ``lr``, when given,
         overrides :attr:`lr` for this call only.  ``grad`` is never modified.
         """
+        if step < 1:
+            raise step_error(step)
+        self._apply(params, grad, state, step, self.lr if lr is None else float(lr))
+
+    @abc.abstractmethod
+    def _apply(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
+               lr: float) -> None:
+        """The rule's arithmetic for one update (``step`` >= 1 checked, ``lr`` resolved); called
+        under ``torch.no_grad()``."""
+
+    def _decayed(self, params: Tensor, grad: Tensor) -> Tensor:
+        """The gradient with the L2 weight-decay term, ``grad + weight_decay * params``, in a
+        cached scratch tensor; ``grad`` itself when there is no weight decay."""
+        if self.weight_decay == 0:
+            return grad
+        return torch.add(grad, params, alpha=self.weight_decay, out=self._scratch("g", grad))
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "Rule":
@@ -120,30 +135,6 @@ class Rule(abc.ABC):
         self.__dict__.update(state)
 
 
-# ---------------------------------------------------------------------- validation helpers
-def real(name: str, value: object, accepted: str, ok: Any) -> float:
-    """Validate a finite real hyper-parameter; ``ok(x)`` tells whether it is in range.
-
-    Raises ``ConfigError("invalid <name>=<value>: must be <accepted>")``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        # numpy scalars and friends: accept anything float() takes that is not a bool/str.
-        if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
-            raise ConfigError(f"invalid {name}={value!r}: must be a real number {accepted}")
-    x = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(x):
-        raise ConfigError(f"invalid {name}={value!r}: must be a finite number {accepted}")
-    if not ok(x):
-        raise ConfigError(f"invalid {name}={value!r}: must be {accepted}")
-    return x
-
-
-def flag(name: str, value: object) -> bool:
-    """Validate a boolean hyper-parameter."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"invalid {name}={value!r}: must be True or False")
-    return value
-
-
+# ---------------------------------------------------------------------- errors
 def step_error(step: object) -> ValueError:
     return ValueError(f"invalid step={step!r}: must be the 1-based global update count (>= 1)")

@@ -24,8 +24,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from shmopt import checks
 from shmopt.errors import ConfigError
-from shmopt.rules.base import Rule, flag, real, step_error
+from shmopt.rules.base import Rule
 
 __all__ = ["SGD"]
 
@@ -49,11 +50,11 @@ class SGD(Rule):
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "lr", real("lr", self.lr, "> 0", lambda x: x > 0))
-        set_(self, "momentum", real("momentum", self.momentum, ">= 0", lambda x: x >= 0))
-        set_(self, "dampening", real("dampening", self.dampening, ">= 0", lambda x: x >= 0))
-        set_(self, "weight_decay", real("weight_decay", self.weight_decay, ">= 0", lambda x: x >= 0))
-        flag("nesterov", self.nesterov)
+        set_(self, "lr", checks.number("lr", self.lr, gt=0))
+        set_(self, "momentum", checks.number("momentum", self.momentum, ge=0))
+        set_(self, "dampening", checks.number("dampening", self.dampening, ge=0))
+        set_(self, "weight_decay", checks.number("weight_decay", self.weight_decay, ge=0))
+        checks.flag("nesterov", self.nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ConfigError(
                 f"invalid nesterov=True with momentum={self.momentum!r}, dampening={self.dampening!r}: "
@@ -63,15 +64,9 @@ class SGD(Rule):
     def state_names(self) -> tuple[str, ...]:
         return (_BUF,) if self.momentum != 0 else ()
 
-    @torch.no_grad()
-    def update(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
-               lr: float | None = None) -> None:
-        if step < 1:
-            raise step_error(step)
-        eta = self.lr if lr is None else float(lr)
-        g = grad
-        if self.weight_decay != 0:
-            g = torch.add(grad, params, alpha=self.weight_decay, out=self._scratch("g", grad))
+    def _apply(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
+               lr: float) -> None:
+        g = self._decayed(params, grad)
         momentum = self.momentum
         if momentum != 0:
             buf = state[_BUF]
@@ -86,4 +81,4 @@ class SGD(Rule):
                     g.add_(buf, alpha=momentum)
             else:
                 g = buf
-        params.add_(g, alpha=-eta)
+        params.add_(g, alpha=-lr)

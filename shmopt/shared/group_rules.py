@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import Tensor
 
+from ..checks import number as check_number
 from ..errors import ConfigError
 from ..rules import Rule
-from ..rules.base import real
 from ..strategies.lr import LrPolicy
 from .param_groups import FlatGroup, flat_grad
 
@@ -55,7 +55,7 @@ class GroupRules:
         return g.rule
 
     def _make(self, group: dict[str, Any]) -> Rule:
-        real("lr", group["lr"], ">= 0", lambda x: x >= 0)
+        check_number("lr", group["lr"], ge=0)
         for k in self.structural:
             if group[k] != self.defaults[k]:
                 raise ConfigError(f"{k} cannot differ between param groups of a shared optimizer")

@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..checks import integer, invalid, number
 from ..errors import ConfigError
 from .delays import Delay, parse_delay
 
@@ -60,8 +61,7 @@ def parse_k(value: int | str | None) -> int | str | None:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"invalid k={value!r}: must be an integer >= 1 (at most the workers) or "
-                          f"{ADAPTIVE}")
+        raise invalid("k", value, f"must be an integer >= 1 (at most the workers) or {ADAPTIVE}")
     return value
 
 
@@ -116,10 +116,8 @@ class KSchedule:
         if not self.ladder or any(b <= a for a, b in zip(self.ladder, self.ladder[1:])) \
                 or self.ladder[0] < 1:
             raise ConfigError(f"invalid K ladder {self.ladder}: must rise from K >= 1")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
-            raise ConfigError(f"invalid k-patience={self.patience!r}: must be an integer >= 1")
-        if not (isinstance(self.tol, (int, float)) and 0 <= self.tol < 1):
-            raise ConfigError(f"invalid tolerance {self.tol!r}: must be in [0, 1)")
+        integer("k-patience", self.patience, 1)
+        number("tolerance", self.tol, ge=0, lt=1)
 
     @property
     def start(self) -> int:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import integer, number
 from ..errors import ConfigError
 
 #: Accepted delay spec forms, as shown in error messages and ``--help``.
@@ -183,14 +184,9 @@ class DelaySampler:
     __slots__ = ("delay", "seed", "factor", "_rng")
 
     def __init__(self, delay: Delay, seed: int, factor: float = 1.0) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"invalid delay seed {seed!r}: must be an integer >= 0")
-        if (isinstance(factor, bool) or not isinstance(factor, (int, float))
-                or not math.isfinite(factor) or not factor > 0):
-            raise ConfigError(f"invalid slow factor {factor!r}: must be a finite number > 0")
         self.delay = delay
-        self.seed = int(seed)
-        self.factor = float(factor)
+        self.seed = integer("delay-seed", seed, 0)
+        self.factor = number("slow-factor", factor, gt=0)
         self._rng = np.random.Generator(np.random.PCG64(self.seed))
 
     def next(self) -> float:
@@ -262,17 +258,20 @@ def parse_delay(spec: str | Delay) -> Delay:
     return Delay(kind, tuple(values))
 
 
-def parse_slow(specs: Iterable[str], workers: int) -> dict[int, float]:
+def parse_slow(specs: Iterable[str], workers: int | None) -> dict[int, float]:
     """Parse repeatable ``--slow RANK:FACTOR`` options into ``{rank: factor}``.
 
     That worker's delays are multiplied by FACTOR (a finite number > 0); 0 <= RANK < workers; a
     rank may appear once. Malformed input raises a one-line :class:`~shmopt.errors.ConfigError`.
+    ``workers=None`` checks the form only (a Config field; the ranks are checked once the worker
+    count is known).
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"invalid workers={workers!r}: must be an integer >= 1")
+    if workers is not None:
+        integer("workers", workers, 1)
     if isinstance(specs, str):
         specs = [specs]
-    form = f"expected RANK:FACTOR with 0 <= RANK < {workers} and FACTOR > 0"
+    bound = "0 <= RANK" if workers is None else f"0 <= RANK < {workers}"
+    form = f"expected RANK:FACTOR with {bound} and FACTOR > 0"
     out: dict[int, float] = {}
     for spec in specs:
         shown = str(spec).replace("\n", " ")
@@ -290,8 +289,8 @@ def parse_slow(specs: Iterable[str], workers: int) -> dict[int, float]:
             rank = int(rank_text)
         except ValueError:
             raise fail(f"RANK must be an integer, got {rank_text!r}") from None
-        if not 0 <= rank < workers:
-            raise fail(f"rank {rank} out of range [0, {workers})")
+        if rank < 0 or (workers is not None and rank >= workers):
+            raise fail(f"rank {rank} out of range [0, {workers if workers is not None else 'inf'})")
         factor = _number(factor_text)
         if factor is None or math.isnan(factor) or not factor > 0:
             raise fail(f"FACTOR must be a number > 0, got {factor_text!r}")

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..checks import integer, number
 from ..errors import ConfigError
 from .delays import Delay, parse_delay
 from .theory import expected_iteration_time
@@ -188,19 +189,14 @@ def _ms(t: float) -> str:
 
 
 def check_workers(workers: object) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or not 1 <= workers <= 256:
-        raise ConfigError(f"invalid workers={workers!r}: must be an integer in [1, 256]")
-    return int(workers)
+    return integer("workers", workers, 1, 256)
 
 
 def check_max_staleness(bound: object, workers: int) -> float:
     """``None`` gives P; otherwise a finite number >= 0."""
     if bound is None:
         return float(workers)
-    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) \
-            or bound < 0:
-        raise ConfigError(f"invalid max_staleness={bound!r}: must be a finite number >= 0")
-    return float(bound)
+    return number("max_staleness", bound, ge=0)
 
 
 def rank_variants(model: TimeModel, workers: int, max_staleness: float | None = None,

@@ -23,11 +23,6 @@ TRIGGERS = ("worker", "total")
 LOSS_WINDOW = 16   # capacity of each worker's ring of recent mini-batch losses (the control block)
 
 
-def easgd_alpha(beta: float, workers: int) -> float:
-    """EASGD's moving rate (Zhang, Choromanska, LeCun 2015): alpha = beta / P."""
-    return beta / workers
-
-
 def windowed_means(losses: np.ndarray, counts: Sequence[int], window: int) -> list[float]:
     """Mean of the last ``window`` losses of each worker (ring buffers of capacity losses.shape[1]);
     +inf for a worker with no loss yet."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..checks import choice, number
 from ..errors import ConfigError
 
 
@@ -43,17 +44,20 @@ class LrPolicy:
 LR_POLICIES = ("constant", "staleness", "dutta")
 
 
+def check_policy_options(name: str, c: float | None, eta_max: float | None) -> None:
+    """The cross-field rule of the policy options: dutta needs C, and C / eta_max belong to dutta."""
+    if name == "dutta" and c is None:
+        raise ConfigError("the dutta lr policy needs --lr-c C (C > 0)")
+    if name != "dutta" and (c is not None or eta_max is not None):
+        raise ConfigError(f"--lr-c and --lr-max belong to the dutta lr policy, not {name!r}")
+
+
 def make_lr_policy(name: str = "constant", c: float | None = None,
                    eta_max: float | None = None) -> LrPolicy:
-    if name not in LR_POLICIES:
-        raise ConfigError(f"unknown lr policy {name!r}: choose one of {', '.join(LR_POLICIES)}")
-    if name == "dutta":
-        if c is None:
-            raise ConfigError("the dutta lr policy needs --lr-c C (C > 0)")
-        if not c > 0 or not math.isfinite(c):
-            raise ConfigError(f"invalid lr-c={c}: must be a finite number > 0")
-        if eta_max is not None and (not eta_max > 0 or not math.isfinite(eta_max)):
-            raise ConfigError(f"invalid lr-max={eta_max}: must be a finite number > 0")
-    elif c is not None or eta_max is not None:
-        raise ConfigError(f"--lr-c and --lr-max belong to the dutta lr policy, not {name!r}")
+    choice("lr-policy", name, LR_POLICIES)
+    if c is not None:
+        c = number("lr-c", c, gt=0)
+    if eta_max is not None:
+        eta_max = number("lr-max", eta_max, gt=0)
+    check_policy_options(name, c, eta_max)
     return LrPolicy(name, c, eta_max)

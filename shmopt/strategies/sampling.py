@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import choice
 from ..errors import ConfigError
 
 SAMPLING = ("replace", "shuffle", "shard")
@@ -24,8 +25,8 @@ def shard_of(n: int, learner: int, learners: int) -> tuple[int, int]:
 
 
 def check_sampling(mode: str, n: int, batch: int, learners: int) -> None:
-    if mode not in SAMPLING:
-        raise ConfigError(f"invalid sampling={mode!r}: choose one of {', '.join(SAMPLING)}")
+    """``--sampling`` against the data: a shard must hold a batch."""
+    choice("sampling", mode, SAMPLING)
     if mode == "shard" and n // learners < batch:
         raise ConfigError(f"--sampling shard: {n} rows over {learners} learners leave shards of "
                           f"{n // learners} rows, fewer than the batch size {batch}")

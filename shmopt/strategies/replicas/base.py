@@ -32,7 +32,6 @@ import numpy as np
 from torch import Tensor
 
 from ...errors import ConfigError
-from ..leader import TRIGGERS
 
 Spec = tuple[str, tuple[int, ...]]          # (buffer name, shape): float32, on the arena's device
 
@@ -67,9 +66,8 @@ class ReplicaMethod(abc.ABC):
 
     @classmethod
     def common(cls, o: Any, workers: int) -> dict[str, Any]:
-        """The shared settings from the run's options ``o`` (tau, trigger, replica_init)."""
-        if o.trigger not in TRIGGERS:
-            raise ConfigError(f"invalid trigger={o.trigger!r}: choose one of {', '.join(TRIGGERS)}")
+        """The shared settings from the run's options ``o`` (tau, trigger, replica_init; each option's
+        own range was checked on the Config)."""
         if o.max_staleness is not None:
             raise ConfigError(f"--max-staleness does not apply to {cls.name}: replicas take no stale "
                               f"gradients")
