@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from . import checks
-from .devices import DEVICES
+from . import devices
 from .errors import ConfigError
 from .node_plan import NODE_FAILURE, parse_master
 from .rules import RULES
@@ -91,8 +91,8 @@ def _device(name: str, value: object) -> str:
     """The form of ``--device`` (which devices exist is checked where the run starts)."""
     t = value.strip().lower() if isinstance(value, str) else ""
     kind, _, index = t.partition(":")
-    if t not in ("cpu", "auto") and (kind != "cuda" or (index and not index.isdigit())):
-        raise checks.invalid(name, value, f"choose {DEVICES}")
+    if t not in ("cpu", "auto") and (kind not in devices.accelerators() or (index and not index.isdigit())):
+        raise checks.invalid(name, value, f"choose {devices.choices()}")
     return value                        # type: ignore[return-value]
 
 

@@ -21,13 +21,14 @@ from .strategies.replicas import REPLICA_METHODS
 from .memory.backends import backend_for, device_types
 
 
-def _accelerators() -> tuple[str, ...]:
+def accelerators() -> tuple[str, ...]:
+    """The device types with a registered backend besides the host (``cuda``)."""
     return tuple(t for t in device_types() if t != "cpu")
 
 
 def choices() -> str:
     """The ``--device`` forms, for messages: ``cpu, cuda, cuda:N or auto``."""
-    return ", ".join(["cpu", *(f"{t}, {t}:N" for t in _accelerators())]) + " or auto"
+    return ", ".join(["cpu", *(f"{t}, {t}:N" for t in accelerators())]) + " or auto"
 
 
 def _count(device_type: str, count: Callable[[], int] | None) -> int:
@@ -70,10 +71,10 @@ def resolve_device(text: str, nnodes: int = 1, count: Callable[[], int] | None =
     if t == "cpu":
         return "cpu"
     if t == "auto":
-        t = next((k for k in _accelerators() if _count(k, count) > 0), "cpu")
+        t = next((k for k in accelerators() if _count(k, count) > 0), "cpu")
         if t == "cpu":
             return "cpu"
     kind, _, index = t.partition(":")
-    if kind not in _accelerators() or (index and not index.isdigit()):
+    if kind not in accelerators() or (index and not index.isdigit()):
         raise ConfigError(f"invalid device={text!r}: choose {choices()}")
     return backend_for(kind).resolve(text, int(index) if index else None, _count(kind, count), nnodes)
