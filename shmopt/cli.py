@@ -232,7 +232,8 @@ def _node_rows(st: dict) -> list[tuple[str, str]]:
 def _summary(st: dict) -> None:
     rows = [("algorithm", f"{st['algo']} ({st['rule']}, {st['protocol']}"
              + (f", {st['variant']} k={st['k']}" if st["protocol"] == "server" else "") + ")"),
-            ("workers", st["workers"] if st.get("device", "cpu") == "cpu" else f"{st['workers']} on {st['device']}"),
+            ("workers", st["workers"] if st.get("device", "cpu") == "cpu"
+             else f"{st['workers']} on {st['device']}"),
             ("updates", st["updates"]),
             ("gradients", f"{st['gradients']} ({st['dropped']} dropped, {st['nonfinite']} non-finite)"),
             ("start-up", f"{st['startup_s']:.2f} s"), ("training", f"{st['wall_s']:.2f} s"),

@@ -154,21 +154,22 @@ class Config:
                         "per worker).", check=_one_of(*SAMPLING))
     read: str = opt("snapshot", "snapshot (private copy per gradient) or inplace (read shared memory).",
                     check=_one_of(*READ_MODES))
-    tau: int = opt(10, "lsgd/easgd: local steps between pulls.", type=int, check=_int(1))
+    tau: int = opt(10, "Replica methods (lsgd, easgd, local-sgd): local steps between couplings (H of "
+                   "local SGD).", type=int, check=_int(1))
     lam: float = opt(0.1, "lsgd: pull strength toward the (group) leader, in [0, 1].", type=float,
                      check=_real(ge=0, le=1))
     groups: int = opt(1, "lsgd: groups of workers, each with a local leader (multi-leader).", type=int,
                       check=_int(1))
     lam_global: float = opt(0.1, "lsgd with --groups > 1 or across nodes: pull strength toward the "
                             "global leader.", type=float, check=_real(ge=0, le=1))
-    tau_global: int = opt(50, "lsgd with --groups > 1: local steps between global pulls; lsgd/easgd "
-                          "across nodes: each worker's steps between exchanges.", type=int, check=_int(1))
+    tau_global: int = opt(50, "lsgd with --groups > 1: local steps between global pulls; replica "
+                          "methods across nodes: each worker's steps between exchanges.", type=int, check=_int(1))
     window: int = opt(10, "lsgd: recent losses averaged to choose the leader.", type=int, check=_int(1))
-    trigger: str = opt("worker", "lsgd/easgd: pull on each worker's own step count (worker) or on the "
-                       "total steps over all workers (total, the reference's).", check=_one_of(*TRIGGERS))
+    trigger: str = opt("worker", "Replica methods: couple on each worker's own step count (worker) or "
+                       "on the total steps over all workers (total, lsgd's reference).", check=_one_of(*TRIGGERS))
     beta: float = opt(0.9, "easgd: moving rate, alpha = beta / workers.", type=float, check=_real(gt=0))
-    replica_init: str = opt("same", "lsgd/easgd: same start for every replica, or independent "
-                            "(seed + rank).", check=_one_of("same", "independent"))
+    replica_init: str = opt("same", "Replica methods: same start for every replica, or "
+                            "independent (seed + rank).", check=_one_of("same", "independent"))
     seed: int = opt(0, "Seed; worker r uses seed + r.", type=int, check=_int(0))
     threads: int | None = opt(None, "torch threads per worker [default: (cores-1) // workers].", type=int,
                               check=_int(1))
