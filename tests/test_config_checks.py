@@ -13,6 +13,7 @@ from shmopt.cli import main
 from shmopt.config import Config, option_name
 from shmopt.errors import ConfigError, ProblemError
 from shmopt.strategies.algorithms import get_algorithm
+from shmopt.strategies.replicas import REPLICA_METHODS
 
 # (train() keywords, the CLI's flags, the message)
 SAME = [
@@ -103,9 +104,11 @@ def test_cross_field_rules_are_named_functions_run_in_one_place():
     config_rules.check(Config(), apam, 1)
     with pytest.raises(ConfigError, match="apam does not run across nodes|continue is for server"):
         config_rules.check(Config(on_node_failure="continue"), apam, 2)
+    # a replica method's own rules between options live with the method (strategies.replicas)
+    lsgd = Config(algo="lsgd", workers=4, groups=2)
     with pytest.raises(ConfigError, match="each node is one group"):
-        config_rules.check(Config(algo="lsgd", workers=4, groups=2), get_algorithm("lsgd"), 2)
-    config_rules.check(Config(algo="lsgd", workers=4, groups=2), get_algorithm("lsgd"), 1)
+        REPLICA_METHODS["lsgd"].from_options(lsgd, 4, 2)
+    assert REPLICA_METHODS["lsgd"].from_options(lsgd, 4, 1).n_groups == 2
 
 
 def test_checks_messages():

@@ -22,7 +22,11 @@ The words that classify a run, each defined once:
 * **variant** — the protocol's form: the K-of-P variant of ``server`` (strategies.server), the
   replica method of ``replicas``, ``direct`` for ``direct``;
 * **family** — what crosses the network between nodes (:func:`family`): ``direct``, ``sync``,
-  ``server`` or the replica method.
+  ``server`` or the replica method;
+* **worker mode** — what a learner of a server protocol does right after pushing a gradient
+  (strategies.server.WorkerMode: wait, go on with the same parameters, or pull);
+* **role** — what an engine process is: a learner, or rank P's applier, relay or node link
+  (engine.roles).
 """
 from __future__ import annotations
 

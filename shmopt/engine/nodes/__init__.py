@@ -4,7 +4,7 @@
   group and the one transport: rendezvous, polled collectives, point-to-point messages, heartbeats
   and the naming of a lost node;
 * :mod:`.exchange`, :mod:`.delta`, :mod:`.leader`, :mod:`.exchanges` — the exchanges of the direct
-  and replica protocols (the contract, each kind, and the registry by kind);
+  and replica protocols (the contract, each exchange, and the registry by name);
 * :mod:`.link_loop` — the node link's process loop that runs them;
 * :mod:`.reducing_io`, :mod:`.global_io`, :mod:`.wire`, :mod:`.relay` — server protocols: the
   applier IO of ``sync`` (an all-reduce per update) and of the global applier on node 0, their

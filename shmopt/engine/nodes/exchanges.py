@@ -1,11 +1,11 @@
-"""The exchanges the node link can run, by kind, and the one a plan needs (:func:`make_exchange`).
+"""The exchanges the node link can run, by name, and the one a plan needs (:func:`make_exchange`).
 
 * ``"delta"`` (:mod:`.delta`): buffers averaged by their delta — the direct protocol's x (and
   state with ``--sync-state``, DiLoCo's outer step with ``--outer-lr/--outer-momentum``), or the
   buffers a replica method names in ``exchanged`` (easgd's centre, local SGD's average);
 * ``"leader"`` (:mod:`.leader`): the best replica of all nodes, published to every node.
 
-A replica method picks its kind (``ReplicaMethod.node_exchange``); a new kind is one module with
+A replica method names its exchange (``ReplicaMethod.node_exchange``); a new one is one module with
 a class that meets :class:`~shmopt.engine.nodes.exchange.Exchange` plus one line in
 :data:`EXCHANGES`.
 """
@@ -43,11 +43,11 @@ def _leader(ctx: Context, link: NodeLink) -> tuple[Exchange, list[torch.Tensor]]
                           lambda: method.local_leader(losses, counts)), []
 
 
-#: exchange kind -> factory of (the exchange, what must start equal on every node but is not exchanged)
+#: exchange name -> factory of (the exchange, what must start equal on every node but is not exchanged)
 EXCHANGES: dict[str, Factory] = {"delta": _delta, "leader": _leader}
 
 
 def make_exchange(ctx: Context, link: NodeLink) -> tuple[Exchange, list[torch.Tensor]]:
-    """The plan's exchange: its replica method's kind, else the direct protocol's delta."""
+    """The plan's exchange: its replica method's, else the direct protocol's delta."""
     method = ctx.plan.replicas
     return EXCHANGES[method.node_exchange if method is not None else "delta"](ctx, link)

@@ -12,7 +12,7 @@ question the engine asks about it, so the engine names no method:
   arithmetic is in ``shmopt.rules``) and when it is due (:func:`~shmopt.strategies.leader.due`);
 * :meth:`leader` — who the leader is now (methods with one), :meth:`model` — which tensor is
   "the model" the supervisor evaluates, checkpoints and returns;
-* across nodes: :attr:`node_exchange` — which exchange the node link runs (a kind registered in
+* across nodes: :attr:`node_exchange` — which exchange the node link runs (a name registered in
   ``shmopt.engine.nodes``: ``"delta"`` averages the buffers named in :attr:`exchanged` by their
   delta, ``"leader"`` finds and publishes the best replica of all nodes), every
   ``tau_global`` steps of each worker; :attr:`across_nodes` says it in words.
