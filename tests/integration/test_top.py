@@ -24,7 +24,7 @@ from shmopt.memory.describe import layout_from_json, layout_to_json
 from shmopt.memory.shm import SHM_DIR, run_id
 from shmopt.strategies.leader import windowed_means
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 
