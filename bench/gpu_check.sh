@@ -17,7 +17,7 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torc
 print("devices", torch.cuda.device_count(), [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
 assert torch.cuda.is_available(), "no CUDA device"
 PYEOF
-timeout 300 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_cuda_cpu.py \
+timeout 300 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu/ \
     > "$OUT/tests.log" 2>&1 || fail=1
 timeout 240 "$PY" -m pytest -q -p no:cacheprovider bench/test_cuda_gpu.py \
     --benchmark-json="$OUT/bench.json" > "$OUT/bench.log" 2>&1 || fail=1

@@ -14,7 +14,8 @@ import sys
 
 from report_adaptive import TABLES as ADAPTIVE_TABLES
 from report_gpu import TABLES as GPU_TABLES
-from report_nodes import TABLES as NODE_TABLES, _kind
+from report_nodes import TABLES as NODE_TABLES
+from report_nodes import of_kind
 from report_real import REAL_TABLES
 
 
@@ -89,7 +90,7 @@ def kernel(benchmarks: list[dict]) -> list[str]:
             "torch for-loop Adam, private | fused kernel alone, private | shmopt / fused | "
             "shmopt / for-loop | shmopt / kernel alone |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for e in _kind(benchmarks, "kernel"):
+    for e in of_kind(benchmarks, "kernel"):
         rows.append(f"| {e['params']:,} | {e['threads']} | {e['shmopt_ms']:.3f} ms | "
                     f"{e['fused_ms']:.3f} ms | {e['forloop_ms']:.3f} ms | {e['raw_ms']:.3f} ms | {e['ratio_vs_fused']:.2f}x | "
                     f"{e['ratio_vs_forloop']:.2f}x | {e['ratio_vs_raw']:.2f}x |")
@@ -97,7 +98,7 @@ def kernel(benchmarks: list[dict]) -> list[str]:
 
 
 def scaling_n(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "scaling_n")
+    found = of_kind(benchmarks, "scaling_n")
     if not found:
         return []
     counts = found[0]["workers"]
@@ -117,7 +118,7 @@ def scaling_n(benchmarks: list[dict]) -> list[str]:
 
 
 def baselines(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "baselines")
+    found = of_kind(benchmarks, "baselines")
     if not found:
         return []
     rows = ["| problem | bare loop | mnist_hogwild pattern, 1 process | pattern, 2 processes | "
@@ -141,7 +142,7 @@ def baselines(benchmarks: list[dict]) -> list[str]:
 
 
 def step_profile(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "step_profile")
+    found = of_kind(benchmarks, "step_profile")
     if not found:
         return []
     e = found[0]
@@ -158,7 +159,7 @@ def step_profile(benchmarks: list[dict]) -> list[str]:
 
 
 def memory(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "memory")
+    found = of_kind(benchmarks, "memory")
     if not found:
         return []
     e = found[0]
@@ -186,7 +187,7 @@ def memory(benchmarks: list[dict]) -> list[str]:
 
 
 def memory_steps(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "memory_steps")
+    found = of_kind(benchmarks, "memory_steps")
     if not found:
         return []
     e = found[0]
@@ -204,7 +205,7 @@ def memory_steps(benchmarks: list[dict]) -> list[str]:
 
 
 def startup(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "startup")
+    found = of_kind(benchmarks, "startup")
     if not found:
         return []
     e = found[0]
@@ -219,7 +220,7 @@ def startup(benchmarks: list[dict]) -> list[str]:
 
 
 def latency(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "latency")
+    found = of_kind(benchmarks, "latency")
     if not found:
         return []
     e = found[0]
@@ -233,7 +234,7 @@ def latency(benchmarks: list[dict]) -> list[str]:
 
 
 def nodes(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "nodes")
+    found = of_kind(benchmarks, "nodes")
     if not found:
         return []
     e = found[0]
@@ -248,7 +249,7 @@ def nodes(benchmarks: list[dict]) -> list[str]:
 
 
 def nodes_peers(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "nodes")
+    found = of_kind(benchmarks, "nodes")
     if not found:
         return []
     e = found[0]
@@ -270,20 +271,20 @@ def targets(benchmarks: list[dict]) -> list[str]:
         if value is not None:
             rows.append(f"| {name} | {value:.2f}x | {'yes' if ok else 'no'} |")
 
-    for e in _kind(benchmarks, "scaling_n"):
+    for e in of_kind(benchmarks, "scaling_n"):
         if e["problem"] == "mlp" and e["family"] in ("apam", "hogwild") and "2" in e["speedup"]:
             v = e["speedup"]["2"]
             add(f"mlp {e['family']}: samples/s 2 workers / 1 worker >= 1.85", v, v >= 1.85)
-    for e in _kind(benchmarks, "baselines"):
+    for e in of_kind(benchmarks, "baselines"):
         v = e["apam2_vs_hogwild2"]
         add(f"{e['problem']}: apam 2 workers / mnist_hogwild pattern 2 processes >= 1.2", v, v >= 1.2)
-    for e in _kind(benchmarks, "kernel"):
+    for e in of_kind(benchmarks, "kernel"):
         v = e["ratio_vs_fused"]
         add(f"AMSGrad update {e['params']:,}: shared / torch fused private <= 1.10", v, v <= 1.10)
-    for e in _kind(benchmarks, "baselines"):
+    for e in of_kind(benchmarks, "baselines"):
         v = e["overhead_1"]
         add(f"{e['problem']}: 1 worker time per step / bare loop <= 1.05", v, v <= 1.05)
-    for e in _kind(benchmarks, "memory"):
+    for e in of_kind(benchmarks, "memory"):
         v = e["default"]["private_x"]
         add("private memory per worker beyond the runtime <= 2.2x the parameter bytes", v, v <= 2.2)
     return rows if len(rows) > 2 else []

@@ -1,7 +1,7 @@
 """The README table of bench/test_adaptive_k.py (adaptive K against fixed K)."""
 from __future__ import annotations
 
-from report_nodes import _kind
+from report_nodes import of_kind
 
 
 def _schedule(sched: list[list]) -> str:
@@ -9,7 +9,7 @@ def _schedule(sched: list[list]) -> str:
 
 
 def adaptive_k(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "adaptive_k")
+    found = of_kind(benchmarks, "adaptive_k")
     if not found:
         return []
     e = found[0]

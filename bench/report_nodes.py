@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 
-def _kind(benchmarks: list[dict], kind: str) -> list[dict]:
+def of_kind(benchmarks: list[dict], kind: str) -> list[dict]:
+    """The benchmark entries whose extra_info kind is ``kind`` (shared by the report*.py scripts)."""
     return [b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("kind") == kind]
 
 
@@ -10,7 +11,7 @@ def theory_nodes(benchmarks: list[dict]) -> list[str]:
     rows = ["| variant | nodes x workers | K | updates | measured s/update | theory (delay only) | ratio "
             "| theory (compute + delay) | ratio | sampling error (2 SE) | messages per update |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for e in _kind(benchmarks, "theory_nodes"):
+    for e in of_kind(benchmarks, "theory_nodes"):
         rows.append(f"| {e['variant']} | 2 x 1 | {e['k']} | {e['updates']} | {e['measured_s'] * 1e3:.2f} ms "
                     f"| {e['theory_s'] * 1e3:.2f} ms | {e['ratio']:.3f} | {e['theory_with_compute_s'] * 1e3:.2f} "
                     f"ms | {e['ratio_with_compute']:.3f} | ±{200 * e['sampling_se_rel']:.1f}% | "
@@ -19,7 +20,7 @@ def theory_nodes(benchmarks: list[dict]) -> list[str]:
 
 
 def target_nodes(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "target_nodes")
+    found = of_kind(benchmarks, "target_nodes")
     if not found:
         return []
     rows = [f"| 2 nodes x 1 worker, logreg, delays {found[0]['delay']} | time to loss {found[0]['target']:g} "
@@ -34,7 +35,7 @@ def applier_nodes(benchmarks: list[dict]) -> list[str]:
     rows = ["| apam --protocol server, 2 nodes x 1 worker | parameters | updates/s | messages per update "
             "| bytes per update | applier CPU per update | remote node's gradients/s | saturates near |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for e in _kind(benchmarks, "applier_nodes"):
+    for e in of_kind(benchmarks, "applier_nodes"):
         rows.append(f"| {e['problem']} | {e['parameters']:,} | {e['updates_per_s']:,.0f} | "
                     f"{e['messages_per_update']:.2f} | {e['bytes_per_update']:,.0f} | "
                     f"{e['applier_cpu_ms']:.3f} ms | {e['remote_gradients_per_s']:,.0f} | "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-def _kind(benchmarks: list[dict], kind: str) -> list[dict]:
+def of_kind(benchmarks: list[dict], kind: str) -> list[dict]:
     return [b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("kind") == kind]
 
 
@@ -15,7 +15,7 @@ def _acc(value: float | None) -> str:
 
 
 def real_apam(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "real_apam")
+    found = of_kind(benchmarks, "real_apam")
     if not found:
         return []
     e = found[0]
@@ -45,19 +45,19 @@ def _runs_table(e: dict, what: str) -> list[str]:
 
 
 def real_leaders(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "real_leaders")
+    found = of_kind(benchmarks, "real_leaders")
     return _runs_table(found[0], f"small CNN on {found[0]['problem']}, 4 workers, "
                                  f"{found[0]['seconds']:g} s") if found else []
 
 
 def real_dutta(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "real_dutta")
+    found = of_kind(benchmarks, "real_dutta")
     return _runs_table(found[0], f"LeNet5 on {found[0]['problem']}, sgd, 4 workers, delay "
                                  f"{found[0]['delay']}, {found[0]['seconds']:g} s") if found else []
 
 
 def real_lenet5(benchmarks: list[dict]) -> list[str]:
-    found = _kind(benchmarks, "real_lenet5")
+    found = of_kind(benchmarks, "real_lenet5")
     if not found:
         return []
     e = found[0]

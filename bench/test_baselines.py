@@ -30,13 +30,12 @@ import os
 import pstats
 import statistics
 
+import baselines
 import pytest
 
 import shmopt
 from shmopt.plan import default_threads
 from shmopt.problems import load_problem
-
-import baselines
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

@@ -68,13 +68,17 @@ def test_samples_per_second_on_one_gpu(benchmark, name):
             free0 = torch.cuda.mem_get_info()[0]
             peak = [free0]
 
-            def watch(stop=threading.Event()):
+            stop = threading.Event()
+
+            def watch():
                 while not stop.wait(0.5):
                     peak[0] = min(peak[0], torch.cuda.mem_get_info()[0])
             th = threading.Thread(target=watch, daemon=True)
             th.start()
             r = shmopt.train(spec, algo="apam", workers=w, time_limit=SECONDS, device="cuda",
                              threads=1, eval_interval=2.0)
+            stop.set()
+            th.join()
             out["workers"][w] = {"samples_per_s": r.stats["samples_per_s"],
                                  "mem_per_worker_mib": (free0 - peak[0]) / w / 2**20,
                                  "final_loss": r.final_loss}

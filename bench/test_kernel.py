@@ -26,8 +26,8 @@ import time
 import pytest
 import torch
 
-from shmopt.plan import default_threads
 from shmopt.memory import Arena, Layout
+from shmopt.plan import default_threads
 from shmopt.rules import AMSGrad, fused_adam_available
 
 pytestmark = pytest.mark.usefixtures("no_leaks")

@@ -33,16 +33,15 @@ import gc
 import statistics
 import time
 
+import baselines
 import psutil
 import pytest
 import torch
 
 from shmopt import Config, Engine
-from shmopt.plan import default_threads
 from shmopt.memory.flat import bind_grads, bind_params, numel
+from shmopt.plan import default_threads
 from shmopt.problems import load_problem
-
-import baselines
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

@@ -27,9 +27,9 @@ import sys
 import tempfile
 
 import pytest
-
 from ddp_baseline import ddp_run, time_to
-from fake_nodes import ROOT, run_nodes as run_fake_nodes
+from fake_nodes import ROOT
+from fake_nodes import run_nodes as run_fake_nodes
 
 PROBLEM = "mlp"
 TARGET = 0.75                   # mlp eval loss; every contender reaches it within a few seconds

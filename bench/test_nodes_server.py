@@ -23,9 +23,9 @@ import os
 import tempfile
 
 import pytest
-
 from ddp_baseline import time_to
 from fake_nodes import run_nodes
+
 from shmopt.strategies.theory import expected_iteration_time, simulate
 
 P, DELAY = 2, "exp:0.02"

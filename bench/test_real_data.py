@@ -24,6 +24,7 @@ import os
 import statistics
 import time
 
+import baselines
 import pytest
 import torch
 
@@ -33,8 +34,6 @@ from shmopt.config import Config
 from shmopt.errors import ProblemError
 from shmopt.problems import load_problem
 from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
-
-import baselines
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 HERE = os.path.dirname(os.path.abspath(__file__))

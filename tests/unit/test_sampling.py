@@ -1,11 +1,10 @@
 """Mini-batch row sampling: shuffle visits every row once per epoch, shards are disjoint and
-cover the data, replace stays in range; the summary counts epochs."""
+cover the data, replace stays in range (a sharded run: tests/integration/test_engine.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-import shmopt
 from shmopt.errors import ConfigError
 from shmopt.strategies.sampling import Sampler, check_sampling, shard_of
 
@@ -41,10 +40,3 @@ def test_replace_draws_in_range_and_bad_modes_are_refused():
         check_sampling("stride", 10, 2, 1)
     with pytest.raises(ConfigError, match="shards of 2 rows, fewer than the batch size 3"):
         check_sampling("shard", 10, 3, 4)
-
-
-def test_a_sharded_run_trains_and_reports_epochs():
-    r = shmopt.train("logreg", algo="apam", workers=2, steps=600, sampling="shard")
-    st = r.stats
-    assert st["epochs"] == pytest.approx(st["samples"] / 4096)
-    assert st["final_loss"] < r.history[0]["loss"]

@@ -14,8 +14,7 @@ import torch
 
 from shmopt.memory.shm import list_segments, owner_pid
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARD_S = 120
 
 
@@ -78,7 +77,7 @@ def wait_training(path: str, timeout: float = 60.0) -> None:
 
 
 def ok(results):
-    for rc, stats, err in results:
+    for rc, _, err in results:
         assert rc == 0, err[-3000:]
     return [s for _, s, _ in results]
 

@@ -22,7 +22,7 @@ from shmopt.problems.loader import user_module_name
 #: image problems that read users' files (tested on generated files in test_image_data.py)
 FROM_FILES = {"cifar10", "fashion-mnist"}
 BUILT_IN = sorted(set(BUILTIN_PROBLEMS) - FROM_FILES)
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_module.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_module.py"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -16,8 +16,15 @@ import pytest
 from shmopt.errors import ConfigError
 from shmopt.strategies.delays import Delay, parse_delay
 from shmopt.strategies.server import Arrival, KAggregator, WorkerMode
-from shmopt.strategies.theory import (VARIANTS, WARMUP_UPDATES, TheoryResult, closed_form,
-                                      expected_iteration_time, harmonic, simulate)
+from shmopt.strategies.theory import (
+    VARIANTS,
+    WARMUP_UPDATES,
+    TheoryResult,
+    closed_form,
+    expected_iteration_time,
+    harmonic,
+    simulate,
+)
 
 ITERS = 50_000
 EXP = "exp:0.02"

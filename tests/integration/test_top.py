@@ -13,20 +13,19 @@ import time
 import numpy as np
 import pytest
 
-from shmopt.engine.roles import processes
-
 import shmopt.top as top
 from shmopt import Config, Engine, load_problem
 from shmopt.cli import main
 from shmopt.engine import control
 from shmopt.engine.control import RUNNING, Counters
+from shmopt.engine.roles import processes
 from shmopt.engine.run_view import describe, read_run
 from shmopt.memory import Arena, ArenaView, Layout
 from shmopt.memory.describe import layout_from_json, layout_to_json
 from shmopt.memory.shm import SHM_DIR, run_id
 from shmopt.strategies.leader import windowed_means
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 

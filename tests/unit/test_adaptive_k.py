@@ -1,9 +1,8 @@
-"""Adaptive K (--k adaptive, issue #15): the schedule as a pure function, K changes in the
-aggregator with gradients pending, refusals, real runs, and the progress line."""
+"""Adaptive K (--k adaptive, issue #15) without a run: the schedule as a pure function, K changes in
+the aggregator with gradients pending, the plan, refusals, and the progress line."""
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import random
@@ -18,8 +17,7 @@ from shmopt.memory.shm import list_segments, owner_pid
 from shmopt.plan import resolve
 from shmopt.problems import load_problem
 from shmopt.progress import Progress, progress_line
-from shmopt.strategies.adaptive_k import (KSchedule, KTracker, k_ladder, ladder_from_times, next_k,
-                                          parse_k)
+from shmopt.strategies.adaptive_k import KSchedule, KTracker, k_ladder, ladder_from_times, next_k, parse_k
 from shmopt.strategies.server import Arrival, KAggregator
 from shmopt.strategies.theory import harmonic
 
@@ -186,36 +184,6 @@ def test_refusals_are_one_line_and_exit_2(args, needle, capsys):
 
 
 # ------------------------------------------------------------------ real runs
-@pytest.mark.parametrize("algo", ["k-sync", "k-async"])
-def test_adaptive_run_raises_k_logs_it_and_converges(algo, tmp_path, capsys, logreg):
-    log = tmp_path / "curve.jsonl"
-    with pytest.raises(SystemExit) as info:
-        main(["run", "logreg", "--algo", algo, "--k", "adaptive", "-w", "2", "--delay", "exp:0.002",
-              "--rule", "sgd", "--lr", "0.1", "--time-limit", "5", "--eval-interval", "0.2",
-              "--k-patience", "1", "--log", str(log), "--json"])
-    assert info.value.code == 0
-    st = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    sched = st["k_schedule"]
-    assert st["k"] == "adaptive" and st["k_ladder"] == [1, 2]
-    assert sched[0][0] < 0.1 and sched[0][1:] == [0, 1]
-    assert [k for _, _, k in sched] == [1, 2] and st["k_final"] == 2
-    assert st["updates"] < st["applied"] <= 2 * st["updates"]      # some updates averaged two
-    lines = [json.loads(x) for x in log.read_text().splitlines()]
-    for row in lines:                                 # each sample has the K of the schedule
-        assert row["k"] == [k for t, _, k in sched if t <= row["t"]][-1]
-    assert [r["k"] for r in lines][0] == 1 and lines[-1]["k"] == 2
-    assert st["final_loss"] <= 1.01 * logreg.optimum
-
-
-def test_the_summary_shows_k_over_time(capsys):
-    from shmopt.cli import _summary
-    st = dict(algo="k-sync", rule="sgd", protocol="server", variant="k-sync", k="adaptive", workers=4,
-              updates=900, gradients=3600, dropped=3, nonfinite=0, startup_s=1.0, wall_s=8.0,
-              samples_per_s=1e4, staleness_mean=0.0, staleness_max=0, final_loss=0.4353,
-              stop_reason="time_limit", k_schedule=[[0.0, 0, 1], [4.62, 560, 2], [7.1, 736, 3]])
-    _summary(st)
-    out = capsys.readouterr().out
-    assert "k-sync k=adaptive" in out and "K  1 from 0.0 s  2 from 4.6 s  3 from 7.1 s" in out
 
 
 # ------------------------------------------------------------------ the progress line

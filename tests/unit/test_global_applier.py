@@ -10,10 +10,10 @@ import torch
 
 from shmopt.config import Config
 from shmopt.engine.control import DONE_VOTE, GLOBAL, SLOT, Booking, Counters
-from shmopt.engine.nodes.global_io import GlobalIO
 from shmopt.engine.loops.applier import serve
-from shmopt.engine.store import SeqlockStore
+from shmopt.engine.nodes.global_io import GlobalIO
 from shmopt.engine.nodes.wire import END, END_LOST, GRAD, PARAMS, DownMessage, UpMessage
+from shmopt.engine.store import SeqlockStore
 from shmopt.plan import resolve
 from shmopt.problems import load_problem
 from shmopt.strategies.server import Arrival, KAggregator

@@ -130,7 +130,7 @@ def test_the_host_fence_is_free_and_expandable_segments_are_recognised():
 def test_gpu_tests_are_collected_and_skipped_without_a_device(pytestconfig):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "tests/test_cuda.py"],
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "tests/gpu/test_cuda_arena.py"],
                          cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=120).stdout
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible: the GPU tests run instead")
@@ -139,6 +139,7 @@ def test_gpu_tests_are_collected_and_skipped_without_a_device(pytestconfig):
 
 def test_a_wait_is_marked_idle_and_a_pause_asked_meanwhile_is_honoured_after_it():
     import multiprocessing as mp
+
     from shmopt.engine.wakeups import WakeUps
     w = WakeUps(mp.get_context("spawn"), 1)
     marks, checks = [], []

