@@ -1,10 +1,13 @@
-"""Turn pytest-benchmark JSON files from bench/ into the README's markdown tables.
+"""Turn pytest-benchmark JSON files from bench/ into the markdown tables of README.md and docs/.
 
     python bench/report.py bench/results/all.json [more.json ...]          # print the tables
-    python bench/report.py --readme README.md bench/results/all.json       # rewrite them in place
+    python bench/report.py --docs . bench/results/all.json                 # rewrite them in place
+    python bench/report.py --docs . --dry-run bench/results/all.json       # say what would change
+    python bench/report.py --readme FILE bench/results/all.json            # one file only
 
-With ``--readme`` each table replaces the text between ``<!-- bench:KIND -->`` and
-``<!-- /bench:KIND -->`` in the README, so the published figures are the suite's output.
+Each table replaces the text between ``<!-- bench:KIND -->`` and ``<!-- /bench:KIND -->``, so the
+published figures are the suite's output. ``--docs ROOT`` looks for the markers in ROOT/README.md
+and every ROOT/docs/*.md (a table lives on the page about its subject); ``--readme FILE`` in FILE.
 """
 from __future__ import annotations
 
@@ -297,7 +300,16 @@ TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leade
           **NODE_TABLES, **GPU_TABLES, **REAL_TABLES, **ADAPTIVE_TABLES}
 
 
-def update_readme(readme: str, paths: list[str]) -> None:
+def doc_files(root: str) -> list[str]:
+    """README.md and docs/*.md under ``root``: every file that may hold a bench marker."""
+    import glob
+    import os
+    files = [os.path.join(root, "README.md")] + sorted(glob.glob(os.path.join(root, "docs", "*.md")))
+    return [f for f in files if os.path.isfile(f)]
+
+
+def update_docs(files: list[str], paths: list[str], dry_run: bool = False) -> None:
+    """Rewrite the tables between the bench markers of ``files`` from the JSON files ``paths``."""
     import re
     benchmarks, machines = [], []
     for path in paths:
@@ -305,23 +317,50 @@ def update_readme(readme: str, paths: list[str]) -> None:
             data = json.load(f)
         benchmarks += data["benchmarks"]
         machines.append(f"{machine(data)} ({data.get('datetime', '')[:10]})")
-    text = open(readme, encoding="utf-8").read()
+    texts = {}
+    for name in files:
+        with open(name, encoding="utf-8") as f:
+            texts[name] = f.read()
     for kind, fn in TABLES.items():
         rows = fn(benchmarks)
         if len(rows) <= 2:
             continue
         block = "\n".join(rows) + f"\n\n_Measured on {machines[0]}._"
-        text, n = re.subn(rf"(<!-- bench:{kind} -->\n)(.*?\n)?(<!-- /bench:{kind} -->)",
-                          lambda m: m.group(1) + block + "\n" + m.group(3), text, flags=re.S)
-        if n:
-            print(f"updated the {kind} table")
-    with open(readme, "w", encoding="utf-8") as f:
-        f.write(text)
+        found = False
+        for name, text in texts.items():
+            new, n = re.subn(rf"(<!-- bench:{kind} -->\n)(.*?\n)?(<!-- /bench:{kind} -->)",
+                             lambda m: m.group(1) + block + "\n" + m.group(3), text, flags=re.S)
+            if n:
+                found = True
+                what = "would change" if new != text else "unchanged"
+                print(f"{kind}: {name} ({what})" if dry_run else f"updated the {kind} table in {name}")
+                texts[name] = new
+        if not found:
+            print(f"{kind}: no <!-- bench:{kind} --> marker in {', '.join(files)}", file=sys.stderr)
+    if dry_run:
+        return
+    for name, text in texts.items():
+        with open(name, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
-def main(paths: list[str]) -> None:
-    if paths and paths[0] == "--readme":
-        update_readme(paths[1], paths[2:])
+def main(args: list[str]) -> None:
+    files, dry_run, paths = None, False, []
+    i = 0
+    while i < len(args):
+        if args[i] == "--readme":
+            files, i = [args[i + 1]], i + 2
+        elif args[i] == "--docs":
+            files, i = doc_files(args[i + 1]), i + 2
+        elif args[i] == "--dry-run":
+            dry_run, i = True, i + 1
+        else:
+            paths.append(args[i])
+            i += 1
+    if files is not None:
+        if not files:
+            sys.exit("report.py: no README.md or docs/*.md there")
+        update_docs(files, paths, dry_run)
         return
     for path in paths:
         with open(path, encoding="utf-8") as f:

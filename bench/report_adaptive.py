@@ -1,4 +1,4 @@
-"""The README table of bench/test_adaptive_k.py (adaptive K against fixed K)."""
+"""The docs table of bench/test_adaptive_k.py (adaptive K against fixed K)."""
 from __future__ import annotations
 
 from report_nodes import of_kind

@@ -1,4 +1,4 @@
-"""The README tables of bench/test_cuda_gpu.py (the CUDA arena on one GPU)."""
+"""The docs tables of bench/test_cuda_gpu.py (the CUDA arena on one GPU)."""
 from __future__ import annotations
 
 from report_nodes import of_kind

@@ -1,4 +1,4 @@
-"""The README tables of bench/test_nodes_server.py (server protocols across nodes)."""
+"""The docs tables of bench/test_nodes_server.py (server protocols across nodes)."""
 from __future__ import annotations
 
 

@@ -1,4 +1,4 @@
-"""The README tables of bench/test_real_data.py (the seed papers' experiments on real images)."""
+"""The docs tables of bench/test_real_data.py (the seed papers' experiments on real images)."""
 from __future__ import annotations
 
 

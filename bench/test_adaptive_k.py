@@ -8,7 +8,7 @@ infinite). The target sits below K = 1's error floor and above what K = P reache
 trade-off adaptive K is for.
 
     python -m pytest bench/test_adaptive_k.py --benchmark-json=bench/results/adaptive_k.json
-    python bench/report.py --readme README.md bench/results/adaptive_k.json
+    python bench/report.py --docs . bench/results/adaptive_k.json
 """
 from __future__ import annotations
 

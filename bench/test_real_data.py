@@ -13,10 +13,11 @@
   shared model evaluated by the parent the way shmopt's supervisor does), with the time to
   TARGET accuracy of both; medians over ROUNDS interleaved rounds.
 
-Every comparison writes its accuracy/loss-against-time log and plot to bench/results/real_*.
+Every comparison writes its accuracy/loss-against-time log and plot to docs/results/real_*, next to
+the page that shows them (docs/results.md).
 
     pytest bench/test_real_data.py --benchmark-json=bench/results/real_data.json
-    python bench/report.py --readme README.md bench/results/real_data.json
+    python bench/report.py --docs . bench/results/real_data.json
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 HERE = os.path.dirname(os.path.abspath(__file__))
+PLOTS = os.path.join(os.path.dirname(HERE), "docs", "results")   # shown by docs/results.md
 EVAL_ROWS = 2000              # test images per evaluation (one supervisor thread)
 TARGET = {"fashion-mnist": 0.85, "mnist": 0.95}
 
@@ -50,9 +52,10 @@ def _data(model: str):
 
 def _compare(name: str, problem, algos: list[tuple[str, int | None]], base: Config,
              target: float | None = None) -> list[dict]:
-    """Run ``algos`` one after the other; log and plot into bench/results/real_NAME.*."""
+    """Run ``algos`` one after the other; log and plot into docs/results/real_NAME.*."""
     rows, summaries = cmp.compare(problem, algos, base)
-    out = os.path.join(HERE, "results", f"real_{name}")
+    os.makedirs(PLOTS, exist_ok=True)
+    out = os.path.join(PLOTS, f"real_{name}")
     cmp.write_rows(rows, out + ".csv")
     cmp.plot(rows, out + ".png", title=f"{problem.name}, {name}: {base.workers} workers, delay {base.delay}")
     target = target or TARGET[problem.name]
