@@ -15,8 +15,7 @@ from .engine.supervisor import Engine
 from .engine.worker_info import WorkerInfo, worker_info
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
 from .problems import Problem, load_problem
-from .shared import (SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, pull_parameters,
-                     push_gradients, share)
+from .shared import SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, pull_parameters, push_gradients, share
 
 __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Problem",
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",

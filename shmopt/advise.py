@@ -26,9 +26,14 @@ import click
 
 from .errors import ConfigError
 from .problems import Problem, load_problem, parse_options
-from .strategies.k_ranking import (check_max_staleness, check_workers, fit_shifted_exponential,
-                                   rank_variants, time_model)
 from .strategies.delays import DELAY_FORMS, parse_delay
+from .strategies.k_ranking import (
+    check_max_staleness,
+    check_workers,
+    fit_shifted_exponential,
+    rank_variants,
+    time_model,
+)
 
 __all__ = ["advise", "calibrate", "advise_command", "format_advice"]
 

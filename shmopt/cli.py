@@ -15,10 +15,10 @@ from typing import Any
 import click
 
 from . import __version__
+from .checks import output_path
 from .cli_options import RUN, TRAIN, config_from, config_options
 from .errors import ConfigError, ShmoptError, WorkerError
 from .node_plan import node_path
-from .checks import output_path
 from .tensorboard import TensorBoard, check_tensorboard
 
 
@@ -300,6 +300,7 @@ def _register_bench() -> None:
 
 _register_bench()
 from .advise import advise_command  # noqa: E402  (the command lives in its own file)
+
 cli.add_command(advise_command)
 
 

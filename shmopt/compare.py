@@ -14,11 +14,11 @@ import json
 import os
 from typing import Any, Callable
 
-from .engine.record import Result
 from .config import Config
-from .plan import resolve
+from .engine.record import Result
 from .engine.supervisor import Engine
 from .errors import ConfigError
+from .plan import resolve
 from .problems import Problem
 from .tensorboard import TensorBoard
 

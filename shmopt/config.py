@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
-from . import checks
-from . import devices
+from . import checks, devices
 from .errors import ConfigError
 from .node_plan import NODE_FAILURE, parse_master
 from .rules import RULES
@@ -163,10 +162,12 @@ class Config:
     lam_global: float = opt(0.1, "lsgd with --groups > 1 or across nodes: pull strength toward the "
                             "global leader.", type=float, check=_real(ge=0, le=1))
     tau_global: int = opt(50, "lsgd with --groups > 1: local steps between global pulls; replica "
-                          "methods across nodes: each worker's steps between exchanges.", type=int, check=_int(1))
+                          "methods across nodes: each worker's steps between exchanges.", type=int,
+                          check=_int(1))
     window: int = opt(10, "lsgd: recent losses averaged to choose the leader.", type=int, check=_int(1))
     trigger: str = opt("worker", "Replica methods: couple on each worker's own step count (worker) or "
-                       "on the total steps over all workers (total, lsgd's reference).", check=_one_of(*TRIGGERS))
+                       "on the total steps over all workers (total, lsgd's reference).",
+                       check=_one_of(*TRIGGERS))
     beta: float = opt(0.9, "easgd: moving rate, alpha = beta / workers.", type=float, check=_real(gt=0))
     replica_init: str = opt("same", "Replica methods: same start for every replica, or "
                             "independent (seed + rank).", check=_one_of("same", "independent"))

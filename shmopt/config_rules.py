@@ -20,9 +20,8 @@ from . import checks
 from .config import Config
 from .errors import ConfigError
 from .node_plan import ACROSS_NODES
-from .strategies.algorithms import family
 from .strategies.adaptive_k import ADAPTIVE, check_adaptive, parse_k
-from .strategies.algorithms import AlgoSpec
+from .strategies.algorithms import AlgoSpec, family
 from .strategies.delays import parse_slow
 from .strategies.lr import check_policy_options
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 
 from .errors import ConfigError
-from .strategies.replicas import REPLICA_METHODS
 from .memory.backends import backend_for, device_types
+from .strategies.replicas import REPLICA_METHODS
 
 
 def accelerators() -> tuple[str, ...]:

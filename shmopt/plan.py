@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 
 from . import checks, config_rules
 from .config import Config
-from .errors import ConfigError
 from .devices import resolve_device, resolve_gpus
-from .node_plan import NodePlan, node_path, nnodes_of, resolve_nodes, split_steps
+from .errors import ConfigError
+from .node_plan import NodePlan, nnodes_of, node_path, resolve_nodes, split_steps
 from .problems import Problem
 from .rules import RULES, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy

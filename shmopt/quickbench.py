@@ -91,8 +91,8 @@ def measure_kernel(n: int = KERNEL_PARAMS, rounds: int = 5, block_s: float = 0.0
     with the thread count of one worker; medians of per-call times and of per-round ratios."""
     import torch
 
-    from .plan import default_threads
     from .memory import Arena, Layout
+    from .plan import default_threads
     from .rules import AMSGrad, fused_adam_available
 
     threads = default_threads(1)

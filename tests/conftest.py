@@ -7,6 +7,7 @@ import psutil
 import pytest
 
 from shmopt.memory.shm import list_segments, owner_pid
+from shmopt.problems import load_problem
 
 
 def _mine() -> list[str]:
@@ -67,3 +68,9 @@ def hard_timeout(request):
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="module")
+def quad():
+    """A small quadratic problem (generated data, optimum known); a module may define its own."""
+    return load_problem("quadratic", n=512, d=8)

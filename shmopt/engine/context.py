@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from functools import partial
 import pickle
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 

@@ -1,10 +1,10 @@
 """The control block: lock-free counters in shared memory, one single-writer slot per process.
 
-Every engine process (the learners, and rank P in the last slot: engine.roles) owns one
-:data:`SLOT` record and is its only writer, so no increment is ever lost (a shared ``+= 1`` from several processes loses
-updates). Slots are padded to 512 bytes: two workers never write the same cache line, nor an
-adjacent line pair (the spatial prefetcher fetches lines in pairs). The supervisor and other
-workers read without locks; 8-byte aligned fields are read whole on every platform we support.
+Every engine process (the learners, and rank P in the last slot: engine.roles) owns one :data:`SLOT`
+record and is its only writer, so no increment is ever lost (a shared ``+= 1`` from several
+processes loses updates). Slots are padded to 512 bytes: two workers never write the same cache
+line, nor an adjacent line pair (the spatial prefetcher fetches lines in pairs). The supervisor and
+other workers read without locks; 8-byte aligned fields are read whole on every platform we support.
 
 The :data:`GLOBAL` record has one writer per field: the supervisor (``stop``, ``pause``, ``t_go``;
 ``k`` under ``--k adaptive``; ``finish`` when this node is done), rank P (the applier or relay:

@@ -13,8 +13,8 @@ import traceback
 import torch
 
 from ..errors import WorkerError
-from ..problems import Problem
 from ..memory.flat import bind_buffers, bind_params, buffers_numel
+from ..problems import Problem
 
 
 class Evaluator:

@@ -23,9 +23,8 @@ from ..memory import ArenaView
 from ..memory.shm import run_id
 from ..plan import Plan
 from ..strategies.leader import LOSS_WINDOW, select_leader, windowed_means
-from . import control
+from . import control, roles
 from .control import DONE, FAILED, PAUSED, READY, RUNNING, STARTING
-from . import roles
 
 KIND = "shmopt-run"
 FORMAT = 1

@@ -31,12 +31,11 @@ from ..config import Config
 from ..config_rules import stored_config
 from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
+from ..memory.flat import buffers_numel, numel
 from ..plan import Plan, resolve
 from ..problems import Problem
-from ..memory.flat import buffers_numel, numel
 from ..strategies.adaptive_k import KTracker
-from . import checkpoint
-from . import roles
+from . import checkpoint, roles
 from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
 from .layout import Buffers, build_layout, checkpoint_skip

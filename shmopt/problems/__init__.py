@@ -6,7 +6,7 @@ to a ``.py`` file defining ``problem(**options)``, or ``"module:function"``.
 from __future__ import annotations
 
 from shmopt.problems.base import Problem
-from shmopt.problems.registry import BUILTIN_PROBLEMS
 from shmopt.problems.loader import import_problem_source, load_problem, parse_options
+from shmopt.problems.registry import BUILTIN_PROBLEMS
 
 __all__ = ["Problem", "load_problem", "BUILTIN_PROBLEMS", "import_problem_source", "parse_options"]

@@ -22,9 +22,9 @@ from functools import partial
 import numpy as np
 import torch
 
+from ..checks import choice, integer
 from ..errors import ProblemError
 from .augment import crop_flip
-from ..checks import choice, integer
 from .base import Problem, option_checks, seeded
 from .builtin import class_accuracy, cross_entropy_loss
 from .formats import existing, read_cifar10_bin, read_idx

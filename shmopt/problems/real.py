@@ -18,8 +18,15 @@ import torch
 from ..checks import integer, number
 from ..errors import ProblemError
 from .base import Problem, option_checks, seeded
-from .builtin import (binary_accuracy, class_accuracy, cross_entropy_loss,
-                      linear_model, logreg_loss, logreg_optimum, mlp_model)
+from .builtin import (
+    binary_accuracy,
+    class_accuracy,
+    cross_entropy_loss,
+    linear_model,
+    logreg_loss,
+    logreg_optimum,
+    mlp_model,
+)
 
 
 def _sklearn_datasets(problem: str):

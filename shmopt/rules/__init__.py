@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from shmopt.errors import ConfigError
-from shmopt.rules.adam import AMSGrad, Adam, fused_adam_available
+from shmopt.rules.adam import Adam, AMSGrad, fused_adam_available
 from shmopt.rules.base import Rule
 from shmopt.rules.sgd import SGD
 

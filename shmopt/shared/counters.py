@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..memory import Arena
 from ..memory.shm import SHM_DIR, pid_alive
-from ..errors import ConfigError
 
 SLOT_BYTES = 128
 

@@ -20,11 +20,6 @@ FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
 SHMOPT = [sys.executable, "-c", "from shmopt.cli import main; main()"]
 
 
-@pytest.fixture(scope="module")
-def quad():
-    return load_problem("quadratic", n=512, d=8)
-
-
 # ------------------------------------------------------------------ checkpoints
 def test_checkpoint_resume_restores_every_buffer_bit_exactly(quad, tmp_path):
     path = str(tmp_path / "run.ckpt")

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_data import fake_fashion
 
 import shmopt
 from shmopt.errors import ProblemError
 from shmopt.problems import Problem, load_problem
 from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
-from shmopt.problems.formats import write_idx
 from shmopt.problems.models import image_model
 
 AUGMENTED = str(Path(__file__).parent / "problems_for_tests" / "augmented.py")
@@ -26,21 +26,10 @@ def _cifar_batch(path: Path, labels: list[int]) -> np.ndarray:
     return pixels
 
 
-def _fake_fashion(folder: Path, n_train: int = 256, n_test: int = 64) -> None:
-    """IDX files in Fashion-MNIST's layout whose class is readable: image brightness = label."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = np.clip(y[:, None, None] * 25 + rng.integers(0, 20, (n, 28, 28)), 0, 255).astype(np.uint8)
-        write_idx(str(folder / f"{prefix}-images-idx3-ubyte.gz"), x)
-        write_idx(str(folder / f"{prefix}-labels-idx1-ubyte.gz"), y)
-
-
 def test_fashion_mnist_trains_through_the_cli_data_dir(tmp_path, monkeypatch):
     from shmopt.cli import main
     monkeypatch.setenv("SHMOPT_DATA_DIR", "")
-    _fake_fashion(tmp_path / "f")
+    fake_fashion(tmp_path / "f")
     with pytest.raises(SystemExit) as e:
         main(["run", "fashion-mnist", "--data-dir", str(tmp_path / "f"), "-o", "model=hogwild",
               "--algo", "apam", "-w", "2", "--steps", "150", "--json"])
@@ -163,7 +152,7 @@ def _drop_labels(batch, generator):
 def test_the_mnist_hogwild_example_runs_offline(tmp_path):
     import subprocess
     import sys
-    _fake_fashion(tmp_path / "f")
+    fake_fashion(tmp_path / "f")
     example = Path(__file__).resolve().parents[2] / "examples" / "mnist_hogwild.py"
     proc = subprocess.run([sys.executable, str(example), "--epochs", "2", "--data-dir", str(tmp_path / "f")],
                           capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)

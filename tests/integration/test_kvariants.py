@@ -4,12 +4,6 @@ from __future__ import annotations
 import pytest
 
 import shmopt
-from shmopt.problems import load_problem
-
-
-@pytest.fixture(scope="module")
-def quad():
-    return load_problem("quadratic", n=512, d=8)
 
 
 @pytest.mark.parametrize("algo", ["k-sync", "k-batch-sync", "k-async", "k-batch-async"])

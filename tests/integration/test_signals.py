@@ -17,16 +17,10 @@ import shmopt
 from shmopt import Config, Engine
 from shmopt.engine import checkpoint as ckpt
 from shmopt.memory import shm as storage
-from shmopt.problems import load_problem
 
 HERE = pathlib.Path(__file__).parent
 FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
 SHMOPT = [sys.executable, "-c", "from shmopt.cli import main; main()"]
-
-
-@pytest.fixture(scope="module")
-def quad():
-    return load_problem("quadratic", n=512, d=8)
 
 
 def _records(doc, name, dtype):

@@ -16,16 +16,10 @@ import pytest
 import shmopt
 from shmopt import Config, Engine, WorkerError
 from shmopt.cli import main
-from shmopt.problems import load_problem
 
 HERE = pathlib.Path(__file__).parent
 FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
 SHMOPT = [sys.executable, "-c", "from shmopt.cli import main; main()"]
-
-
-@pytest.fixture(scope="module")
-def quad():
-    return load_problem("quadratic", n=512, d=8)
 
 
 # ------------------------------------------------------------------ worker faults

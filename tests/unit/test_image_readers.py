@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_data import fake_fashion
 
 from shmopt.errors import ProblemError
 from shmopt.memory.flat import numel
@@ -57,24 +58,13 @@ def test_cifar10_binary_reader_keeps_channels_and_labels(tmp_path):
         read_cifar10_bin([str(tmp_path / "c.bin")])
 
 
-def _fake_fashion(folder: Path, n_train: int = 256, n_test: int = 64) -> None:
-    """IDX files in Fashion-MNIST's layout whose class is readable: image brightness = label."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = np.clip(y[:, None, None] * 25 + rng.integers(0, 20, (n, 28, 28)), 0, 255).astype(np.uint8)
-        write_idx(str(folder / f"{prefix}-images-idx3-ubyte.gz"), x)
-        write_idx(str(folder / f"{prefix}-labels-idx1-ubyte.gz"), y)
-
-
 def test_fashion_mnist_reads_idx_from_data_dir_or_a_torchvision_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("SHMOPT_DATA_DIR", "")
-    _fake_fashion(tmp_path / "plain")
+    fake_fashion(tmp_path / "plain")
     p = fashion_mnist(data_dir=str(tmp_path / "plain"))
     assert p.train[0].shape == (256, 1, 28, 28) and p.eval[0].shape == (64, 1, 28, 28)
     assert abs(float(p.train[0].mean())) < 1e-4 and abs(float(p.train[0].std()) - 1) < 1e-3
-    _fake_fashion(tmp_path / "tv" / "FashionMNIST" / "raw")
+    fake_fashion(tmp_path / "tv" / "FashionMNIST" / "raw")
     assert fashion_mnist(data_dir=str(tmp_path / "tv"), n=100).num_train == 100
 
 

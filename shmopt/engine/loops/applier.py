@@ -14,9 +14,9 @@ from ...rules.consensus import sq_distance
 from ...strategies.server import KAggregator
 from ..context import Context
 from ..mailbox import GradientMailbox
-from ..store import SeqlockStore
 from ..nodes.global_io import GlobalIO
 from ..nodes.reducing_io import ReducingIO
+from ..store import SeqlockStore
 from ..wakeups import WakeUps
 from .applier_io import ApplierIO, LocalIO
 from .common import start

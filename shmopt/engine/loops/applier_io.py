@@ -9,9 +9,8 @@ The applier (loops/applier.py) is one loop over :class:`ApplierIO`; three implem
   protocols across nodes): node 0's mailbox plus every other node's gradients, sent by their
   relays, and answers to those nodes.
 
-:func:`~shmopt.engine.loops.applier.open_io` picks the plan's; an IO is a context manager: entering it meets the other nodes
-and gives every node node 0's start, leaving it ends the job with them.
-"""
+:func:`~shmopt.engine.loops.applier.open_io` picks the plan's; an IO is a context manager: entering
+it meets the other nodes and gives every node node 0's start, leaving it ends the job with them."""
 from __future__ import annotations
 
 from typing import Iterable, Protocol

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 
-
+from ...memory.flat import bind_grads, bind_params
 from ...strategies.server import KAggregator, WorkerMode
 from ..context import Context
-from ...memory.flat import bind_grads, bind_params
 from ..mailbox import GradientMailbox
 from ..store import SeqlockStore
 from ..wakeups import WakeUps

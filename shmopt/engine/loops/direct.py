@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-
+from ...memory.flat import bind_grads, bind_params
 from ...rules.consensus import sq_distance
 from ..context import Context, Stopped
-from ...memory.flat import bind_grads, bind_params
 from ..store import SummedStore
 from ..wakeups import WakeUps
 from .common import gradient, start, timed

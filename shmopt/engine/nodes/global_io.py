@@ -44,7 +44,19 @@ from ..store import SeqlockStore
 from ..wakeups import WakeUps
 from .exchange import initial_broadcast
 from .link import NodeLink, connect, first_line
-from .wire import BYE, END, END_DONE, END_HALT, END_LOST, GRAD, KEEPALIVE, PARAMS, VOTE, DownMessage, UpMessage
+from .wire import (
+    BYE,
+    END,
+    END_DONE,
+    END_HALT,
+    END_LOST,
+    GRAD,
+    KEEPALIVE,
+    PARAMS,
+    VOTE,
+    DownMessage,
+    UpMessage,
+)
 
 BOOK_COLUMNS = ("applied", "stale_sum", "stale_max", "dropped")   # the arena's "node_book" rows
 

@@ -1,11 +1,12 @@
 """The node link's loop (rank P of direct and replica protocols across nodes: engine.roles).
 
-It joins the process group, checks that every node runs the same configuration, gives every
-node node 0's starting point, reports ready, and then exchanges every ``NodePlan.every`` node
-updates, with the plan's exchange (engine.nodes.exchanges) (the sum of its learners' update counters; it never blocks them). Each exchange carries
-the node's vote; after the exchange in which one node halted or every node is done, the link
-stops its learners (``finish``), waits until they have stopped, runs one final exchange with no
-update in flight (so every node ends with the same model), says ``link_done`` and leaves.
+It joins the process group, checks that every node runs the same configuration, gives every node
+node 0's starting point, reports ready, and then runs the plan's exchange (engine.nodes.exchanges)
+every ``NodePlan.every`` node updates (the sum of its learners' update counters; it never blocks
+them). Each exchange carries the node's vote; after the exchange in which one node
+halted or every node is done, the link stops its learners (``finish``), waits until they have
+stopped, runs one final exchange with no update in flight (so every node ends with the same model),
+says ``link_done`` and leaves.
 
 It is a process of its own rather than a thread of the supervisor: the supervisor's evaluations
 hold the GIL for a whole forward pass and would delay exchanges, and as an engine process the

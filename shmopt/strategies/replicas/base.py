@@ -84,7 +84,9 @@ class ReplicaMethod(abc.ABC):
         return []
 
     def init(self, extra: Mapping[str, Tensor], x0: Tensor) -> None:
-        """Initialise :meth:`buffers` from the common start ``x0`` (a fresh run, not a resume)."""
+        """Initialise :meth:`buffers` from the common start ``x0`` (a fresh run, not a resume);
+        nothing by default."""
+        return None
 
     def group_of(self, rank: int) -> int:
         """The group of a worker (multi-leader methods); 0 otherwise."""
@@ -106,6 +108,23 @@ class ReplicaMethod(abc.ABC):
         method's buffers; ``ctrl``: the node's control slots; ``node``: this node's rank."""
 
 
-def mean_buffers(mbuf: Tensor | None) -> Tensor | None:
-    """A centre has no module statistics of its own: the replicas' mean."""
-    return None if mbuf is None else mbuf.mean(0)
+CENTER = "center"
+
+
+@dataclass(frozen=True)
+class CentredMethod(ReplicaMethod, abc.ABC):
+    """A method whose model is one shared centre x̃ (easgd's centre, local SGD's average): one
+    buffer, started at x0, averaged by its delta across nodes; its module statistics are the
+    replicas' mean (a centre has none of its own)."""
+
+    exchanged: ClassVar[tuple[str, ...]] = (CENTER,)
+
+    def buffers(self, n: int, nnodes: int) -> list[Spec]:
+        return [(CENTER, (n,))]
+
+    def init(self, extra: Mapping[str, Tensor], x0: Tensor) -> None:
+        extra[CENTER].copy_(x0)
+
+    def model(self, X: Tensor, mbuf: Tensor | None, extra: Mapping[str, Tensor], glob: np.void,
+              leader: int | None) -> tuple[Tensor, Tensor | None]:
+        return extra[CENTER], None if mbuf is None else mbuf.mean(0)

@@ -18,17 +18,14 @@ from torch import Tensor
 from ...errors import ConfigError
 from ...rules.consensus import elastic_
 from ..leader import due
-from .base import ReplicaMethod, Spec, mean_buffers
-
-CENTER = "center"
+from .base import CENTER, CentredMethod
 
 
 @dataclass(frozen=True)
-class ElasticAveraging(ReplicaMethod):
+class ElasticAveraging(CentredMethod):
     name = "easgd"
     summary = ("elastic averaging SGD: one replica per worker coupled to a shared centre variable every "
                "tau steps, alpha = beta / P (Zhang et al. 2015)")
-    exchanged = (CENTER,)
     across_nodes = "the node centres, averaged every --tau-global steps of each worker"
 
     alpha: float = 0.0
@@ -36,18 +33,9 @@ class ElasticAveraging(ReplicaMethod):
     @classmethod
     def from_options(cls, o: Any, workers: int, nnodes: int) -> "ElasticAveraging":
         if not 0.0 < o.beta <= workers:
-            raise ConfigError(f"invalid beta={o.beta!r}: must be in (0, workers] (alpha = beta / workers <= 1)")
+            raise ConfigError(f"invalid beta={o.beta!r}: must be in (0, workers] "
+                              f"(alpha = beta / workers <= 1)")
         return cls(**cls.common(o, workers), alpha=o.beta / workers)
-
-    def buffers(self, n: int, nnodes: int) -> list[Spec]:
-        return [(CENTER, (n,))]
-
-    def init(self, extra: Mapping[str, Tensor], x0: Tensor) -> None:
-        extra[CENTER].copy_(x0)
-
-    def model(self, X: Tensor, mbuf: Tensor | None, extra: Mapping[str, Tensor], glob: np.void,
-              leader: int | None) -> tuple[Tensor, Tensor | None]:
-        return extra[CENTER], mean_buffers(mbuf)
 
     def coupler(self, rank: int, X: Tensor, extra: Mapping[str, Tensor], ctrl: np.ndarray,
                 glob: np.void, node: int) -> "_Elastic":

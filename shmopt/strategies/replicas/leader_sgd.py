@@ -35,7 +35,8 @@ class LeaderSGD(ReplicaMethod):
     summary = ("Leader SGD: one replica per worker; every tau steps a non-leader is pulled toward the "
                "worker with the lowest recent loss; --groups G for multi-leader (Teng et al. 2019)")
     node_exchange = "leader"
-    across_nodes = "the best replica of every node (its local leader), every --tau-global steps of each worker"
+    across_nodes = ("the best replica of every node (its local leader), every --tau-global steps of "
+                    "each worker")
     scratch = (GLOBAL_LEADER,)
     has_leader = True
 
@@ -49,7 +50,8 @@ class LeaderSGD(ReplicaMethod):
     @classmethod
     def from_options(cls, o: Any, workers: int, nnodes: int) -> "LeaderSGD":
         if nnodes > 1 and o.groups != 1:
-            raise ConfigError("lsgd across nodes: each node is one group with its local leader; drop --groups")
+            raise ConfigError("lsgd across nodes: each node is one group with its local leader; "
+                              "drop --groups")
         if o.window > LOSS_WINDOW:
             raise ConfigError(f"invalid window={o.window}: at most {LOSS_WINDOW} losses are kept")
         parts = groups(workers, o.groups)

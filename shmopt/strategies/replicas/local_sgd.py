@@ -11,7 +11,8 @@ keeps x_s, the average it last restarted from, and at each of its averagings
 so x̄ = x0 + the mean of every worker's progress. When the P workers average at the same moment
 from the same x_s this is plain periodic averaging, x̄ = (1/P) Σ x_i. Only parameters are averaged,
 never the rule state. Across nodes the node averages are averaged by their delta (the "delta"
-exchange, every --tau-global steps of each worker), as easgd's centres. The model is x̄.
+exchange, every --tau-global steps of each worker), as easgd's centres. The model is x̄ (the
+method's centre buffer, :class:`~shmopt.strategies.replicas.base.CentredMethod`).
 """
 from __future__ import annotations
 
@@ -25,37 +26,24 @@ from torch import Tensor
 
 from ...rules.averaging import delta_
 from ..leader import due
-from .base import ReplicaMethod, Spec, mean_buffers
-
-AVERAGE = "center"
+from .base import CENTER, CentredMethod
 
 
 @dataclass(frozen=True)
-class LocalSGD(ReplicaMethod):
+class LocalSGD(CentredMethod):
     name = "local-sgd"
     summary = ("local SGD: one replica per worker; every tau steps a worker adds its progress since its "
                "last average into a shared average and restarts from it (periodic model averaging, "
                "Lin et al. 2020)")
-    exchanged = (AVERAGE,)
     across_nodes = "the node averages, averaged every --tau-global steps of each worker"
 
     @classmethod
     def from_options(cls, o: Any, workers: int, nnodes: int) -> "LocalSGD":
         return cls(**cls.common(o, workers))
 
-    def buffers(self, n: int, nnodes: int) -> list[Spec]:
-        return [(AVERAGE, (n,))]
-
-    def init(self, extra: Mapping[str, Tensor], x0: Tensor) -> None:
-        extra[AVERAGE].copy_(x0)
-
-    def model(self, X: Tensor, mbuf: Tensor | None, extra: Mapping[str, Tensor], glob: np.void,
-              leader: int | None) -> tuple[Tensor, Tensor | None]:
-        return extra[AVERAGE], mean_buffers(mbuf)
-
     def coupler(self, rank: int, X: Tensor, extra: Mapping[str, Tensor], ctrl: np.ndarray,
                 glob: np.void, node: int) -> "_Averaging":
-        return _Averaging(self, X[rank], extra[AVERAGE])
+        return _Averaging(self, X[rank], extra[CENTER])
 
 
 class _Averaging:
