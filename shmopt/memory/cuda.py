@@ -16,7 +16,7 @@ leaks), rebuilds it once in :meth:`CudaBackend.attach` (opening a handle can tak
 and holds the tensor for its life; a consumer never re-exports (torch refuses). The device
 travels as its UUID and is mapped to the consumer's own index (``CUDA_VISIBLE_DEVICES`` may
 differ between processes, pytorch #149196). ``reduce_tensor`` is not a documented API: its tuple
-is checked here (``_ARGS`` fields, the device at ``_DEVICE_AT``) and pinned by a GPU test. A
+is checked here (``REDUCE_ARGS`` fields, the device at ``REDUCE_DEVICE_AT``) and pinned by a GPU test. A
 kernel on another GPU must not dereference the block (illegal memory access): learners on other
 GPUs (``--gpus``) copy from and to it.
 
@@ -41,7 +41,7 @@ import torch
 from ..errors import ConfigError
 from .storage import StorageHandle
 
-_ARGS, _DEVICE_AT = 15, 6           # torch.multiprocessing.reductions.reduce_tensor, CUDA case
+REDUCE_ARGS, REDUCE_DEVICE_AT = 15, 6          # torch.multiprocessing.reductions.reduce_tensor, CUDA case
 
 
 def expandable_segments_on(env=os.environ) -> bool:
@@ -72,16 +72,16 @@ def export_args(buf: torch.Tensor) -> tuple:
     """One consumer's attach arguments for ``buf`` (a fresh reduction every call)."""
     from torch.multiprocessing.reductions import reduce_tensor
     _, args = reduce_tensor(buf)
-    if len(args) != _ARGS:
+    if len(args) != REDUCE_ARGS:
         raise RuntimeError(f"torch {torch.__version__}: reduce_tensor gave {len(args)} fields for a CUDA "
-                           f"tensor, shmopt.memory.cuda expects {_ARGS}")
+                           f"tensor, shmopt.memory.cuda expects {REDUCE_ARGS}")
     return tuple(args)
 
 
 def rebuild(args: tuple, index: int) -> torch.Tensor:
     from torch.multiprocessing.reductions import rebuild_cuda_tensor
     args = list(args)
-    args[_DEVICE_AT] = index
+    args[REDUCE_DEVICE_AT] = index
     return rebuild_cuda_tensor(*args)
 
 

@@ -40,7 +40,7 @@ def _child(handle, q_in, q_out):
 def test_reduce_tensor_tuple_is_what_the_adapter_expects():
     buf = torch.zeros(256, dtype=torch.uint8, device="cuda")
     args = cuda_mem.export_args(buf)
-    assert len(args) == cuda_mem._ARGS and args[cuda_mem._DEVICE_AT] == buf.device.index
+    assert len(args) == cuda_mem.REDUCE_ARGS and args[cuda_mem.REDUCE_DEVICE_AT] == buf.device.index
 
 
 def test_the_cuda_backend_answers_the_device_questions(monkeypatch):

@@ -109,14 +109,14 @@ def test_every_buffer_but_the_control_block_lives_on_the_device(algo, extra):
 
 
 def test_the_handle_envelope_pickles_and_the_device_is_mapped_by_uuid(monkeypatch):
-    args = tuple(range(cuda_mem._ARGS))
+    args = tuple(range(cuda_mem.REDUCE_ARGS))
     h = StorageHandle(cuda_mem.BACKEND.name, "cuda:GPU-x", 1024, extra=(args, "GPU-x"))
     assert pickle.loads(pickle.dumps(h)) == h
     seen = {}
     import torch.multiprocessing.reductions as red
     monkeypatch.setattr(red, "rebuild_cuda_tensor", lambda *a: seen.setdefault("args", a))
     cuda_mem.rebuild(args, 3)
-    assert seen["args"][cuda_mem._DEVICE_AT] == 3 and len(seen["args"]) == cuda_mem._ARGS
+    assert seen["args"][cuda_mem.REDUCE_DEVICE_AT] == 3 and len(seen["args"]) == cuda_mem.REDUCE_ARGS
     with pytest.raises(RuntimeError, match="without attach arguments"):
         cuda_mem.BACKEND.attach(StorageHandle(cuda_mem.BACKEND.name, "cuda:GPU-x", 1024))
 
