@@ -1,4 +1,6 @@
-"""Rules between options: every check that needs more than one field, in one list.
+"""Rules between options: every check of a run's options that needs more than one field, in one
+list (a replica method's rules between its own settings live with the method, in
+strategies.replicas; K against the learners of every node is checked where the plan counts them).
 
 A field's own check sits on the field (:mod:`shmopt.config`) and runs when the Config is built.
 What needs two fields, the algorithm or the node count is a small named function here,

@@ -6,7 +6,7 @@ by hand with ``--nnodes N --node-rank R --master HOST:PORT``. Each node option's
 its Config field, the rules between the node options and the algorithm in
 :mod:`shmopt.config_rules`; :func:`resolve_nodes` checks what needs the environment (torchrun's
 variables, the rank against the node count) and returns None for a single node (which runs
-exactly as before). The engine's node link (``engine/loops/link.py``) does the exchanges.
+exactly as before). The engine's node link (``engine/nodes/link_loop.py``) does the exchanges.
 """
 from __future__ import annotations
 

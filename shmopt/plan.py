@@ -116,17 +116,6 @@ class Plan:
     def train_rows(self) -> int:
         return self.worker.rows
 
-    def group_of(self, rank: int) -> int:
-        """lsgd: the group of a learner (multi-leader); 0 for every other rank and algorithm."""
-        groups = self.replicas.group if self.replicas is not None else ()
-        return groups[rank] if rank < len(groups) else 0
-
-    @property
-    def processes(self) -> int:
-        """Engine processes: the learners, plus the applier of server protocols, or across nodes
-        the node link of the other protocols (rank ``workers`` in both cases)."""
-        return self.workers + (1 if self.server is not None or self.nodes is not None else 0)
-
 
 def default_threads(workers: int, cores: int | None = None) -> int:
     """torch threads per worker: ``max(1, (cores - 1) // workers)``.

@@ -25,7 +25,7 @@ from ..memory import Arena, Layout
 from .control import RUN_FIELDS
 
 FORMAT = "shmopt-checkpoint"
-VERSION = 1
+VERSION = 2         # 2: one control slot per process (engine.roles), replica methods' buffers
 PER_PROCESS = ("pid", "status", "heartbeat", "t_ready")   # control fields a new run re-creates
 
 
@@ -88,7 +88,8 @@ def load(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path!r} is not a shmopt checkpoint")
     if doc.get("version") != VERSION:
         raise ConfigError(f"checkpoint {path!r} has format version {doc.get('version')}, "
-                          f"this shmopt reads version {VERSION}")
+                          f"this shmopt reads version {VERSION} (written by another shmopt release: "
+                          f"resume it with that release)")
     return doc
 
 

@@ -57,6 +57,8 @@ SLOT = _padded([
     ("timed", "i8"),            #   sample, forward, backward, bookkeeping (timed batches: `timed`)
     ("t_ready", "f8"),
     ("idle", "i8"),             # 1 while waiting on a wake-up with no device work in flight
+    ("own_start", "i8"),        # replica protocol: 1 once this worker's replica holds its own start
+                                #   (--replica-init independent), kept by checkpoints and restarts
     ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
     ("lr_min", "f8"),
     ("lr_max", "f8"),

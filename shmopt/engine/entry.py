@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import traceback
+from functools import partial
 from typing import Callable
 
 from ..errors import ShmoptError, error_from_report
@@ -22,6 +23,7 @@ from .loops.applier import applier_loop
 from .loops.client import client_loop
 from .loops.direct import direct_loop
 from .loops.replicas import replica_loop
+from .nodes.applier_io import open_io
 from .nodes.link_loop import link_loop
 from .nodes.relay import relay_loop
 from .wakeups import WakeUps
@@ -29,7 +31,7 @@ from .wakeups import WakeUps
 #: the loop of each role (engine.roles)
 LOOPS: dict[str, Callable[[Context, WakeUps], None]] = {
     "direct": direct_loop, "server": client_loop, "replicas": replica_loop,
-    roles.APPLIER: applier_loop, roles.LINK: link_loop, roles.RELAY: relay_loop}
+    roles.APPLIER: partial(applier_loop, open_io=open_io), roles.LINK: link_loop, roles.RELAY: relay_loop}
 
 
 def write_report(path: str, exc: BaseException, tb: str) -> None:

@@ -27,6 +27,12 @@ def average_into(out: Tensor, tensors: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
+def mean_of_sum_(total: Tensor, count: float) -> Tensor:
+    """total ← total / count: the mean of ``count`` summed terms (an all-reduced sum), in place."""
+    return total.div_(count)
+
+
+@torch.no_grad()
 def sq_distance(a: Tensor, b: Tensor) -> float:
     """‖a − b‖²₂."""
     return float(torch.dist(a, b) ** 2)

@@ -79,6 +79,14 @@ def test_no_import_from_a_lower_layer_up():
     assert up == []
 
 
+def test_the_loops_never_import_the_node_code():
+    """Inside the engine the node package uses the loops' pieces (start, the applier's LocalIO),
+    never the other way round: the entry point hands the applier its IO."""
+    back = [f"{m} imports {d}" for m, deps in GRAPH.items() for d in deps
+            if m.startswith("engine.loops") and d.startswith("engine.nodes")]
+    assert back == []
+
+
 def test_no_import_circle():
     done: set[str] = set()
 

@@ -20,7 +20,7 @@ def _method(workers: int, tau: int) -> LocalSGD:
 
 def _couplers(m: LocalSGD, n: int = 5):
     X = torch.zeros(m.workers, n)
-    extra = {"center": torch.zeros(n)}
+    extra = {name: torch.zeros(shape) for name, shape in m.buffers(n, 1)}
     ctrl, glob = np.zeros(m.workers + 1, SLOT), np.zeros(1, GLOBAL)[0]
     return X, extra, [m.coupler(r, X, extra, ctrl, glob, 0) for r in range(m.workers)]
 
@@ -63,3 +63,16 @@ def test_local_sgd_is_registered_and_resolved_from_the_options():
     assert (plan.replicas.tau, plan.replicas.workers, plan.replicas.independent_init) == (5, 4, True)
     with pytest.raises(shmopt.ConfigError, match="max-staleness"):
         resolve(Config(algo="local-sgd", max_staleness=2), load_problem("quadratic", n=64, d=4))
+
+
+def test_a_restarted_worker_keeps_its_restart_point():
+    # x_s lives in the arena: a new coupler (a respawned worker, a resume) goes on from it
+    m = _method(workers=2, tau=1)
+    X, extra, couplers = _couplers(m)
+    X[0] += 1.0
+    couplers[0].after_step(1, 1)                       # x̄ = 0.5, x_s,0 = 0.5
+    X[0] += 2.0                                        # progress since: 2.0
+    again = m.coupler(0, X, extra, np.zeros(3, SLOT), np.zeros(1, GLOBAL)[0], 0)
+    again.after_step(1, 2)
+    assert torch.allclose(extra["center"], torch.full((5,), 1.5))     # 0.5 + 2.0 / 2
+    assert [name for name, _ in m.buffers(5, 1)] == ["center", "restart"]

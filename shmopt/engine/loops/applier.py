@@ -6,7 +6,9 @@ once, publishes the update under the store's seqlock, frees the gradients and wa
 the strategy names. It runs as its own process so the supervisor's evaluations never delay an
 update. Where the gradients come from and where the answers go is its
 :class:`~shmopt.engine.loops.applier_io.ApplierIO` (one node, ``sync`` across nodes, or the
-global applier on node 0): the loop is the same for all three.
+global applier on node 0): the loop is the same for all three. Across nodes the global applier
+checks after every update whether the job has ended (every node voted done, or one halted), so
+it stops right after the update in which it learnt it.
 """
 from __future__ import annotations
 
@@ -14,26 +16,14 @@ from ...rules.consensus import sq_distance
 from ...strategies.server import KAggregator
 from ..context import Context
 from ..mailbox import GradientMailbox
-from ..nodes.global_io import GlobalIO
-from ..nodes.reducing_io import ReducingIO
 from ..store import SeqlockStore
 from ..wakeups import WakeUps
-from .applier_io import ApplierIO, LocalIO
+from .applier_io import ApplierIO, OpenIO
 from .common import start
 
 
-def open_io(ctx: Context, wakeups: WakeUps, store: SeqlockStore, mailbox: GradientMailbox,
-            agg: KAggregator) -> ApplierIO:
-    """The plan's applier IO (not yet entered): one node, ``sync`` across nodes, or the global
-    applier."""
-    if ctx.plan.nodes is None:
-        return LocalIO(ctx, mailbox, wakeups)
-    if ctx.plan.server.global_applier:
-        return GlobalIO(ctx, store, mailbox, wakeups, agg)
-    return ReducingIO(ctx, store, mailbox, wakeups)
-
-
-def applier_loop(ctx: Context, wakeups: WakeUps) -> None:
+def applier_loop(ctx: Context, wakeups: WakeUps, open_io: OpenIO) -> None:
+    """``open_io`` gives the plan's IO (engine.nodes.applier_io.open_io: one node or across nodes)."""
     sp = ctx.plan.server
     agg = KAggregator(sp.variant, sp.learners, sp.k, sp.max_staleness)
     store = SeqlockStore(ctx.x, ctx.state, ctx.glob)

@@ -9,18 +9,19 @@ The applier (loops/applier.py) is one loop over :class:`ApplierIO`; three implem
   protocols across nodes): node 0's mailbox plus every other node's gradients, sent by their
   relays, and answers to those nodes.
 
-:func:`~shmopt.engine.loops.applier.open_io` picks the plan's; an IO is a context manager: entering
+:func:`~shmopt.engine.nodes.applier_io.open_io` picks the plan's; an IO is a context manager: entering
 it meets the other nodes and gives every node node 0's start, leaving it ends the job with them."""
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import torch
 
 from ...rules.consensus import average_into
-from ...strategies.server import Arrival, Decision
+from ...strategies.server import Arrival, Decision, KAggregator
 from ..context import Context
 from ..mailbox import GradientMailbox
+from ..store import SeqlockStore
 from ..wakeups import WakeUps
 
 
@@ -94,3 +95,7 @@ class LocalIO:
 
     def finished(self) -> bool:
         return False
+
+
+#: (context, wake-ups, store, mailbox, aggregator) -> the plan's IO, not yet entered
+OpenIO = Callable[[Context, WakeUps, SeqlockStore, GradientMailbox, KAggregator], ApplierIO]

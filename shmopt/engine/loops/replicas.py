@@ -23,13 +23,16 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
     steps, lr, b = plan.steps, plan.lr, ctx.buffers
     x = ctx.x
     model = ctx.model_fn()                       # built under seed + rank (Context)
-    bind_params(model, x, copy=method.independent_init)
+    own = method.independent_init and not counters["own_start"]   # never over a resumed replica
+    bind_params(model, x, copy=own)
+    if own:
+        counters.slot["own_start"] = 1
     g = torch.zeros_like(x)
     bind_grads(model, g)
     updates = b.ctrl["updates"][:plan.workers]
-    coupler = method.coupler(rank, b.x, b.extra, b.ctrl, b.glob, plan.nodes.rank if plan.nodes else 0)
     step = 0
-    start(ctx, wakeups)
+    start(ctx, wakeups)                           # across nodes: after node 0's start arrived
+    coupler = method.coupler(rank, b.x, b.extra, b.ctrl, b.glob, plan.nodes.rank if plan.nodes else 0)
     while True:
         ctx.check()
         t_begin = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ...rules.averaging import delta_, merge_, outer_step_
+from ...rules.consensus import mean_of_sum_
 from .exchange import FLAGS, Vote, initial_broadcast, vote_of
 from .link import NodeLink
 
@@ -45,7 +46,8 @@ class DeltaExchange:
         self.wire[-FLAGS:] = torch.tensor([float(done), float(halt), float(updates)])
         self.link.all_reduce_(self.wire, self.what)
         vote = vote_of(self.wire[-FLAGS:].tolist())
-        step = outer_step_(self.wire[:-FLAGS].div_(self.link.nnodes), self.momentum, self.lr, self.mu)
+        mean = mean_of_sum_(self.wire[:-FLAGS], self.link.nnodes)
+        step = outer_step_(mean, self.momentum, self.lr, self.mu)
         for b, s, d, st in zip(self.bufs, self.sync, self._split(self.sent), self._split(step)):
             merge_(b, s, d, st, final=final)
         return vote

@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 
-from ...strategies.replicas.leader_sgd import GLOBAL_LEADER
 from ..context import Context
 from .delta import DeltaExchange
 from .exchange import Exchange
@@ -39,7 +38,7 @@ def _delta(ctx: Context, link: NodeLink) -> tuple[Exchange, list[torch.Tensor]]:
 def _leader(ctx: Context, link: NodeLink) -> tuple[Exchange, list[torch.Tensor]]:
     b, method, P = ctx.buffers, ctx.plan.replicas, ctx.plan.workers
     losses, counts = b.ctrl["losses"][:P], b.ctrl["loss_count"][:P]
-    return LeaderExchange(link, b.x, b.extra[GLOBAL_LEADER], b.glob,
+    return LeaderExchange(link, b.x, b.extra[method.leader_buffer], b.glob,
                           lambda: method.local_leader(losses, counts)), []
 
 

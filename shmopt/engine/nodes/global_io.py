@@ -2,7 +2,7 @@
 hogwild with ``--protocol server`` and the K-variants; node 0's rank P).
 
 Node 0's own learners push into its mailbox, as inside a node. Every other node's relay
-(loops/relay.py) sends one wire.UpMessage per gradient. A receiver thread takes them with
+(nodes/relay.py) sends one wire.UpMessage per gradient. A receiver thread takes them with
 any-source receives into a pool of message buffers (gloo's point-to-point receives cannot be
 polled, and one any-source receive serves every node). The pool holds
 every remote learner's ring in flight; when it is full the senders wait (a gloo send returns once
@@ -108,9 +108,13 @@ class GlobalIO(LocalIO):
     # ------------------------------------------------------------ the job's start and end
     def __enter__(self) -> "GlobalIO":
         """Meet the other nodes, give them node 0's parameters and version, start the threads."""
-        self.link = connect(self.ctx)
-        initial_broadcast(self.link, [self.store.x, torch.tensor([self.store.version()])])
-        self.start()
+        try:
+            self.link = connect(self.ctx)
+            initial_broadcast(self.link, [self.store.x, torch.tensor([self.store.version()])])
+            self.start()
+        except BaseException:
+            self.__exit__(*sys.exc_info())         # leave the group, say the link is not done
+            raise
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:

@@ -3,9 +3,11 @@ before each update, so N nodes of P workers apply exactly the mean over N·P gra
 central rank; the vote in that collective stops every node after the same update."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
-from ...rules.consensus import sum_into
+from ...rules.consensus import mean_of_sum_, sum_into
 from ..context import Context
 from ..loops.applier_io import LocalIO
 from ..mailbox import GradientMailbox
@@ -33,7 +35,7 @@ class GradientReducer:
         self.link.all_reduce_(self.wire, self.what)
         count, n_halt, _ = self.wire[-FLAGS:].tolist()
         self.stop = n_halt > 0
-        return g.div_(count)
+        return mean_of_sum_(g, count)
 
 
 class ReducingIO(LocalIO):
@@ -45,9 +47,13 @@ class ReducingIO(LocalIO):
         self.link = self.reducer = None
 
     def __enter__(self) -> "ReducingIO":
-        self.link = connect(self.ctx)
-        initial_broadcast(self.link, [self.store.x, *self.store.state.values()])
-        self.reducer = GradientReducer(self.link, self.store.x.numel())
+        try:
+            self.link = connect(self.ctx)
+            initial_broadcast(self.link, [self.store.x, *self.store.state.values()])
+            self.reducer = GradientReducer(self.link, self.store.x.numel())
+        except BaseException:
+            self.__exit__(*sys.exc_info())         # leave the group, say the link is not done
+            raise
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:

@@ -1,7 +1,7 @@
 """The relay: rank P of every node but node 0 in server protocols across nodes (engine.roles).
 
 It is the node's applier turned into a forwarder. Each gradient its learners push goes to the
-global applier on node 0 (engine.global_io) as one wire.UpMessage, and the slot is freed at once,
+global applier on node 0 (engine.nodes.global_io) as one wire.UpMessage, and the slot is freed at once,
 so learners work exactly as inside a node (loops/client.py). A receiver thread takes the global
 applier's answers: it publishes the parameters under the node's seqlock with their global
 version, so staleness is counted in global versions, books the node's share of the applied and

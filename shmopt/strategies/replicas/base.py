@@ -57,6 +57,7 @@ class ReplicaMethod(abc.ABC):
     across_nodes: ClassVar[str] = ""
     scratch: ClassVar[tuple[str, ...]] = ()         # buffers a checkpoint leaves out
     has_leader: ClassVar[bool] = False
+    leader_buffer: ClassVar[str] = ""               # the "leader" exchange: where it publishes (2 x n)
 
     workers: int
     tau: int                                        # local steps between couplings
@@ -95,6 +96,11 @@ class ReplicaMethod(abc.ABC):
     def leader(self, losses: np.ndarray, counts: np.ndarray) -> int | None:
         """The worker leading now, from the loss rings of the control block; None: no leader."""
         return None
+
+    def local_leader(self, losses: np.ndarray, counts: np.ndarray) -> tuple[int, float]:
+        """(this node's leader, its score: lower is better), for the "leader" exchange; a method
+        that names that exchange defines it (and :attr:`leader_buffer`)."""
+        raise NotImplementedError(f"{self.name} has no leader to exchange across nodes")
 
     @abc.abstractmethod
     def model(self, X: Tensor, mbuf: Tensor | None, extra: Mapping[str, Tensor], glob: np.void,

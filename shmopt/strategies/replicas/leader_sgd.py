@@ -39,6 +39,7 @@ class LeaderSGD(ReplicaMethod):
                     "each worker")
     scratch = (GLOBAL_LEADER,)
     has_leader = True
+    leader_buffer = GLOBAL_LEADER
 
     lam: float = 0.1
     lam_global: float = 0.1

@@ -4,15 +4,19 @@ is its outer-optimizer form across nodes).
 
 Every worker trains its replica x_i for H = τ local steps, then averages through a shared average
 x̄ in the arena, lock-free (ours: the asynchronous form, as in asynchronous local SGD). Worker i
-keeps x_s, the average it last restarted from, and at each of its averagings
+keeps x_s,i, the average it last restarted from (a row of the arena, so a checkpoint, a resume and
+a restarted worker keep it), and at each of its averagings
 
-    d = x_i − x_s;   x̄ ← x̄ + d / P;   x_i ← x̄;   x_s ← x̄
+    d = x_i − x_s,i;   x̄ ← x̄ + d / P;   x_i ← x̄;   x_s,i ← x̄
 
-so x̄ = x0 + the mean of every worker's progress. When the P workers average at the same moment
-from the same x_s this is plain periodic averaging, x̄ = (1/P) Σ x_i. Only parameters are averaged,
-never the rule state. Across nodes the node averages are averaged by their delta (the "delta"
-exchange, every --tau-global steps of each worker), as easgd's centres. The model is x̄ (the
-method's centre buffer, :class:`~shmopt.strategies.replicas.base.CentredMethod`).
+so x̄ = x0 + the mean of every worker's progress. When the P workers average one after the other
+from the same x_s this is plain periodic averaging, x̄ = (1/P) Σ x_i. The add is Hogwild's: two
+workers adding into the same coordinates at the same instant can lose part of one increment (as
+easgd's centre can); with H local steps between averagings such overlaps are rare. Only
+parameters are averaged, never the rule state. Across nodes the node averages are averaged by
+their delta (the "delta" exchange, every --tau-global steps of each worker), as easgd's centres.
+The model is x̄ (the method's centre buffer,
+:class:`~shmopt.strategies.replicas.base.CentredMethod`).
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ from torch import Tensor
 
 from ...rules.averaging import delta_
 from ..leader import due
-from .base import CENTER, CentredMethod
+from .base import CENTER, CentredMethod, Spec
+
+RESTART = "restart"            # x_s of every worker: the average it last restarted from (P x n)
 
 
 @dataclass(frozen=True)
@@ -41,15 +47,21 @@ class LocalSGD(CentredMethod):
     def from_options(cls, o: Any, workers: int, nnodes: int) -> "LocalSGD":
         return cls(**cls.common(o, workers))
 
+    def buffers(self, n: int, nnodes: int) -> list[Spec]:
+        return super().buffers(n, nnodes) + [(RESTART, (self.workers, n))]
+
+    def init(self, extra: Mapping[str, Tensor], x0: Tensor) -> None:
+        super().init(extra, x0)
+        extra[RESTART][...] = x0
+
     def coupler(self, rank: int, X: Tensor, extra: Mapping[str, Tensor], ctrl: np.ndarray,
                 glob: np.void, node: int) -> "_Averaging":
-        return _Averaging(self, X[rank], extra[CENTER])
+        return _Averaging(self, X[rank], extra[CENTER], extra[RESTART][rank])
 
 
 class _Averaging:
-    def __init__(self, m: LocalSGD, x: Tensor, average: Tensor) -> None:
-        self.m, self.x, self.avg, self.last = m, x, average, 0
-        self.x_s = average.clone()                 # the average this worker last restarted from
+    def __init__(self, m: LocalSGD, x: Tensor, average: Tensor, x_s: Tensor) -> None:
+        self.m, self.x, self.avg, self.x_s, self.last = m, x, average, x_s, 0
         self.d = torch.empty_like(x)
 
     def after_step(self, step: int, total: int) -> int:
