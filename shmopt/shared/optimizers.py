@@ -75,9 +75,9 @@ class SharedSGD(SharedOptimizer):
     """``torch.optim.SGD`` (momentum, dampening, Nesterov, L2 weight decay) with its momentum
     buffer and step count in shared memory.
 
-    Sparse gradients: plain SGD on the touched rows (:class:`~shmopt.rules.RowSGD`); momentum
-    and weight decay are refused with them (torch would keep a sparse momentum buffer growing to
-    every row touched, and decay every row, densifying the gradient)."""
+    Sparse gradients: plain SGD on the touched rows (:class:`~shmopt.rules.RowSGD`); momentum is
+    refused with them (torch keeps a sparse momentum buffer growing to every row touched), and
+    weight decay acts on the touched rows only (torch decays every row, densifying the gradient)."""
 
     rule_class = SGD
     row_class = RowSGD
