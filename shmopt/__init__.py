@@ -15,9 +15,21 @@ from .engine.supervisor import Engine
 from .engine.worker_info import WorkerInfo, worker_info
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
 from .problems import Problem, load_problem
-from .shared import SharedAdam, SharedAMSGrad, SharedModel, SharedSGD, pull_parameters, push_gradients, share
+from .shared import (
+    SharedAdagrad,
+    SharedAdam,
+    SharedAMSGrad,
+    SharedModel,
+    SharedRowwiseAdagrad,
+    SharedSGD,
+    SharedSparseAdam,
+    pull_parameters,
+    push_gradients,
+    share,
+)
 
 __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Problem",
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
-           "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedModel", "share",
+           "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
+           "SharedRowwiseAdagrad", "SharedModel", "share",
            "push_gradients", "pull_parameters", "worker_info", "WorkerInfo"]

@@ -1,18 +1,27 @@
 """Update rules: in-place math over flat float32 tensors (no engine imports).
 
 ``make_rule(name, **hyper)`` builds a rule from its registry name; every invalid
-hyper-parameter raises :class:`shmopt.errors.ConfigError`.
+hyper-parameter raises :class:`shmopt.errors.ConfigError`.  Row rules (:class:`RowRule`,
+:mod:`shmopt.rules.rows`) update the touched rows of a table from a sparse gradient; they and
+:class:`Adagrad` serve the shared optimizers and are not in the engine's ``RULES``.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from shmopt.errors import ConfigError
+from shmopt.rules.adagrad import Adagrad
 from shmopt.rules.adam import Adam, AMSGrad, fused_adam_available
 from shmopt.rules.base import Rule
+from shmopt.rules.row_adagrad import RowAdagrad, RowwiseAdagrad
+from shmopt.rules.row_adam import LazyAdam, RowwiseAMSGrad
+from shmopt.rules.row_sgd import RowSGD
+from shmopt.rules.rows import RowRule, coalesce, from_sparse
 from shmopt.rules.sgd import SGD
 
-__all__ = ["Rule", "SGD", "Adam", "AMSGrad", "make_rule", "RULES", "fused_adam_available"]
+__all__ = ["Rule", "SGD", "Adam", "AMSGrad", "make_rule", "RULES", "fused_adam_available", "Adagrad",
+           "RowRule", "RowSGD", "RowAdagrad", "RowwiseAdagrad", "LazyAdam", "RowwiseAMSGrad", "coalesce",
+           "from_sparse"]
 
 RULES: dict[str, type[Rule]] = {"sgd": SGD, "adam": Adam, "amsgrad": AMSGrad}
 

@@ -19,8 +19,16 @@ the strategies are used, nothing above them.
 """
 from .errors import SharingError
 from .model import SharedModel, share
-from .optimizers import SharedAdam, SharedAMSGrad, SharedSGD
+from .optimizers import (
+    SharedAdagrad,
+    SharedAdam,
+    SharedAMSGrad,
+    SharedRowwiseAdagrad,
+    SharedSGD,
+    SharedSparseAdam,
+)
 from .push_pull import pull_parameters, push_gradients
 
-__all__ = ["SharedAMSGrad", "SharedAdam", "SharedSGD", "share", "SharedModel", "push_gradients",
+__all__ = ["SharedAMSGrad", "SharedAdam", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
+           "SharedRowwiseAdagrad", "share", "SharedModel", "push_gradients",
            "pull_parameters", "SharingError"]

@@ -1,8 +1,9 @@
 """The machinery common to the shared ``torch.optim`` optimizers (:mod:`shmopt.shared.optimizers`).
 
 State.  The constructor eagerly creates ONE arena per optimizer holding one flat float32 buffer
-per state name of its rule (``m``, ``v``, ``vmax`` or ``momentum_buffer``; covering every
-parameter of every param group, :mod:`shmopt.shared.param_groups`) and an exact step counter;
+per state name of its rule (``m``, ``v``, ``vmax``, ``momentum_buffer`` or ``sum``; covering every
+parameter of every param group, or one value per row of each for a row-wise buffer,
+:mod:`shmopt.shared.param_groups`) and an exact step counter;
 ``opt.state[p]`` holds views of it.  The rule (:mod:`shmopt.rules`) of each param group is
 built by the rule itself from the group (:mod:`shmopt.shared.group_rules`).
 
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..memory import Layout
-from ..rules import Rule
+from ..rules import RowRule, Rule
 from ..strategies.lr import LrPolicy, make_lr_policy
 from .counters import StepCounter, counter_specs
 from .errors import SharingError
@@ -53,7 +54,13 @@ __all__ = ["SharedOptimizer"]
 class SharedOptimizer(torch.optim.Optimizer):
     """Common machinery; subclasses name their ``rule_class`` and pass their defaults."""
 
-    rule_class: ClassVar[type[Rule]]
+    rule_class: ClassVar[type[Rule] | None]
+    #: the rule of sparse gradients (None: refused with ``_sparse_refusal``)
+    row_class: ClassVar[type[RowRule] | None] = None
+    #: without a dense rule: dense gradients go to the row rule as every row touched, or are refused
+    _dense_rows: ClassVar[bool] = True
+    _sparse_refusal: ClassVar[str] = "this optimizer does not support sparse gradients"
+    _dense_refusal: ClassVar[str] = "this optimizer does not support dense gradients"
     #: group keys that must equal the defaults (they decide which state buffers exist)
     _structural: ClassVar[tuple[str, ...]] = ()
 
@@ -62,14 +69,15 @@ class SharedOptimizer(torch.optim.Optimizer):
         self._hold: Attachment | None = None
         super().__init__(params, defaults)
         self._configure(max_processes, lr_policy)
-        names = sorted({k for g in self._groups for k in g.rule.state_names}, key=list(TORCH_KEYS).index)
+        specs = self._rules.specs(self._groups)
+        names = sorted(specs, key=list(TORCH_KEYS).index)
         total = self._groups[-1].end if self._groups else 0
-        hold = Attachment.create(Layout.build([(k, (total,), np.float32) for k in names]
+        rows = self._groups[-1].row_offsets[-1] if self._groups else 0
+        hold = Attachment.create(Layout.build([(k, (rows if specs[k] else total,), np.float32) for k in names]
                                               + counter_specs(max_processes)))
         try:
             self._bind(hold)
-            for g in self._groups:
-                g.rule.init(g.state)
+            self._rules.init(self._groups)
         except BaseException:
             hold.close()
             raise
@@ -83,7 +91,9 @@ class SharedOptimizer(torch.optim.Optimizer):
             raise ConfigError(f"invalid lr_policy={lr_policy!r}: use an LrPolicy that needs no parameter "
                               f"distance ('constant' or 'staleness')")
         self._max_processes, self._lr_policy = max_processes, lr_policy
-        self._rules = GroupRules(self.rule_class, self.defaults, self._structural)
+        self._rules = GroupRules(self.rule_class, self.defaults, self._structural, self.row_class,
+                                 dense_rows=self._dense_rows, sparse_refusal=self._sparse_refusal,
+                                 dense_refusal=self._dense_refusal)
         self._groups = lay_out(self.param_groups)
         for gi in range(len(self._groups)):
             self._rule_of(gi)                    # validates the hyper-parameters
@@ -95,8 +105,9 @@ class SharedOptimizer(torch.optim.Optimizer):
         self._hold = hold
         names = [e.name for e in hold.arena.layout.entries if e.name in TORCH_KEYS]
         self._rules.state_names = frozenset(names)
+        self._row_wise = frozenset(k for k, rw in self._rules.specs(self._groups).items() if rw)
         bind_state(self.param_groups, self._groups, {k: hold.arena.tensor(k) for k in names},
-                   TORCH_KEYS, self.state)
+                   TORCH_KEYS, self.state, self._row_wise)
         self._counter: StepCounter | None = self._claim_slot()
         for p in self._all_params():
             found = model_of(p)
@@ -228,7 +239,7 @@ class SharedOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's format (:mod:`shmopt.shared.torch_state`), private copies of the state."""
         self._open()
-        return export_state(self.param_groups, self._groups, self.step_count)
+        return export_state(self.param_groups, self._groups, self.step_count, self._row_wise)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Copy a state dict (ours or torch's) *into* the shared buffers and set the step count.

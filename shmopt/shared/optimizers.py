@@ -1,7 +1,8 @@
 r"""``torch.optim`` optimizers whose whole state lives in shmopt shared memory (the A3C pattern).
 
-:class:`SharedAdam`, :class:`SharedAMSGrad` and :class:`SharedSGD` are ``torch.optim.Optimizer``
-subclasses for processes the user starts himself (``torch.multiprocessing``); their state, an
+:class:`SharedAdam`, :class:`SharedAMSGrad`, :class:`SharedSGD`, :class:`SharedAdagrad`,
+:class:`SharedSparseAdam` and :class:`SharedRowwiseAdagrad` are ``torch.optim.Optimizer`` subclasses
+for processes the user starts himself (``torch.multiprocessing``); their state, an
 exact global step count and their pickling by handle are described in
 :mod:`shmopt.shared.optimizer_base`.  The update math is the shmopt rule (:mod:`shmopt.rules`:
 torch's fused Adam kernel, SGD with torch semantics), built from each param group by the rule
@@ -13,6 +14,11 @@ whole group::
         m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  vhat <- max(vhat, v) | v
         x <- x - lr/(1-b1^t) * m / (sqrt(vhat)/sqrt(1-b2^t) + eps)
     SGD (Polyak 1964 momentum; Sutskever et al. 2013 Nesterov), torch.optim.SGD semantics.
+    Adagrad (Duchi et al. 2011), SparseAdam and row-wise Adagrad (PyTorch-BigGraph): below.
+
+Sparse gradients (``nn.Embedding(sparse=True)``) update the touched rows only, by the row rules
+of :mod:`shmopt.rules.rows` (SGD without momentum, Adagrad, SparseAdam, row-wise Adagrad);
+SharedAdam/SharedAMSGrad refuse them as torch.optim.Adam does.
 
 ``zero_grad()`` zeroes gradients in place by default (see
 :meth:`~shmopt.shared.optimizer_base.SharedOptimizer.zero_grad`), so the classic A3C train loop
@@ -23,11 +29,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..rules import SGD, Adam, AMSGrad
+from ..rules import SGD, Adagrad, Adam, AMSGrad, LazyAdam, RowAdagrad, RowSGD, RowwiseAdagrad
 from ..strategies.lr import LrPolicy
 from .optimizer_base import SharedOptimizer
 
-__all__ = ["SharedAdam", "SharedAMSGrad", "SharedSGD"]
+__all__ = ["SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
+           "SharedRowwiseAdagrad"]
 
 
 class SharedAdam(SharedOptimizer):
@@ -39,6 +46,8 @@ class SharedAdam(SharedOptimizer):
 
     rule_class = Adam
     _structural = ("amsgrad",)
+    _sparse_refusal = ("SharedAdam does not support sparse gradients (torch.optim.Adam neither): use "
+                       "SharedSparseAdam for the sparse parameters")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
@@ -64,13 +73,77 @@ class SharedAMSGrad(SharedAdam):
 
 class SharedSGD(SharedOptimizer):
     """``torch.optim.SGD`` (momentum, dampening, Nesterov, L2 weight decay) with its momentum
-    buffer and step count in shared memory."""
+    buffer and step count in shared memory.
+
+    Sparse gradients: plain SGD on the touched rows (:class:`~shmopt.rules.RowSGD`); momentum is
+    refused with them (torch keeps a sparse momentum buffer growing to every row touched), and
+    weight decay acts on the touched rows only (torch decays every row, densifying the gradient)."""
 
     rule_class = SGD
+    row_class = RowSGD
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, max_processes: int = 64,
                  lr_policy: LrPolicy | str | None = None) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay)
+        super().__init__(params, defaults, max_processes, lr_policy)
+
+
+class SharedAdagrad(SharedOptimizer):
+    """``torch.optim.Adagrad`` (lr_decay, weight decay, initial_accumulator_value, eps) with its
+    ``sum`` and step count in shared memory; dense and sparse gradients, as torch (a sparse one
+    updates the touched rows, :class:`~shmopt.rules.RowAdagrad`; weight decay refused with it)::
+
+        S <- S + g^2;   x <- x - lr / (1 + (t-1) lr_decay) * g / (sqrt(S) + eps)
+    """
+
+    rule_class = Adagrad
+    row_class = RowAdagrad
+
+    def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, max_processes: int = 64,
+                 lr_policy: LrPolicy | str | None = None) -> None:
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, eps=eps)
+        super().__init__(params, defaults, max_processes, lr_policy)
+
+
+class SharedSparseAdam(SharedOptimizer):
+    """``torch.optim.SparseAdam``: lazy Adam on the touched rows (:class:`~shmopt.rules.LazyAdam`),
+    sparse gradients only, as torch; ``exp_avg``, ``exp_avg_sq`` and the step count shared::
+
+        m[i] <- b1 m[i] + (1-b1) g_i;  v[i] <- b2 v[i] + (1-b2) g_i^2   (touched rows i)
+        x[i] <- x[i] - lr sqrt(1-b2^t) / (1-b1^t) * m[i] / (sqrt(v[i]) + eps)
+    """
+
+    rule_class = None
+    row_class = LazyAdam
+    _dense_rows = False
+    _dense_refusal = ("SharedSparseAdam does not support dense gradients (torch.optim.SparseAdam "
+                      "neither): use SharedAdam for the dense parameters")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, *, max_processes: int = 64,
+                 lr_policy: LrPolicy | str | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps), max_processes, lr_policy)
+
+
+class SharedRowwiseAdagrad(SharedOptimizer):
+    """Row-wise Adagrad (PyTorch-BigGraph; FBGEMM EXACT_ROWWISE_ADAGRAD), one accumulator per row
+    of each parameter (its first dimension; a 1-D parameter is one row), ``sum`` in shared memory,
+    O(rows) state (:class:`~shmopt.rules.RowwiseAdagrad`; race-safe local copies)::
+
+        s_i <- s_i + mean_j g_ij^2;   x[i] <- x[i] - lr * g_i / (sqrt(s_i) + eps)
+
+    A sparse gradient updates the touched rows; a dense one every row.
+    """
+
+    rule_class = None
+    row_class = RowwiseAdagrad
+
+    def __init__(self, params: Any, lr: float = 1e-2, eps: float = 1e-10,
+                 initial_accumulator_value: float = 0.0, *, max_processes: int = 64,
+                 lr_policy: LrPolicy | str | None = None) -> None:
+        defaults = dict(lr=lr, eps=eps, initial_accumulator_value=initial_accumulator_value)
         super().__init__(params, defaults, max_processes, lr_policy)

@@ -21,6 +21,10 @@ to ``None`` since PyTorch 2.0, so the local gradient is never zeroed and silentl
 so such a template works with them unchanged.)  ``accumulate=True`` adds into the buffer instead
 (several backward passes per step; zero the buffer with ``shared.zero_grad()``).
 
+Sparse gradients (``nn.Embedding(sparse=True)``) stay sparse: the shared parameter's ``.grad``
+becomes a private coalesced sparse copy (duplicate rows summed once), never a dense gradient of
+the table's size; with ``accumulate=True`` sparse gradients are added sparsely.
+
 ``pull_parameters(local, shared)`` copies the shared parameters into ``local`` (a lock-free
 read, as in Hogwild: coordinates updated concurrently may be mixed) and marks the read for the
 staleness of the optimizers built on ``shared`` in this process.
@@ -33,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..rules import from_sparse
 from .guards import shared_of
 from .model import SharedModel
 
@@ -83,9 +88,10 @@ def push_gradients(local: nn.Module, shared: SharedModel | nn.Module, *, accumul
     for i, (lp, sp) in enumerate(zip(lparams, shared._params)):
         dst = shared.flat_grad[off[i]:off[i + 1]].view_as(sp)
         g = lp.grad
-        bound = sp.grad is not None and sp.grad.data_ptr() == dst.data_ptr()
+        bound = sp.grad is not None and not sp.grad.is_sparse and sp.grad.data_ptr() == dst.data_ptr()
         if g is not None and g.is_sparse:
-            raise ConfigError("push_gradients(): sparse gradients are not supported")
+            sp.grad = _sparse_grad(g, sp.grad if accumulate else None, dst)
+            continue
         if accumulate:
             if not bound:
                 dst.zero_()
@@ -100,6 +106,21 @@ def push_gradients(local: nn.Module, shared: SharedModel | nn.Module, *, accumul
     if consume:
         for lp in lparams:
             lp.grad = None
+
+
+def _sparse_grad(g: Tensor, held: Tensor | None, dst: Tensor) -> Tensor:
+    """The private gradient of a parameter given the sparse ``g``: ``g`` coalesced (its own copy),
+    or added to the ``held`` one when accumulating: to a sparse one sparsely, into ``dst`` (the
+    dense private buffer) when that is what the parameter holds already."""
+    if held is not None and held.is_sparse:
+        return (held + g).coalesce()
+    if held is not None and held.data_ptr() == dst.data_ptr():
+        return dst.add_(g)
+    idx, vals = from_sparse(g)
+    if idx.data_ptr() == g._indices().data_ptr():         # already coalesced: copy what we keep
+        idx, vals = idx.clone(), vals.clone()
+    return torch.sparse_coo_tensor(idx[None], vals.view((idx.numel(),) + tuple(g.shape[1:])), g.shape,
+                                   is_coalesced=True, check_invariants=False)
 
 
 @torch.no_grad()

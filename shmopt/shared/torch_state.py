@@ -1,7 +1,8 @@
 """The torch ``state_dict`` format of the shared optimizers.
 
 ``state_dict()`` has torch's format: per parameter ``exp_avg``, ``exp_avg_sq``,
-``max_exp_avg_sq`` or ``momentum_buffer`` and ``step``, plus ``param_groups`` with parameter
+``max_exp_avg_sq``, ``momentum_buffer`` or ``sum`` (Adagrad's; one value per row for the
+row-wise Adagrad) and ``step``, plus ``param_groups`` with parameter
 indices.  Loading (ours or torch's) copies *into* the shared buffers, so every process sees the
 loaded state (``torch.optim.Optimizer.load_state_dict`` would swap in private tensors), and
 yields the step count to set.
@@ -19,18 +20,21 @@ __all__ = ["TORCH_KEYS", "export_state", "import_state"]
 
 #: shmopt rule state name -> torch.optim state key (also the order of the buffers in the arena)
 TORCH_KEYS = {"m": "exp_avg", "v": "exp_avg_sq", "vmax": "max_exp_avg_sq",
-              "momentum_buffer": "momentum_buffer"}
+              "momentum_buffer": "momentum_buffer", "sum": "sum"}
 
 
-def export_state(param_groups: list[dict[str, Any]], groups: list[FlatGroup], step: int) -> dict[str, Any]:
-    """A torch-format state dict of private copies of the shared state."""
+def export_state(param_groups: list[dict[str, Any]], groups: list[FlatGroup], step: int,
+                 row_wise: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A torch-format state dict of private copies of the shared state (a ``row_wise`` buffer
+    as one value per row of the parameter)."""
     step_t = torch.tensor(float(step))
     state, saved_groups, idx = {}, [], 0
     for group, g in zip(param_groups, groups):
         ids = []
         for p, views in zip(group["params"], g.pstate):
             state[idx] = {"step": step_t.clone(),
-                          **{TORCH_KEYS[k]: v.clone().view_as(p) for k, v in views.items()}}
+                          **{TORCH_KEYS[k]: v.clone() if k in row_wise else v.clone().view_as(p)
+                             for k, v in views.items()}}
             ids.append(idx)
             idx += 1
         saved_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
