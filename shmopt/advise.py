@@ -17,14 +17,13 @@ problem is built. Python: :func:`advise` returns a JSON-serialisable dict.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
 
 import click
 
-from .errors import ConfigError
+from . import checks
 from .problems import Problem, load_problem, parse_options
 from .strategies.delays import DELAY_FORMS, parse_delay
 from .strategies.k_ranking import (
@@ -42,17 +41,10 @@ WARMUP_BATCHES = 3
 
 def _check(calibration_s: object, calibration_batches: object, iterations: object,
            seed: object) -> None:
-    if isinstance(calibration_s, bool) or not isinstance(calibration_s, (int, float)) \
-            or not math.isfinite(calibration_s) or not 0 < calibration_s <= 60:
-        raise ConfigError(f"invalid calibration_s={calibration_s!r}: must be a number in (0, 60] seconds")
-    if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) \
-            or not 2 <= calibration_batches <= 100_000:
-        raise ConfigError(f"invalid calibration_batches={calibration_batches!r}: must be an integer "
-                          "in [2, 100000]")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or not 100 <= iterations <= 10**7:
-        raise ConfigError(f"invalid iterations={iterations!r}: must be an integer in [100, 10000000]")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"invalid seed={seed!r}: must be an integer >= 0")
+    checks.number("calibration_s", calibration_s, gt=0, le=60)
+    checks.integer("calibration_batches", calibration_batches, 2, 100_000)
+    checks.integer("iterations", iterations, 100, 10**7)
+    checks.integer("seed", seed, 0)
 
 
 def calibrate(problem: Problem, calibration_s: float = 2.0, calibration_batches: int = 200,

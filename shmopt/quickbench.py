@@ -19,7 +19,6 @@ renders it. Command line: :data:`bench_command` (``shmopt bench --seconds 2 --wo
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 
+from . import checks
 from .errors import ConfigError, ShmoptError, WorkerError
 
 __all__ = ["run_quick_bench", "format_table", "bench_command", "default_workers", "measure_kernel"]
@@ -68,14 +68,11 @@ def _machine() -> dict[str, Any]:
 
 def _check_settings(seconds: float, workers: Sequence[int], problems: Sequence[str],
                     algos: Sequence[str]) -> None:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-            or seconds <= 0:
-        raise ConfigError(f"invalid seconds={seconds!r}: must be a finite number > 0")
+    checks.number("seconds", seconds, gt=0)
     if not workers:
         raise ConfigError("invalid workers=[]: give at least one worker count")
     for w in workers:
-        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 256:
-            raise ConfigError(f"invalid workers entry {w!r}: must be an integer in [1, 256]")
+        checks.integer("workers entry", w, 1, 256)
     if not problems:
         raise ConfigError("invalid problems=(): give at least one problem")
     if not algos:
@@ -181,8 +178,7 @@ def run_quick_bench(seconds: float = 2.0, workers: list[int] | None = None,
     problems, algos = tuple(problems), tuple(algos)
     workers = sorted(set(default_workers() if workers is None else workers))
     _check_settings(seconds, workers, problems, algos)
-    if isinstance(kernel_params, bool) or not isinstance(kernel_params, int) or kernel_params < 0:
-        raise ConfigError(f"invalid kernel_params={kernel_params!r}: must be an integer >= 0")
+    checks.integer("kernel_params", kernel_params, 0)
     say = progress or (lambda line: None)
     t_start = time.perf_counter()
     loaded = {name: load_problem(name) for name in problems}     # ProblemError before any run

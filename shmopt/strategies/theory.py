@@ -67,6 +67,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..checks import integer, number
 from ..errors import ConfigError
 from .delays import Delay, parse_delay
 
@@ -113,26 +114,19 @@ def _protocol(variant: str, workers: int, k: int | None) -> tuple[str, int]:
         return "k-sync", workers
     if variant == "async":
         return "k-async", 1
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= workers:
-        raise ConfigError(f"invalid k={k}: must be 1 <= k <= workers ({workers})")
-    return variant, int(k)
+    return variant, integer("k", k, 1, workers)
 
 
 def _validate(variant: str, workers: int, k: int | None, delay: Delay | str, compute: float,
               iterations: int = 1, seed: int = 0) -> tuple[str, int, Delay, float]:
     if not isinstance(variant, str) or variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ConfigError(f"invalid workers={workers!r}: must be an integer >= 1")
-    if (isinstance(compute, bool) or not isinstance(compute, (int, float))
-            or not math.isfinite(compute) or compute < 0):
-        raise ConfigError(f"invalid compute={compute!r}: must be a finite number >= 0 (seconds)")
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise ConfigError(f"invalid iterations={iterations!r}: must be an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"invalid seed={seed!r}: must be an integer >= 0")
-    proto, kk = _protocol(variant, int(workers), k)
-    return proto, kk, parse_delay(delay), float(compute)
+    workers = integer("workers", workers, 1)
+    compute = number("compute", compute, ge=0)
+    integer("iterations", iterations, 1)
+    integer("seed", seed, 0)
+    proto, kk = _protocol(variant, workers, k)
+    return proto, kk, parse_delay(delay), compute
 
 
 # --------------------------------------------------------------------------------- closed forms
