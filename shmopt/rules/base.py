@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-__all__ = ["Rule"]
+__all__ = ["Rule", "RuleOptions"]
 
 # Name of the per-instance attribute that holds lazily allocated scratch tensors.  It is
 # not a dataclass field (so it is not part of __init__/__eq__/__repr__/hyper()) and it is
@@ -30,7 +30,33 @@ __all__ = ["Rule"]
 _CACHE_ATTR = "_scratch_cache"
 
 
-class Rule(abc.ABC):
+class RuleOptions:
+    """What every rule, dense (:class:`Rule`) or on rows (``RowRule``), does the same way: build
+    itself from a flat mapping of options and write its initial state."""
+
+    state_names: tuple[str, ...]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Any:
+        """Build the rule from a flat mapping of options (a run's configuration, a torch.optim
+        param group): the keys that are hyper-parameters of this rule are taken, every other key
+        is ignored, and :meth:`check_options` may refuse one that belongs to another rule."""
+        cls.check_options(options)
+        accepted = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse options this rule cannot honour (ConfigError); nothing by default."""
+        return None
+
+    def init(self, state: Mapping[str, Tensor]) -> None:
+        """Write the initial state (zeros) in place into the given buffers."""
+        for key in self.state_names:
+            state[key].zero_()
+
+
+class Rule(RuleOptions, abc.ABC):
     """Abstract base class of the update rules (concrete rules are small dataclasses).
 
     Subclasses define ``name`` (a class constant), the dataclass fields ``lr`` (the default
@@ -50,11 +76,6 @@ class Rule(abc.ABC):
     @abc.abstractmethod
     def state_names(self) -> tuple[str, ...]:
         """Names of the flat float32 state buffers (each of the same numel as the params)."""
-
-    def init(self, state: Mapping[str, Tensor]) -> None:
-        """Write the initial state (zeros) in place into the given buffers."""
-        for key in self.state_names:
-            state[key].zero_()
 
     @torch.no_grad()
     def update(self, params: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
@@ -80,20 +101,6 @@ class Rule(abc.ABC):
         if self.weight_decay == 0:
             return grad
         return torch.add(grad, params, alpha=self.weight_decay, out=self._scratch("g", grad))
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "Rule":
-        """Build the rule from a flat mapping of options (a run's configuration, a torch.optim
-        param group): the keys that are hyper-parameters of this rule are taken, every other key
-        is ignored, and :meth:`check_options` may refuse one that belongs to another rule."""
-        cls.check_options(options)
-        accepted = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        """Refuse options set for another rule (ConfigError); nothing by default."""
-        return None
 
     def hyper(self) -> dict[str, object]:
         """The hyper-parameters as a JSON-able dict; ``make_rule(rule.name, **rule.hyper())``

@@ -15,15 +15,14 @@ allocated.  State buffers are either element-wise, ``(rows, dim)``, or row-wise,
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from shmopt.errors import ConfigError
-from shmopt.rules.base import step_error
+from shmopt.rules.base import RuleOptions, step_error
 
 __all__ = ["RowRule", "coalesce", "from_sparse", "check_rows"]
 
@@ -80,7 +79,7 @@ def check_rows(table: Tensor, indices: Tensor, values: Tensor) -> None:
             raise ConfigError(f"invalid row index {bad}: the table has {rows} rows (indices in [0, {rows}))")
 
 
-class RowRule(abc.ABC):
+class RowRule(RuleOptions, abc.ABC):
     """Abstract base of the row rules (concrete ones are small frozen dataclasses).
 
     Subclasses define ``name``, the field ``lr``, :meth:`state_specs` and :meth:`_apply`;
@@ -104,11 +103,6 @@ class RowRule(abc.ABC):
     def row_wise(self) -> frozenset[str]:
         """Names of the row-wise state buffers (one value per row)."""
         return frozenset(k for k, s in self.state_specs(2, 3).items() if len(s) == 1)
-
-    def init(self, state: Mapping[str, Tensor]) -> None:
-        """Write the initial state in place (zeros by default)."""
-        for key in self.state_names:
-            state[key].zero_()
 
     @torch.no_grad()
     def update(self, table: Tensor, indices: Tensor, values: Tensor, state: Mapping[str, Tensor],
@@ -136,16 +130,3 @@ class RowRule(abc.ABC):
     def _apply(self, table: Tensor, indices: Tensor, values: Tensor, state: Mapping[str, Tensor],
                step: int, lr: float) -> None:
         """The arithmetic on the touched rows (validated; unique indices unless ``linear``)."""
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "RowRule":
-        """Build from a flat mapping (a torch.optim param group): this rule's keys are taken, the
-        others ignored, after :meth:`check_options` may refuse one."""
-        cls.check_options(options)
-        accepted = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        """Refuse options this rule cannot honour with sparse gradients; nothing by default."""
-        return None
