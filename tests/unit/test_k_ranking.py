@@ -8,19 +8,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import run_main
 
-from shmopt.cli import main
 from shmopt.errors import ConfigError
 from shmopt.strategies.delays import Delay, parse_delay
 from shmopt.strategies.k_ranking import expected_staleness, fit_shifted_exponential, rank_variants, time_model
 from shmopt.strategies.server import Arrival, KAggregator, WorkerMode
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 # ------------------------------------------------------------------------------------- the fit
