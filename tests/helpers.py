@@ -29,6 +29,15 @@ def fake_fashion(folder: Path, n_train: int = 256, n_test: int = 64) -> None:
         write_idx(str(folder / f"{prefix}-labels-idx1-ubyte.gz"), y)
 
 
+def fake_cifar_batch(path: Path, labels: list[int]) -> np.ndarray:
+    """A CIFAR-10 binary batch of random pixels with these labels; returns the pixels."""
+    rng = np.random.default_rng(len(labels))
+    pixels = rng.integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
+    rec = np.concatenate([np.array(labels, np.uint8)[:, None], pixels.reshape(len(labels), -1)], axis=1)
+    path.write_bytes(rec.tobytes())
+    return pixels
+
+
 def has_mlxtend() -> bool:
     return importlib.util.find_spec("mlxtend") is not None
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from helpers import digits_cnn, fake_fashion, has_mlxtend
+from helpers import digits_cnn, fake_cifar_batch, fake_fashion, has_mlxtend
 
 import shmopt
 from shmopt.errors import ProblemError
@@ -15,14 +14,6 @@ from shmopt.problems import Problem, load_problem
 from shmopt.problems.builtin import cross_entropy_loss
 
 AUGMENTED = str(Path(__file__).parent / "problems_for_tests" / "augmented.py")
-
-
-def _cifar_batch(path: Path, labels: list[int]) -> np.ndarray:
-    rng = np.random.default_rng(len(labels))
-    pixels = rng.integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
-    rec = np.concatenate([np.array(labels, np.uint8)[:, None], pixels.reshape(len(labels), -1)], axis=1)
-    path.write_bytes(rec.tobytes())
-    return pixels
 
 
 def test_fashion_mnist_trains_through_the_cli_data_dir(tmp_path, monkeypatch):
@@ -37,8 +28,8 @@ def test_fashion_mnist_trains_through_the_cli_data_dir(tmp_path, monkeypatch):
 
 def test_cifar10_problem_with_augmentation_trains(tmp_path):
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)]:
-        _cifar_batch(tmp_path / name, [i % 10 for i in range(40)])
-    _cifar_batch(tmp_path / "test_batch.bin", [i % 10 for i in range(20)])
+        fake_cifar_batch(tmp_path / name, [i % 10 for i in range(40)])
+    fake_cifar_batch(tmp_path / "test_batch.bin", [i % 10 for i in range(20)])
     p = load_problem("cifar10", data_dir=str(tmp_path), augment=1)
     assert p.train[0].shape == (200, 3, 32, 32) and p.augment is not None
     r = shmopt.train(p, algo="hogwild", workers=2, steps=40)

@@ -2,12 +2,10 @@
 the files of the image problems, the models' shapes, and the crop-and-flip augmentation."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from helpers import fake_fashion
+from helpers import fake_cifar_batch, fake_fashion
 
 from shmopt.errors import ProblemError
 from shmopt.memory.flat import numel
@@ -38,17 +36,9 @@ def test_idx_refuses_malformed_files(tmp_path):
         read_idx(str(tmp_path / "cut"))
 
 
-def _cifar_batch(path: Path, labels: list[int]) -> np.ndarray:
-    rng = np.random.default_rng(len(labels))
-    pixels = rng.integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
-    rec = np.concatenate([np.array(labels, np.uint8)[:, None], pixels.reshape(len(labels), -1)], axis=1)
-    path.write_bytes(rec.tobytes())
-    return pixels
-
-
 def test_cifar10_binary_reader_keeps_channels_and_labels(tmp_path):
-    p1 = _cifar_batch(tmp_path / "a.bin", [3, 9, 0])
-    p2 = _cifar_batch(tmp_path / "b.bin", [1, 2])
+    p1 = fake_cifar_batch(tmp_path / "a.bin", [3, 9, 0])
+    p2 = fake_cifar_batch(tmp_path / "b.bin", [1, 2])
     images, labels = read_cifar10_bin([str(tmp_path / "a.bin"), str(tmp_path / "b.bin")])
     assert images.shape == (5, 3, 32, 32) and labels.tolist() == [3, 9, 0, 1, 2]
     assert np.array_equal(images[:3], p1) and np.array_equal(images[3:], p2)
