@@ -53,7 +53,7 @@ def resolve_gpus(c, device_text: str, count: Callable[[], int] | None = None) ->
     if g > n - first:
         raise ConfigError(f"invalid gpus={g}: {n} {backend.label} device(s) visible, {n - first} "
                           f"from {device}")
-    if c.protocol == "replicas" or c.algo in REPLICA_METHODS:
+    if c.algo in REPLICA_METHODS:
         raise ConfigError(f"--gpus > 1 runs the direct and server protocols; the replica methods "
                           f"({', '.join(REPLICA_METHODS)}) run on one GPU")
     if c.lr_policy == "dutta" or c.read == "inplace":

@@ -167,6 +167,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
     config_rules.check(c, spec, nnodes_of(c))
     worker = _worker_plan(c, problem)
     rule_name, protocol = c.rule or spec.rule, config_rules.protocol_of(c, spec)
+    variant = config_rules.variant_of(c, spec)
     lr = c.lr if c.lr is not None else problem.lr.get(rule_name)
     rule = RULES[rule_name].from_options({**c.to_dict(), "betas": tuple(c.betas), "lr": lr})
 
@@ -175,10 +176,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
     k = 1
     if protocol == "replicas":
         sub["replicas"] = _replica_plan(c, spec.variant)
-    if protocol in ("direct", "replicas"):
-        variant = "direct" if protocol == "direct" else spec.variant
-    else:
-        variant = spec.variant
+    if protocol == "server":
         # across nodes (but sync, an all-reduce) K counts the worker gradients of every node
         central = nnodes_of(c) > 1 and family(c.algo, protocol, variant) == "server"
         learners = c.workers * nnodes_of(c) if central else c.workers
