@@ -237,9 +237,13 @@ def _summary(st: dict) -> None:
             ("updates", st["updates"]),
             ("gradients", f"{st['gradients']} ({st['dropped']} dropped, {st['nonfinite']} non-finite)"),
             ("start-up", f"{st['startup_s']:.2f} s"), ("training", f"{st['wall_s']:.2f} s"),
-            ("throughput", f"{st['samples_per_s']:,.0f} samples/s"),
+            ("throughput", f"{st['samples_per_s']:,.0f} samples/s"
+             + (f", {st['rows_per_s']:,.0f} table rows/s" if st.get("tables") else "")),
             ("staleness", f"mean {st['staleness_mean']:.2f}, max {st['staleness_max']}"),
             ("final loss", "n/a" if st["final_loss"] is None else f"{st['final_loss']:.6g}")]
+    if st.get("tables"):
+        rows.append(("tables", "; ".join(f"{t['name']} {t['rows']:,} x {t['dim']} ({st['table_rule']})"
+                                         for t in st["tables"])))
     if st.get("final_accuracy") is not None:
         rows.append(("accuracy", f"{st['final_accuracy']:.4f}"))
     if st.get("optimum") is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from . import checks, devices
 from .errors import ConfigError
 from .node_plan import NODE_FAILURE, parse_master
-from .rules import RULES
+from .rules import RULES, TABLE_RULES
 from .strategies.adaptive_k import parse_k
 from .strategies.algorithms import get_algorithm
 from .strategies.delays import parse_delay, parse_slow
@@ -124,6 +124,12 @@ class Config:
                                  check=_int(1))
     rule: str | None = opt(None, "Update rule: sgd, adam or amsgrad [default: the algorithm's].",
                            check=_one_of(*RULES))
+    table_rule: str = opt("auto", "Row rule of the tables (parameters with sparse gradients): sgd, "
+                          "adagrad, rowwise-adagrad, adam, amsgrad (lazy: touched rows only) or "
+                          "rowwise-amsgrad [default auto: the --rule's lazy form].",
+                          check=_one_of("auto", *TABLE_RULES))
+    table_lr: float | None = opt(None, "Learning rate of the tables [default: --lr].", type=float,
+                                 check=_real(gt=0))
     protocol: str | None = opt(None, "direct (lock-free, each worker applies) or server (one applier) "
                                "[default: the algorithm's].", check=_one_of(*PROTOCOLS))
     k: int | str | None = opt(None, "Server protocols: gradients averaged per update, or adaptive "

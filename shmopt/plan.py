@@ -20,7 +20,7 @@ from .devices import resolve_device, resolve_gpus
 from .errors import ConfigError
 from .node_plan import NodePlan, nnodes_of, node_path, resolve_nodes, split_steps
 from .problems import Problem
-from .rules import RULES, Rule
+from .rules import RULES, RowRule, Rule
 from .strategies import LrPolicy, get_algorithm, make_lr_policy
 from .strategies.adaptive_k import ADAPTIVE, DEFAULT_PATIENCE, KSchedule, k_ladder, parse_k
 from .strategies.algorithms import default_k, family
@@ -107,6 +107,8 @@ class Plan:
     server: ServerPlan | None = None
     replicas: ReplicaMethod | None = None   # the replica method and its settings
     nodes: NodePlan | None = None   # across machines; None on a single node
+    tables: tuple = ()              # the model's tables (table_plan.Table), set by table_plan.with_tables
+    table_rule: RowRule | None = None   # their row rule
 
     @property
     def batch_size(self) -> int:

@@ -125,6 +125,12 @@ def render(snap: dict, prev: dict | None = None, width: int = 30) -> str:
                  f"dropped {s['dropped']}  cancelled {s['cancelled']}  non-finite {s['nonfinite']}  "
                  f"staleness mean {s['staleness_mean']:.2f} max {s['staleness_max']}"
                  + (f"  leader {s['leader']}" if s["leader"] is not None else ""))
+    if s.get("tables"):
+        rate = s["rows_per_s"]
+        if prev is not None and s["time"] > prev["time"] and "rows" in prev:
+            rate = (s["rows"] - prev["rows"]) / (s["time"] - prev["time"])
+        sizes = ", ".join(f"{t['name']} {t['rows']:,} x {t['dim']}" for t in s["tables"])
+        lines.append(f"tables {sizes}  rows updated {s['rows']:,} ({_cell(rate, '{:,.0f}')}/s)")
     if "node" in s:
         n = s["node"]
         share = "" if n["comm_share"] is None else f" ({100 * n['comm_share']:.0f}% of the time)"

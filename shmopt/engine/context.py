@@ -16,6 +16,7 @@ import torch
 from ..memory import Arena, ArenaHandle
 from ..memory.backends import fence_for, local_device
 from ..memory.flat import bind_buffers
+from ..memory.tables import build_attached
 from ..plan import Plan
 from ..problems import import_problem_source
 from ..strategies.sampling import Sampler
@@ -48,7 +49,7 @@ class Context:
         self.rank = args.rank
         if args.problem_source:
             import_problem_source(args.problem_source)
-        model_fn, self.loss_fn, self.augment, plan = pickle.loads(args.payload)
+        model_fn, self.loss_fn, self.augment, plan, fixed = pickle.loads(args.payload)
         self.plan: Plan = plan
         wp = plan.worker
         seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
@@ -70,6 +71,9 @@ class Context:
         self.fence = fence_for(self.device)          # before every host counter that counts device work
         self.arena = Arena.attach(args.arena)
         self.buffers = b = Buffers.of(self.arena, plan)
+        if plan.tables:                     # built on the meta device, the tables attached: no private copy
+            views = {t.name: v for t, v in zip(plan.tables, b.tables)}
+            self._model_fn = partial(build_attached, model_fn, views, fixed)
         self.glob = b.glob
         self.counters = Counters(b.ctrl[self.rank])
         self.counters.slot["pid"] = os.getpid()

@@ -59,6 +59,7 @@ SLOT = _padded([
     ("idle", "i8"),             # 1 while waiting on a wake-up with no device work in flight
     ("own_start", "i8"),        # replica protocol: 1 once this worker's replica holds its own start
                                 #   (--replica-init independent), kept by checkpoints and restarts
+    ("rows", "i8"),             # table rows this process updated (distinct rows per update, summed)
     ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
     ("lr_min", "f8"),
     ("lr_max", "f8"),
@@ -210,6 +211,10 @@ class Counters:
 
     def update(self) -> None:
         self.slot["updates"] += 1
+
+    def rows(self, n: int) -> None:
+        """``n`` table rows updated by the update just applied."""
+        self.slot["rows"] += n
 
     def count(self, what: str) -> None:
         """One more ``dropped``, ``cancelled``, ``nonfinite`` or ``pulls``."""

@@ -51,9 +51,18 @@ def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers:
         specs += mailbox.specs(P, n, plan.server.keep_params_read)
         if plan.server.global_applier:              # per node: applied, stale sum/max, dropped
             specs.append(("node_book", (plan.nodes.nnodes, 4), "int64", HOST))
+    for i, table in enumerate(plan.tables):       # tables and their row state, read and written in place
+        specs.append((table_name(i), (table.rows, table.dim), "float32"))
+        specs += [(table_name(i, key), shape, "float32")
+                  for key, shape in plan.table_rule.state_specs(table.rows, table.dim).items()]
     for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs, plan.worker.device)
+
+
+def table_name(i: int, state: str | None = None) -> str:
+    """The arena name of table ``i`` (or of its row-rule state buffer ``state``)."""
+    return f"table{i}" if state is None else f"table{i}_{state}"
 
 
 @dataclass
@@ -68,6 +77,8 @@ class Buffers:
     extra: dict[str, torch.Tensor]      # the replica method's own buffers, by name
     snapshots: torch.Tensor | None      # one private read copy per learner
     data: tuple[torch.Tensor, ...]
+    tables: tuple[torch.Tensor, ...] = ()              # plan.tables, (rows, dim) each
+    table_state: tuple[dict[str, torch.Tensor], ...] = ()  # their row rule's state, by its names
 
     @classmethod
     def of(cls, arena: Arena, plan: Plan) -> "Buffers":
@@ -79,4 +90,7 @@ class Buffers:
                    {s: arena.tensor(f"state_{s}") for s in plan.rule.state_names},
                    {name: arena.tensor(name) for name, _ in extra},
                    arena.tensor(SNAPSHOTS) if SNAPSHOTS in arena else None,
-                   tuple(arena.tensor(n) for n in names))
+                   tuple(arena.tensor(n) for n in names),
+                   tuple(arena.tensor(table_name(i)) for i in range(len(plan.tables))),
+                   tuple({key: arena.tensor(table_name(i, key)) for key in plan.table_rule.state_names}
+                         for i in range(len(plan.tables))))

@@ -6,6 +6,7 @@ processes; the supervisor reads them while workers run (``partial``) and once af
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,9 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "staleness_max": int(ctrl["stale_max"].max()),
         "compute_mean_s": float(ctrl["compute_s"].sum()) / max(1, int(ctrl["timed"].sum())),
     }
+    if plan.tables:                       # rows of the tables updated (distinct per update), per second
+        rows = int(ctrl["rows"].sum())
+        st.update(rows_touched=rows, rows_per_s=rows / wall if wall else 0.0)
     if partial:
         return st
     hist = ctrl["stale_hist"].sum(axis=0)
@@ -131,6 +135,12 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "stop_reason": rec.stop_reason,
         "checkpoints": rec.checkpoints,
     })
+    if plan.tables:
+        st.update(table_rule=plan.table_rule.label, table_lr=plan.table_rule.lr,
+                  tables=[{"name": t.name, "rows": t.rows, "dim": t.dim, "bytes": t.nbytes,
+                           "state_bytes": 4 * sum(math.prod(shape) for shape in
+                                                  plan.table_rule.state_specs(t.rows, t.dim).values())}
+                          for t in plan.tables])
     if plan.server is not None and rec.k_schedule:
         st.update(k_schedule=rec.k_schedule, k_final=rec.k_schedule[-1][2])
         if plan.server.adaptive is not None:

@@ -42,7 +42,8 @@ def describe(plan: Plan, problem: str, source: str | None) -> dict[str, Any]:
             "device": plan.worker.device, "steps": plan.steps,
             "time_limit": plan.supervisor.time_limit,
             "window": rp.window if rp is not None and rp.has_leader else None,
-            "node_rank": nodes.rank if nodes else None, "nodes": nodes.nnodes if nodes else None}
+            "node_rank": nodes.rank if nodes else None, "nodes": nodes.nnodes if nodes else None,
+            "tables": [{"name": t.name, "rows": t.rows, "dim": t.dim} for t in plan.tables]}
 
 
 def is_run(meta: Any) -> bool:
@@ -66,6 +67,7 @@ def _process(rank: int, s: np.void, meta: dict, now: float, elapsed: float | Non
         "updates": int(s["updates"]), "gradients": int(s["grads"]), "applied": applied,
         "pushed": int(s["pushed"]), "dropped": int(s["dropped"]), "cancelled": int(s["cancelled"]),
         "nonfinite": int(s["nonfinite"]), "samples": int(s["samples"]), "pulls": int(s["pulls"]),
+        "rows": int(s["rows"]),
         "updates_per_s": int(s["updates"]) / elapsed if elapsed else None,
         "gradients_per_s": int(s["grads"]) / elapsed if elapsed else None,
         "staleness_mean": int(s["stale_sum"]) / applied if applied else 0.0,
@@ -124,4 +126,7 @@ def read_run(view: ArenaView, now: float | None = None) -> dict[str, Any]:
     }
     if meta.get("nodes"):
         run["node"] = _nodes(glob, meta, elapsed)
+    if meta.get("tables"):                      # table rows updated: total and per second
+        rows = int(ctrl["rows"].sum())
+        run.update(tables=meta["tables"], rows=rows, rows_per_s=rows / elapsed if elapsed else None)
     return run

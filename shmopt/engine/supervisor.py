@@ -32,9 +32,11 @@ from ..config_rules import stored_config
 from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..memory.flat import buffers_numel, numel
+from ..memory.tables import fixed_buffers, mark_tables
 from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
+from ..table_plan import find_tables, with_tables
 from . import checkpoint, roles
 from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
@@ -74,7 +76,10 @@ class Engine:
         with torch.random.fork_rng():           # the caller's RNG state is left alone
             torch.manual_seed(self.plan.worker.seed)
             self._template = problem.model()
-        self.n_params = numel(self._template)
+        self.plan = with_tables(self.plan, find_tables(problem))     # refused here, before any start
+        self._fixed = fixed_buffers(self._template) if self.plan.tables else {}
+        self._tables = mark_tables(self._template, tuple(t.name for t in self.plan.tables))
+        self.n_params = numel(self._template)   # the dense parameters: tables live beside them
         self._train = tuple(t.contiguous() for t in problem.train)
         self.layout = build_layout(self.plan, self.n_params, self._train, buffers_numel(self._template))
         self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples)
@@ -134,7 +139,7 @@ class Engine:
         glob = arena.array("glob")
         self.group = group = ProcessGroup(arena.export, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss,
-                                                        self.problem.augment, plan)),
+                                                        self.problem.augment, plan, self._fixed)),
                                           self.source, plan)
         self._finalizer = weakref.finalize(self, _release, arena, glob, group)
         if self._resume_doc is not None:
@@ -143,13 +148,18 @@ class Engine:
                 self.mailbox.reset()
             self._resume_doc = None
         else:
-            x0 = torch.cat([p.detach().reshape(-1) for p in self._template.parameters()])
+            x0 = self.evaluator.initial_params()
             b.x[...] = x0                      # every replica starts from x0 (or see replica_init)
             if plan.replicas is not None:
                 plan.replicas.init(b.extra, x0)
             if b.mbuf is not None:
                 b.mbuf[...] = self.evaluator.initial_buffers()
             plan.rule.init(b.state)
+            for table, p, state in zip(b.tables, self._tables, b.table_state):
+                table.copy_(p.detach().reshape(table.shape))
+                plan.table_rule.init(state)
+        self._tables = []                      # the template's private tables go with the evaluator's
+        self.evaluator.attach_tables(self.plan.tables, b.tables)  # binding: it reads them in place
         for dst, t in zip(b.data, self._train):
             dst.copy_(t)
         if plan.server is not None and plan.server.adaptive:   # --k adaptive: a checkpoint's K, or the start
@@ -362,7 +372,8 @@ class Engine:
             if self.group is not None:
                 self.group.close()                         # no-op unless the try block failed early
             if self.arena is not None:
-                self.buffers = self.mailbox = None        # no view outlives the block
+                self.evaluator.release_tables()           # no view outlives the block
+                self.buffers = self.mailbox = None
                 self.arena.close()
             if self._log:
                 self._log.close()

@@ -1,18 +1,22 @@
 """The flat-parameter trick: a module's parameters (and their ``.grad``) as views into one flat
-float32 buffer, so one kernel call updates the whole model and nothing is concatenated per step."""
+float32 buffer, so one kernel call updates the whole model and nothing is concatenated per step.
+Tables (parameters with sparse gradients, marked by :mod:`.tables`) are not part of it."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import ProblemError
+from .tables import is_table
 
 
 def parameters(model: nn.Module) -> list[nn.Parameter]:
-    params = list(model.parameters())
-    if not params:
+    """The dense parameters (every parameter but the tables), float32 checked."""
+    every = list(model.parameters())
+    if not every:
         raise ProblemError("the model has no parameters to train")
-    bad = [p.dtype for p in params if p.dtype != torch.float32]
+    params = [p for p in every if not is_table(p)]
+    bad = [p.dtype for p in every if p.dtype != torch.float32]
     if bad:
         raise ProblemError(f"the model has parameters of dtype {bad[0]}: shmopt trains float32 "
                            f"parameters (call .float() in the model factory)")

@@ -95,6 +95,8 @@ class Problem:
     description: str = ""
     metrics: Callable[[torch.nn.Module, tuple[Tensor, ...]], dict[str, float]] | None = None
     augment: Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]] | None = None
+    #: set by :meth:`validate`: (name, shape) of every parameter whose gradient is sparse (tables)
+    sparse_parameters: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Accept lists and datasets for convenience; everything else is checked by validate().
@@ -256,6 +258,7 @@ class Problem:
             raise self._fail(f"the loss failed on a batch of the data: {describe_exception(exc)}") from exc
         if all(p.grad is None for p in params):
             raise self._fail("the loss gives no gradient to any model parameter")
+        self.sparse_parameters = self._sparse_of(model)
 
         if self.eval is not None:
             ebatch = tuple(t[: self.batch_size] for t in self.eval)
@@ -270,6 +273,19 @@ class Problem:
 
         if self.metrics is not None:
             self.metric_names(model)
+
+    def _sparse_of(self, model: torch.nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """The parameters whose gradient after the first batch is sparse: tables of rows."""
+        found = []
+        for name, p in model.named_parameters():
+            if p.grad is None or not p.grad.is_sparse:
+                continue
+            if p.dim() < 2 or p.grad.sparse_dim() != 1:
+                raise self._fail(f"parameter {name!r} has a sparse gradient of shape {tuple(p.shape)} with "
+                                 f"{p.grad.sparse_dim()} sparse dimension(s): shmopt trains tables of rows "
+                                 f"(sparse_dim 1, as nn.Embedding(sparse=True) gives)")
+            found.append((name, tuple(p.shape)))
+        return tuple(found)
 
     def _augmented(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """The first batch through ``augment`` (checked: same number, shapes and dtypes)."""

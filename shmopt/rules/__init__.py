@@ -2,8 +2,8 @@
 
 ``make_rule(name, **hyper)`` builds a rule from its registry name; every invalid
 hyper-parameter raises :class:`shmopt.errors.ConfigError`.  Row rules (:class:`RowRule`,
-:mod:`shmopt.rules.rows`) update the touched rows of a table from a sparse gradient; they and
-:class:`Adagrad` serve the shared optimizers and are not in the engine's ``RULES``.
+:mod:`shmopt.rules.rows`) update the touched rows of a table from a sparse gradient: the engine
+takes them by their ``TABLE_RULES`` name (``make_table_rule``), the shared optimizers directly.
 """
 from __future__ import annotations
 
@@ -20,10 +20,24 @@ from shmopt.rules.rows import RowRule, coalesce, from_sparse
 from shmopt.rules.sgd import SGD
 
 __all__ = ["Rule", "SGD", "Adam", "AMSGrad", "make_rule", "RULES", "fused_adam_available", "Adagrad",
-           "RowRule", "RowSGD", "RowAdagrad", "RowwiseAdagrad", "LazyAdam", "RowwiseAMSGrad", "coalesce",
-           "from_sparse"]
+           "RowRule", "TABLE_RULES", "make_table_rule", "RowSGD", "RowAdagrad", "RowwiseAdagrad", "LazyAdam",
+           "RowwiseAMSGrad", "coalesce", "from_sparse"]
 
 RULES: dict[str, type[Rule]] = {"sgd": SGD, "adam": Adam, "amsgrad": AMSGrad}
+
+#: the row rules a run's tables take (``--table-rule``); "adam" and "amsgrad" are the lazy forms
+TABLE_RULES: dict[str, type[RowRule]] = {
+    "sgd": RowSGD, "adagrad": RowAdagrad, "rowwise-adagrad": RowwiseAdagrad,
+    "adam": LazyAdam, "amsgrad": LazyAdam, "rowwise-amsgrad": RowwiseAMSGrad}
+
+
+def make_table_rule(name: str, options: dict) -> RowRule:
+    """The row rule ``TABLE_RULES[name]`` built from a run's options (ConfigError if one is refused)."""
+    cls = TABLE_RULES.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown table rule {name!r}: choose one of {', '.join(TABLE_RULES)}")
+    extra = {"amsgrad": name == "amsgrad"} if cls is LazyAdam else {}
+    return cls.from_options({**options, **extra})
 
 # Order in which the names are listed in error messages (APAM's rule first).
 _LISTED = ("amsgrad", "adam", "sgd")

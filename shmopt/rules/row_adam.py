@@ -98,6 +98,10 @@ class LazyAdam(RowRule):
         _validate(self)
         checks.flag("amsgrad", self.amsgrad)
 
+    @property
+    def label(self) -> str:
+        return "lazy_amsgrad" if self.amsgrad else self.name
+
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         _refuse_weight_decay(options)

@@ -100,6 +100,11 @@ class RowRule(RuleOptions, abc.ABC):
     def state_names(self) -> tuple[str, ...]:
         return tuple(self.state_specs(1, 1))
 
+    @property
+    def label(self) -> str:
+        """The rule's name as summaries show it (its options' form where they change the method)."""
+        return self.name
+
     def row_wise(self) -> frozenset[str]:
         """Names of the row-wise state buffers (one value per row)."""
         return frozenset(k for k, s in self.state_specs(2, 3).items() if len(s) == 1)

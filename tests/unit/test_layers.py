@@ -19,7 +19,7 @@ LAYERS = [
     {"rules"},
     {"strategies"},
     {"memory", "problems"},
-    {"config", "config_rules", "plan", "node_plan", "devices"},
+    {"config", "config_rules", "plan", "node_plan", "table_plan", "devices"},
     {"engine"},
     {"api", "cli", "cli_options", "compare", "quickbench", "top", "advise", "progress", "tensorboard",
      "shared"},

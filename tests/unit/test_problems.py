@@ -77,7 +77,7 @@ def test_builtin_validates_and_pickles(name):
     for t in p.train + p.eval_data():
         assert t.is_contiguous() and t.device.type == "cpu" and not t.requires_grad
         assert t.dtype in (torch.float32, torch.int64)
-    assert p.train[0].dtype == torch.float32
+    assert p.train[0].dtype == (torch.int64 if p.sparse_parameters else torch.float32)   # bags of rows
     assert {"sgd", "amsgrad"} <= set(p.lr) and all(v > 0 for v in p.lr.values())
 
     model = pickle.loads(pickle.dumps(p.model))
@@ -383,7 +383,7 @@ _BAD_FILES = {
 
 
 @pytest.mark.parametrize("spec, options, parts", [
-    ("nosuch", {}, ["unknown problem 'nosuch': choose a built-in (breast-cancer, cifar10, digits, "
+    ("nosuch", {}, ["unknown problem 'nosuch': choose a built-in (breast-cancer, cifar10, digits, embedding-bag, "
                     "fashion-mnist, logreg, mlp, mnist, quadratic), a .py file or module:function"]),
     ("{tmp}/missing.py", {}, ["problem file", "missing.py does not exist"]),
     ("{tmp}/raises.py", {}, ["problem file", "raises.py raised on import: ValueError: boom"]),

@@ -8,6 +8,7 @@ import torch
 
 from ..context import Context
 from ..control import RUNNING
+from ..tables import LearnerTables
 from ..wakeups import WakeUps
 
 
@@ -24,16 +25,26 @@ def start(ctx: Context, wakeups: WakeUps) -> None:
     ctx.counters.set_status(RUNNING)
 
 
-def gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor) -> float | None:
-    """One mini-batch: zero the flat gradient, forward, backward. None if loss/grad not finite."""
+def gradient(ctx: Context, model: torch.nn.Module, g: torch.Tensor,
+             tables: LearnerTables | None = None) -> float | None:
+    """One mini-batch: zero the flat gradient, forward, backward (the tables' rows taken). None if
+    the loss or the gradient is not finite."""
     g.zero_()
-    loss = ctx.loss_fn(model, ctx.sample())
+    try:
+        loss = ctx.loss_fn(model, ctx.sample())
+    except IndexError as exc:
+        if tables is None:
+            raise
+        raise tables.index_error(exc) from exc
     loss.backward()
+    if tables is not None:
+        tables.take()
     value = float(loss.detach())
     wp = ctx.plan.worker
     ctx.counters.gradient(wp.batch_size, value)
     # one reduction instead of an n-element mask: a NaN or Inf anywhere makes the sum non-finite
-    if wp.check_finite and not (math.isfinite(value) and math.isfinite(float(g.sum()))):
+    if wp.check_finite and not (math.isfinite(value) and math.isfinite(float(g.sum()))
+                                and (tables is None or tables.finite())):
         ctx.counters.count("nonfinite")
         if wp.stop_on_nonfinite:
             raise NonFiniteError(f"non-finite loss ({value}) or gradient at this worker's mini-batch "

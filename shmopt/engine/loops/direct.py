@@ -3,7 +3,9 @@
 Read the shared parameters (a private snapshot by default, or in place), compute a gradient, apply
 the rule to the shared parameters and state without any lock. The version is the sum of the
 learners' update counters (:class:`~shmopt.engine.store.SummedStore`); the staleness of a gradient
-is the version when it is applied minus the version when its parameters were read.
+is the version when it is applied minus the version when its parameters were read. Tables
+(:mod:`..tables`) are read and written in place, their touched rows updated by the row rule at the
+same step and staleness as the dense parameters.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from ...memory.flat import bind_grads, bind_params
 from ...rules.consensus import sq_distance
 from ..context import Context, Stopped
 from ..store import SummedStore
+from ..tables import LearnerTables
 from ..wakeups import WakeUps
 from .common import gradient, start, timed
 
@@ -29,13 +32,14 @@ def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
     bind_params(model, view)
     g = ctx.local_copy(store.x)
     bind_grads(model, g)
+    tables = LearnerTables(model, plan, ctx.buffers.tables, ctx.buffers.table_state) if plan.tables else None
     start(ctx, wakeups)
     while True:
         ctx.check()
         t_begin = time.perf_counter()
         v_read = store.read(snap)
         counters.slot["version_read"] = v_read
-        if gradient(ctx, model, g) is None:
+        if gradient(ctx, model, g, tables) is None:
             continue
         if (d := ctx.delay.next()) > 0:
             ctx.sleep(d)
@@ -47,8 +51,11 @@ def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
         if bound is not None and tau > bound:
             counters.count("dropped")
             continue
-        lr = policy(plan.lr, tau, sq_distance(store.x, view) if policy.needs_distance else None)
+        distance = sq_distance(store.x, view) if policy.needs_distance else None
+        lr = policy(plan.lr, tau, distance)
         plan.rule.update(store.x, ctx.to_arena(g), store.state, step=v_now + 1, lr=lr)
+        if tables is not None:             # the rows, at the same step and staleness-scaled rate
+            counters.rows(tables.apply(v_now + 1, policy(plan.table_rule.lr, tau, distance)))
         ctx.fence()
         counters.applied(tau, lr)
         counters.update()

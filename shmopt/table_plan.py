@@ -1,0 +1,76 @@
+"""The tables of a run: which parameters of the model have sparse gradients, their row rule, and
+whether the planned run can train them.
+
+A *table* is a parameter whose gradient autograd gives as a sparse COO tensor
+(``nn.Embedding``/``nn.EmbeddingBag`` with ``sparse=True``, or a user's module that does the
+same): it lives in the arena as a ``(rows, dim)`` buffer, its gradient travels as (row indices,
+row values), and a row rule (:data:`shmopt.rules.TABLE_RULES`) updates the touched rows only.
+They are the parameters with a sparse gradient in the forward and backward pass that
+``Problem.validate`` runs on the first mini-batch, so a user's own sparse module is found as surely
+as ``nn.Embedding``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .errors import ConfigError, ProblemError
+from .plan import Plan
+from .problems import Problem
+from .rules import TABLE_RULES, RowRule, make_table_rule
+from .strategies.algorithms import ALGORITHMS
+
+#: the lazy row form of each dense rule (--table-rule auto)
+AUTO = {"sgd": "sgd", "adam": "adam", "amsgrad": "amsgrad"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: the parameter's qualified name and its shape as rows x dim."""
+
+    name: str
+    rows: int
+    dim: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.dim * 4
+
+
+def find_tables(problem: Problem) -> tuple[Table, ...]:
+    """The tables of a validated problem (its parameters whose gradient is sparse)."""
+    return tuple(Table(name, shape[0], math.prod(shape[1:])) for name, shape in problem.sparse_parameters)
+
+
+def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
+    """``plan`` with its tables and their row rule; ConfigError (one line, naming the parameter and
+    what is accepted) when the planned run has no sparse form."""
+    if not tables:
+        return plan
+    first = tables[0]
+    what = f"parameter {first.name!r} has sparse gradients (a table of {first.rows:,} x {first.dim})"
+    if plan.protocol != "direct":
+        direct = ", ".join(n for n, s in ALGORITHMS.items() if "direct" in s.protocols)
+        raise ConfigError(f"{what}: --algo {plan.algo} with the {plan.protocol} protocol has no sparse "
+                          f"form yet; tables train with the direct protocol ({direct})")
+    if plan.nodes is not None:
+        raise ConfigError(f"{what}: tables train on one machine for now (run without --nnodes/torchrun)")
+    if str(plan.worker.device) != "cpu":
+        raise ConfigError(f"{what}: tables train in a CPU arena for now (--device cpu)")
+    options = plan.options
+    name = options.get("table_rule") or "auto"
+    name = AUTO[plan.rule.name] if name == "auto" else name
+    lr = options.get("table_lr") or plan.lr
+    try:
+        rule: RowRule = make_table_rule(name, {**options, "betas": tuple(options["betas"]), "lr": lr})
+    except ConfigError as err:
+        raise ConfigError(f"{what}: table rule {name}: {err}") from None
+    assert name in TABLE_RULES
+    return replace(plan, tables=tables, table_rule=rule)
+
+
+def index_error(tables: tuple[Table, ...], exc: IndexError) -> ProblemError:
+    """An out-of-range lookup in a model with tables, the tables and their sizes named."""
+    named = ", ".join(f"{t.name!r} ({t.rows:,} rows)" for t in tables)
+    return ProblemError(f"a row index out of range in a table of the model ({named}): {exc}; "
+                        f"indices must lie in [0, rows)")
