@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from torch import Tensor
+
 from .errors import ConfigError, ProblemError
 from .plan import Plan
 from .problems import Problem
 from .rules import TABLE_RULES, RowRule, make_table_rule
-from .strategies.algorithms import ALGORITHMS
 
 #: the lazy row form of each dense rule (--table-rule auto)
 AUTO = {"sgd": "sgd", "adam": "adam", "amsgrad": "amsgrad"}
@@ -26,20 +27,39 @@ AUTO = {"sgd": "sgd", "adam": "adam", "amsgrad": "amsgrad"}
 
 @dataclass(frozen=True)
 class Table:
-    """One table: the parameter's qualified name and its shape as rows x dim."""
+    """One table: the parameter's qualified name, its shape as rows x dim, and the rows a
+    mini-batch looks up (measured on the first one; what a mailbox slot holds, at most ``rows``)."""
 
     name: str
     rows: int
     dim: int
+    lookups: int = 0
+
+    @property
+    def slot_rows(self) -> int:
+        """Rows one gradient of this table carries at most in a server protocol's mailbox slot."""
+        return max(1, min(self.rows, self.lookups))
 
     @property
     def nbytes(self) -> int:
         return self.rows * self.dim * 4
 
 
+def table_views(tables: tuple[Table, ...], x: Tensor) -> tuple[Tensor, ...]:
+    """The tables as views of ``x``, where they follow the dense parameters: ``(rows, dim)`` each
+    (``(P, rows, dim)`` when ``x`` has one row per replica)."""
+    out = []
+    offset = x.shape[-1] - sum(t.rows * t.dim for t in tables)
+    for t in tables:
+        out.append(x[..., offset:offset + t.rows * t.dim].view(*x.shape[:-1], t.rows, t.dim))
+        offset += t.rows * t.dim
+    return tuple(out)
+
+
 def find_tables(problem: Problem) -> tuple[Table, ...]:
     """The tables of a validated problem (its parameters whose gradient is sparse)."""
-    return tuple(Table(name, shape[0], math.prod(shape[1:])) for name, shape in problem.sparse_parameters)
+    return tuple(Table(name, shape[0], math.prod(shape[1:]), lookups)
+                 for name, shape, lookups in problem.sparse_parameters)
 
 
 def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
@@ -49,10 +69,9 @@ def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
         return plan
     first = tables[0]
     what = f"parameter {first.name!r} has sparse gradients (a table of {first.rows:,} x {first.dim})"
-    if plan.protocol != "direct":
-        direct = ", ".join(n for n, s in ALGORITHMS.items() if "direct" in s.protocols)
-        raise ConfigError(f"{what}: --algo {plan.algo} with the {plan.protocol} protocol has no sparse "
-                          f"form yet; tables train with the direct protocol ({direct})")
+    if plan.replicas is not None and plan.replicas.independent_init:
+        raise ConfigError(f"{what}: --replica-init independent would build a private table per "
+                          f"replica; tables start the same in every replica (--replica-init same)")
     if plan.nodes is not None:
         raise ConfigError(f"{what}: tables train on one machine for now (run without --nnodes/torchrun)")
     if str(plan.worker.device) != "cpu":

@@ -71,16 +71,19 @@ class Context:
         self.fence = fence_for(self.device)          # before every host counter that counts device work
         self.arena = Arena.attach(args.arena)
         self.buffers = b = Buffers.of(self.arena, plan)
-        if plan.tables:                     # built on the meta device, the tables attached: no private copy
-            views = {t.name: v for t, v in zip(plan.tables, b.tables)}
-            self._model_fn = partial(build_attached, model_fn, views, fixed)
         self.glob = b.glob
         self.counters = Counters(b.ctrl[self.rank])
         self.counters.slot["pid"] = os.getpid()
         learner = roles.is_learner(self.rank, plan)
         own = plan.replicas is not None and learner   # replicas: this worker's own row of x, state
-        self.x = b.x[self.rank] if own else b.x
+        self.x = b.dense[self.rank] if own else b.dense          # the dense parameters the rule updates
         self.state = {s: t[self.rank] if own else t for s, t in b.state.items()}
+        self.tables = tuple(t[self.rank] if own else t for t in b.tables)
+        self.table_state = tuple({k: t[self.rank] if own else t for k, t in st.items()}
+                                 for st in b.table_state)
+        if plan.tables:                     # built on the meta device, the tables attached: no private copy
+            views = {t.name: v for t, v in zip(plan.tables, self.tables)}
+            self._model_fn = partial(build_attached, model_fn, views, fixed)
         self.n_rows = len(b.data[0])
         self.sampler = Sampler(wp.sampling, self.n_rows, plan.batch_size, wp.rank_offset + self.rank,
                                wp.learners, self.generator)

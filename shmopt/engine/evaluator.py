@@ -1,9 +1,9 @@
 """The evaluator: the objective of the shared parameters on the eval data, in the supervisor.
 
-It owns a private copy of the model whose parameters are views of one private flat buffer, and
-whose tables (parameters with sparse gradients) are views of the arena's tables; an evaluation
-copies the flat parameters in (from any device), reads the tables in place (lock-free, as a
-worker does) and runs the user's loss under
+It owns a private copy of the model whose dense parameters are views of one private flat buffer;
+an evaluation copies them in (from any device), makes the model's tables (parameters with sparse
+gradients) views of their blocks of the given parameters (the arena's, read lock-free in place as
+a worker does: no copy of a table) and runs the user's loss under
 ``no_grad`` and in eval mode, with one thread, so it steals little from the workers. An exception
 in the user's loss is reported like a worker failure (what, where, traceback).
 """
@@ -18,31 +18,31 @@ from ..errors import WorkerError
 from ..memory.flat import bind_buffers, bind_params, buffers_numel
 from ..memory.tables import attach_table
 from ..problems import Problem
-from ..table_plan import index_error
+from ..table_plan import index_error, table_views
 
 
 class Evaluator:
-    def __init__(self, problem: Problem, model: torch.nn.Module, n_params: int, eval_samples: int) -> None:
+    def __init__(self, problem: Problem, model: torch.nn.Module, n_params: int, eval_samples: int,
+                 tables: tuple = ()) -> None:
         self._loss, self._metrics = problem.loss, problem.metrics
         self._data = tuple(t[:eval_samples] for t in problem.eval_data())
         self._x = torch.empty(n_params)
-        self._tables: list[str] = []                # names of the tables read in place from the arena
-        self._specs: tuple = ()                     # and their sizes (table_plan.Table)
+        self._specs = tables                        # the model's tables (table_plan.Table)
+        self._tables: list[str] = []                # names of the tables now views of the arena
         self.model = model
         bind_params(model, self._x, copy=True)     # the template keeps its initial values
         self._b = torch.empty(buffers_numel(model))
         bind_buffers(model, self._b, copy=True)
 
     def initial_params(self) -> torch.Tensor:
-        """The template's dense parameters, flat (what the arena's x starts from)."""
+        """The template's dense parameters, flat (what the arena's x starts with)."""
         return self._x.clone()
 
-    def attach_tables(self, tables: tuple, views: tuple[torch.Tensor, ...]) -> None:
-        """Read the tables (plan.tables) in place from their arena buffers ``views``."""
-        self._specs = tables
-        self._tables = [t.name for t in tables]
-        for name, view in zip(self._tables, views):
-            attach_table(self.model, name, view)
+    def _read_tables(self, x: torch.Tensor, copy: bool = False) -> None:
+        """Make the model's tables views of (``copy``: private copies of) their blocks of ``x``."""
+        for t, view in zip(self._specs, table_views(self._specs, x)):
+            attach_table(self.model, t.name, view.detach().to("cpu", copy=True) if copy else view)
+        self._tables = [] if copy else [t.name for t in self._specs]
 
     def release_tables(self) -> None:
         """Drop the views of the arena's tables (they become storage-less meta tensors)."""
@@ -55,14 +55,15 @@ class Evaluator:
         return self._b.clone()
 
     def loss(self, x: torch.Tensor, buffers: torch.Tensor | None = None) -> float:
-        """Objective of the given flat parameters on the eval data (private copy, no grad)."""
+        """Objective of the given flat parameters (dense, then the tables) on the eval data."""
         return self.evaluate(x, buffers, metrics=False)[0]
 
     def evaluate(self, x: torch.Tensor, buffers: torch.Tensor | None = None,
                  metrics: bool = True) -> tuple[float, dict[str, float] | None]:
         """(objective, the problem's metrics or None) of the flat parameters (and module buffers,
         when given) on the eval data, in eval mode."""
-        self._x.copy_(x)
+        self._x.copy_(x[:self._x.numel()])
+        self._read_tables(x)
         if buffers is not None:
             self._b.copy_(buffers)
         threads = torch.get_num_threads()
@@ -89,10 +90,8 @@ class Evaluator:
     def final_model(self, x: torch.Tensor, buffers: torch.Tensor | None = None) -> torch.nn.Module:
         """The evaluation model, now holding a private copy of ``x`` and of the module buffers
         (the trained model, BatchNorm statistics included)."""
-        bind_params(self.model, x.detach().to("cpu", copy=True))
-        for name in self._tables:                  # the trained tables, copied out of the arena
-            attach_table(self.model, name, self.model.get_parameter(name).detach().to("cpu", copy=True))
-        self._tables = []
+        bind_params(self.model, x[:self._x.numel()].detach().to("cpu", copy=True))
+        self._read_tables(x, copy=True)            # the trained tables, copied out of the arena
         if buffers is not None:
             bind_buffers(self.model, buffers.detach().to("cpu", copy=True))
         self._data = ()

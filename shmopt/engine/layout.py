@@ -1,6 +1,7 @@
 """What goes into the arena for a plan (the engine's buffer list, in one place), and the typed
 views every engine process takes of it once (:class:`Buffers`), so no loop looks a buffer up by
-name."""
+name. A model's tables (parameters with sparse gradients) are blocks of ``x`` after its dense
+parameters: the rules update the dense part, the row rules the tables' touched rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ import torch
 from ..memory import Arena, Layout
 from ..memory.layout import HOST
 from ..plan import Plan
-from . import control, mailbox, roles
+from ..table_plan import table_views
+from . import control, mailbox, roles, row_slots
 
 DATA_PREFIX = "data"
 SNAPSHOTS = "snap"
@@ -29,40 +31,49 @@ MODULE_BUFFERS = "mbuf"
 
 def checkpoint_skip(plan: Plan, n_data: int) -> tuple[str, ...]:
     """The buffers a checkpoint leaves out: the data, per-gradient scratch, the method's scratch."""
-    return data_names(n_data) + SCRATCH + (plan.replicas.scratch if plan.replicas else ())
+    return (data_names(n_data) + SCRATCH + (plan.replicas.scratch if plan.replicas else ())
+            + row_slots.scratch(plan.tables if plan.server is not None else ()))
+
+
+def table_numel(plan: Plan) -> int:
+    """Floats of the plan's tables: they follow the ``n`` dense parameters in ``x``."""
+    return sum(t.rows * t.dim for t in plan.tables)
 
 
 def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers: int = 0) -> Layout:
-    """The arena of a plan; ``n_buffers`` floating-point module buffers (BatchNorm statistics) are
-    shared like the parameters: one row, or one per replica."""
+    """The arena of a plan with ``n`` dense parameters; ``x`` holds them followed by the tables
+    (each a contiguous ``rows x dim`` block), so a replica, a centre and a checkpoint hold the whole
+    model. ``n_buffers`` floating-point module buffers (BatchNorm statistics) are shared like the
+    parameters: one row, or one per replica."""
     P, method = plan.workers, plan.replicas
     rows = (P,) if method is not None else ()     # replicas: one x and rule state per worker
+    n_total = n + table_numel(plan)
     specs: list[tuple] = control.specs(roles.processes(plan))
-    specs.append(("x", (*rows, n), "float32"))
+    specs.append(("x", (*rows, n_total), "float32"))
     if n_buffers:
         specs.append((MODULE_BUFFERS, (*rows, n_buffers), "float32"))
     specs += [(f"state_{s}", (*rows, n), "float32") for s in plan.rule.state_names]
     if method is not None:                        # the method's own (a centre, a global leader)
-        specs += [(name, shape, "float32") for name, shape in method.buffers(n, plan.nodes.nnodes
+        specs += [(name, shape, "float32") for name, shape in method.buffers(n_total, plan.nodes.nnodes
                                                                             if plan.nodes else 1)]
     if plan.server is not None or (plan.direct is not None and plan.direct.snapshot):
         specs.append((SNAPSHOTS, (P, n), "float32"))
     if plan.server is not None:
         specs += mailbox.specs(P, n, plan.server.keep_params_read)
+        specs += row_slots.specs(P, mailbox.RING, plan.tables)
         if plan.server.global_applier:              # per node: applied, stale sum/max, dropped
             specs.append(("node_book", (plan.nodes.nnodes, 4), "int64", HOST))
-    for i, table in enumerate(plan.tables):       # tables and their row state, read and written in place
-        specs.append((table_name(i), (table.rows, table.dim), "float32"))
-        specs += [(table_name(i, key), shape, "float32")
+    for i, table in enumerate(plan.tables):       # the tables' row-rule state (per replica)
+        specs += [(table_name(i, key), (*rows, *shape), "float32")
                   for key, shape in plan.table_rule.state_specs(table.rows, table.dim).items()]
     for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs, plan.worker.device)
 
 
-def table_name(i: int, state: str | None = None) -> str:
-    """The arena name of table ``i`` (or of its row-rule state buffer ``state``)."""
-    return f"table{i}" if state is None else f"table{i}_{state}"
+def table_name(i: int, state: str) -> str:
+    """The arena name of table ``i``'s row-rule state buffer ``state``."""
+    return f"table{i}_{state}"
 
 
 @dataclass
@@ -71,13 +82,14 @@ class Buffers:
 
     glob: np.void                       # the global record (stop, pause, version, seq, t_go)
     ctrl: np.ndarray                    # every process's control slot
-    x: torch.Tensor                     # parameters (P x n for replicas)
+    x: torch.Tensor                     # the model: dense parameters, then tables (P rows for replicas)
+    dense: torch.Tensor                 # x's dense parameters (views)
     mbuf: torch.Tensor | None           # the model's floating-point buffers, laid out like x
     state: dict[str, torch.Tensor]      # rule state, by the rule's names
     extra: dict[str, torch.Tensor]      # the replica method's own buffers, by name
     snapshots: torch.Tensor | None      # one private read copy per learner
     data: tuple[torch.Tensor, ...]
-    tables: tuple[torch.Tensor, ...] = ()              # plan.tables, (rows, dim) each
+    tables: tuple[torch.Tensor, ...] = ()              # plan.tables, views of x: (P x) rows x dim
     table_state: tuple[dict[str, torch.Tensor], ...] = ()  # their row rule's state, by its names
 
     @classmethod
@@ -85,12 +97,13 @@ class Buffers:
         names = [e.name for e in arena.layout.entries if e.name.startswith(DATA_PREFIX)]
         nnodes = plan.nodes.nnodes if plan.nodes else 1
         extra = plan.replicas.buffers(0, nnodes) if plan.replicas else []     # (their names)
-        return cls(arena.array("glob")[0], arena.array("ctrl"), arena.tensor("x"),
+        x = arena.tensor("x")
+        return cls(arena.array("glob")[0], arena.array("ctrl"), x, x[..., :x.shape[-1] - table_numel(plan)],
                    arena.tensor(MODULE_BUFFERS) if MODULE_BUFFERS in arena else None,
                    {s: arena.tensor(f"state_{s}") for s in plan.rule.state_names},
                    {name: arena.tensor(name) for name, _ in extra},
                    arena.tensor(SNAPSHOTS) if SNAPSHOTS in arena else None,
                    tuple(arena.tensor(n) for n in names),
-                   tuple(arena.tensor(table_name(i)) for i in range(len(plan.tables))),
+                   table_views(plan.tables, x),
                    tuple({key: arena.tensor(table_name(i, key)) for key in plan.table_rule.state_names}
                          for i in range(len(plan.tables))))

@@ -6,7 +6,8 @@ read at). Two monotone counters per learner tell the state of its ring without a
 (written by the learner, in its control slot) and ``consumed`` (written by the applier, in a
 cache-line-padded row of its own). ``pushed - consumed`` gradients are in flight, never more than
 ``RING``. :meth:`reset` drops every gradient in flight (``consumed = pushed``): a restarted
-applier and a resumed checkpoint start from an empty mailbox.
+applier and a resumed checkpoint start from an empty mailbox. A model's tables travel beside
+each gradient as rows (:mod:`.row_slots`), never as dense blocks.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from ..memory.layout import HOST
 from ..strategies.server import Arrival
 from .control import Counters
+from .row_slots import RowSlots
 
 RING = 2            # gradient slots per learner
 _PAD_I64 = 16       # 128 bytes per learner for its "consumed" counter
@@ -37,8 +39,9 @@ SCRATCH = ("grad_slots", "wread")
 
 
 class GradientMailbox:
-    def __init__(self, arena, workers: int) -> None:
+    def __init__(self, arena, workers: int, tables: tuple = ()) -> None:
         self.workers = workers
+        self.rows = RowSlots(arena, tables) if tables else None
         self.grads = arena.tensor("grad_slots")
         self.versions = arena.array("slot_version")
         self.params_read = arena.tensor("wread") if "wread" in arena else None
@@ -51,9 +54,11 @@ class GradientMailbox:
         return int(self._pushed[rank]) - int(self._consumed[rank]) >= RING
 
     def push(self, rank: int, counters: Counters, g: torch.Tensor, version: int,
-             params: torch.Tensor | None = None, wait=None, fence=None) -> None:
-        """Put one gradient into ``rank``'s ring; while it is full call ``wait()`` (a stop check);
-        ``fence()`` (a device sync) runs after the copies, before the count says they are there."""
+             params: torch.Tensor | None = None, wait=None, fence=None,
+             rows: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Put one gradient (and its tables' ``rows``) into ``rank``'s ring; while it is full call
+        ``wait()`` (a stop check); ``fence()`` (a device sync) runs after the copies, before the
+        count says they are there."""
         while self.full(rank):
             if wait is not None:
                 wait()
@@ -63,6 +68,8 @@ class GradientMailbox:
         self.grads[rank, s].copy_(g)
         if self.params_read is not None and params is not None:
             self.params_read[rank, s].copy_(params)
+        if self.rows is not None:
+            self.rows.put(rank, s, rows)
         self.versions[rank, s] = version
         if fence is not None:
             fence()
@@ -79,6 +86,10 @@ class GradientMailbox:
 
     def grad(self, a: Arrival) -> torch.Tensor:
         return self.grads[a.rank, a.slot]
+
+    def rows_of(self, a: Arrival) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The table rows of ``a`` (per table: unique indices, values), views of its slot."""
+        return self.rows.get(a.rank, a.slot)
 
     def params_of(self, a: Arrival) -> torch.Tensor | None:
         """The parameters ``a`` was computed on (dutta policy), else None."""

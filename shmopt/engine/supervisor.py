@@ -82,7 +82,8 @@ class Engine:
         self.n_params = numel(self._template)   # the dense parameters: tables live beside them
         self._train = tuple(t.contiguous() for t in problem.train)
         self.layout = build_layout(self.plan, self.n_params, self._train, buffers_numel(self._template))
-        self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples)
+        self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples,
+                                   self.plan.tables)
         if self.plan.supervisor.target_accuracy is not None and "accuracy" not in problem.metric_names(
                 self._template):
             raise ConfigError(f"--target-accuracy: problem {problem.name!r} reports no accuracy (give it "
@@ -135,7 +136,7 @@ class Engine:
         self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "",
                                           describe(plan, self.problem.name, self.source))   # for top
         self.buffers = b = Buffers.of(arena, plan)
-        self.mailbox = GradientMailbox(arena, plan.workers) if plan.server is not None else None
+        self.mailbox = GradientMailbox(arena, plan.workers, plan.tables) if plan.server is not None else None
         glob = arena.array("glob")
         self.group = group = ProcessGroup(arena.export, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss,
@@ -148,18 +149,17 @@ class Engine:
                 self.mailbox.reset()
             self._resume_doc = None
         else:
-            x0 = self.evaluator.initial_params()
-            b.x[...] = x0                      # every replica starts from x0 (or see replica_init)
+            b.dense[...] = self.evaluator.initial_params()   # every replica starts from x0 (or see
+            for table, p in zip(b.tables, self._tables):     # replica_init), its tables included
+                table[...] = p.detach().reshape(table.shape[-2:])
             if plan.replicas is not None:
-                plan.replicas.init(b.extra, x0)
+                plan.replicas.init(b.extra, b.x[0])
             if b.mbuf is not None:
                 b.mbuf[...] = self.evaluator.initial_buffers()
             plan.rule.init(b.state)
-            for table, p, state in zip(b.tables, self._tables, b.table_state):
-                table.copy_(p.detach().reshape(table.shape))
+            for state in b.table_state:
                 plan.table_rule.init(state)
-        self._tables = []                      # the template's private tables go with the evaluator's
-        self.evaluator.attach_tables(self.plan.tables, b.tables)  # binding: it reads them in place
+        self._tables = []                      # the template's private tables: dropped
         for dst, t in zip(b.data, self._train):
             dst.copy_(t)
         if plan.server is not None and plan.server.adaptive:   # --k adaptive: a checkpoint's K, or the start

@@ -3,8 +3,9 @@ gradients the backward pass leaves in them, and their application by the run's r
 
 After each backward pass :meth:`LearnerTables.take` turns every table's sparse COO gradient into
 (unique row indices, summed row values) (:func:`shmopt.rules.from_sparse`) and clears it, so a
-gradient is never applied twice nor densified; :meth:`LearnerTables.apply` hands them to the row
-rule with the update's step and rate (the rule's arithmetic is in :mod:`shmopt.rules`).
+gradient is never applied twice nor densified. :func:`apply_rows` hands rows to the row rule with
+the update's step and rate (the rule's arithmetic is in :mod:`shmopt.rules`): the learner of the
+direct protocol applies its own, the applier of a server protocol the union of K learners'.
 """
 from __future__ import annotations
 
@@ -18,38 +19,47 @@ from ..plan import Plan
 from ..rules import from_sparse
 from ..table_plan import index_error
 
+Rows = list[tuple[Tensor, Tensor]]       # per table: (unique row indices, their values)
+
+
+def apply_rows(plan: Plan, tables: tuple[Tensor, ...], states: tuple[dict[str, Tensor], ...], rows: Rows,
+               step: int, lr: float) -> int:
+    """Apply ``rows`` to the arena's ``tables`` at global step ``step`` and rate ``lr``; the number
+    of rows updated."""
+    touched = 0
+    for (idx, values), table, state in zip(rows, tables, states):
+        plan.table_rule.update(table, idx, values, state, step=step, lr=lr, unique=True)
+        touched += idx.numel()
+    return touched
+
 
 class LearnerTables:
     def __init__(self, model: nn.Module, plan: Plan, tables: tuple[Tensor, ...],
                  states: tuple[dict[str, Tensor], ...]) -> None:
-        self._specs = plan.tables
+        self._plan, self._tables, self._states = plan, tables, states
         self._params = [model.get_parameter(t.name) for t in plan.tables]
-        self._rule, self._tables, self._states = plan.table_rule, tables, states
-        self._rows: list[tuple[Tensor, Tensor]] = []
+        self.rows: Rows = []
 
     def take(self) -> None:
-        """Collect this mini-batch's row gradients (coalesced) and clear the parameters' grads."""
-        self._rows = []
+        """Collect this mini-batch's row gradients (coalesced) into :attr:`rows`; clear the grads."""
+        self.rows = []
         for p in self._params:
             g, p.grad = p.grad, None
             if g is None:                          # the batch did not reach this table
                 g = torch.sparse_coo_tensor(torch.empty((1, 0), dtype=torch.int64),
                                             torch.empty((0, *p.shape[1:])), p.shape)
-            self._rows.append(from_sparse(g))
+            self.rows.append(from_sparse(g))
 
     def finite(self) -> bool:
         """Every row value taken is finite (one reduction per table)."""
-        return all(math.isfinite(float(v.sum())) for _, v in self._rows)
+        return all(math.isfinite(float(v.sum())) for _, v in self.rows)
 
     def apply(self, step: int, lr: float) -> int:
-        """Apply the rows taken at global step ``step`` and rate ``lr``; the rows updated."""
-        touched = 0
-        for (idx, values), table, state in zip(self._rows, self._tables, self._states):
-            self._rule.update(table, idx, values, state, step=step, lr=lr, unique=True)
-            touched += idx.numel()
-        self._rows = []
+        """Apply the rows taken (the direct protocol); the rows updated."""
+        touched = apply_rows(self._plan, self._tables, self._states, self.rows, step, lr)
+        self.rows = []
         return touched
 
     def index_error(self, exc: IndexError) -> ProblemError:
         """An out-of-range lookup, with the tables and their sizes named."""
-        return index_error(self._specs, exc)
+        return index_error(self._plan.tables, exc)

@@ -28,6 +28,9 @@ DATA_DTYPES = (torch.float32, torch.int64)
 
 _MAX_DETAIL = 300
 
+#: (name, shape, rows one mini-batch looked up) of a parameter with a sparse gradient
+SparseParameter = tuple[str, tuple[int, ...], int]
+
 
 def describe_exception(exc: BaseException) -> str:
     """``"ExcType: message"`` on a single line (whitespace collapsed, long text shortened)."""
@@ -95,8 +98,9 @@ class Problem:
     description: str = ""
     metrics: Callable[[torch.nn.Module, tuple[Tensor, ...]], dict[str, float]] | None = None
     augment: Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]] | None = None
-    #: set by :meth:`validate`: (name, shape) of every parameter whose gradient is sparse (tables)
-    sparse_parameters: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), init=False, repr=False)
+    #: set by :meth:`validate`: (name, shape, rows looked up by the first mini-batch) of every
+    #: parameter whose gradient is sparse (tables)
+    sparse_parameters: tuple[SparseParameter, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Accept lists and datasets for convenience; everything else is checked by validate().
@@ -274,8 +278,9 @@ class Problem:
         if self.metrics is not None:
             self.metric_names(model)
 
-    def _sparse_of(self, model: torch.nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        """The parameters whose gradient after the first batch is sparse: tables of rows."""
+    def _sparse_of(self, model: torch.nn.Module) -> tuple[SparseParameter, ...]:
+        """The parameters whose gradient after the first batch is sparse (tables of rows), with the
+        rows the batch looked up (duplicates included: an upper bound of its distinct rows)."""
         found = []
         for name, p in model.named_parameters():
             if p.grad is None or not p.grad.is_sparse:
@@ -284,7 +289,7 @@ class Problem:
                 raise self._fail(f"parameter {name!r} has a sparse gradient of shape {tuple(p.shape)} with "
                                  f"{p.grad.sparse_dim()} sparse dimension(s): shmopt trains tables of rows "
                                  f"(sparse_dim 1, as nn.Embedding(sparse=True) gives)")
-            found.append((name, tuple(p.shape)))
+            found.append((name, tuple(p.shape), int(p.grad._nnz())))
         return tuple(found)
 
     def _augmented(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

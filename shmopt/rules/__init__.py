@@ -16,12 +16,12 @@ from shmopt.rules.base import Rule
 from shmopt.rules.row_adagrad import RowAdagrad, RowwiseAdagrad
 from shmopt.rules.row_adam import LazyAdam, RowwiseAMSGrad
 from shmopt.rules.row_sgd import RowSGD
-from shmopt.rules.rows import RowRule, coalesce, from_sparse
+from shmopt.rules.rows import RowRule, coalesce, from_sparse, union
 from shmopt.rules.sgd import SGD
 
 __all__ = ["Rule", "SGD", "Adam", "AMSGrad", "make_rule", "RULES", "fused_adam_available", "Adagrad",
            "RowRule", "TABLE_RULES", "make_table_rule", "RowSGD", "RowAdagrad", "RowwiseAdagrad", "LazyAdam",
-           "RowwiseAMSGrad", "coalesce", "from_sparse"]
+           "RowwiseAMSGrad", "coalesce", "from_sparse", "union"]
 
 RULES: dict[str, type[Rule]] = {"sgd": SGD, "adam": Adam, "amsgrad": AMSGrad}
 

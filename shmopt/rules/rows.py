@@ -24,7 +24,7 @@ from torch import Tensor
 from shmopt.errors import ConfigError
 from shmopt.rules.base import RuleOptions, step_error
 
-__all__ = ["RowRule", "coalesce", "from_sparse", "check_rows"]
+__all__ = ["RowRule", "coalesce", "union", "from_sparse", "check_rows"]
 
 
 def coalesce(indices: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -39,6 +39,19 @@ def coalesce(indices: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
     uniq, inverse = torch.unique(indices, sorted=True, return_inverse=True)
     out = torch.zeros((uniq.numel(),) + tuple(values.shape[1:]), dtype=values.dtype, device=values.device)
     return uniq, out.index_add_(0, inverse, values)
+
+
+def union(parts: list[tuple[Tensor, Tensor]], scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The coalesced sum of several sparse gradients of one table, times ``scale``::
+
+        G[i] = scale * sum_p G_p[i]      over the union of the parts' rows
+
+    (``scale = 1/K``: the mean of K gradients, as the dense rule averages them)."""
+    if len(parts) == 1:
+        idx, values = parts[0]
+        return idx, values * scale if scale != 1.0 else values
+    idx, values = coalesce(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    return idx, values.mul_(scale) if scale != 1.0 else values
 
 
 def from_sparse(grad: Tensor) -> tuple[Tensor, Tensor]:

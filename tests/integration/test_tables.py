@@ -60,10 +60,25 @@ def test_a_users_own_sparse_module_is_a_table():
     assert res.stats["rows_touched"] > 0 and res.history[-1]["loss"] < res.history[0]["loss"]
 
 
-@pytest.mark.parametrize("algo", ["sync", "k-async", "lsgd", "local-sgd"])
-def test_protocols_without_a_sparse_form_are_refused_up_front(algo):
-    with pytest.raises(ConfigError, match=r"parameter 'table.weight' has sparse gradients .* \(hogwild, apam\)"):
-        Engine(load_problem("embedding-bag", **SMALL), Config(algo=algo, workers=2, steps=10))
+@pytest.mark.timeout_s(120)
+@pytest.mark.parametrize("algo", ["sync", "k-async", "k-batch-sync", "lsgd", "easgd", "local-sgd"])
+def test_every_protocol_trains_tables_by_rows(algo):
+    """Server protocols carry rows in the mailbox; replicas keep a table per replica and couple it."""
+    problem = load_problem("embedding-bag", **SMALL)
+    start = _initial_table(problem)
+    res = shmopt.train(problem, algo=algo, workers=2, steps=300)
+    assert res.history[-1]["loss"] < 0.95 * res.history[0]["loss"]
+    assert res.stats["rows_touched"] > 0
+    seen = torch.zeros(5000, dtype=torch.bool)
+    seen[problem.train[0].reshape(-1)] = True
+    trained = res.model.table.weight.detach()
+    assert torch.equal(trained[~seen], start[~seen]) and not torch.equal(trained[seen], start[seen])
+
+
+def test_independent_replica_starts_are_refused_with_tables():
+    with pytest.raises(ConfigError, match=r"parameter 'table.weight' has sparse gradients .*replica-init same"):
+        Engine(load_problem("embedding-bag", **SMALL), Config(algo="lsgd", workers=2, steps=10,
+                                                               replica_init="independent"))
     assert not engine_children()
 
 
@@ -84,8 +99,8 @@ def test_checkpoints_hold_the_tables_and_their_state(tmp_path):
     res = shmopt.train("embedding-bag", problem_options=SMALL, algo="apam", workers=2, steps=200,
                        checkpoint=str(path))
     doc = checkpoint.load(str(path))
-    table = doc["buffers"]["table0"].view(torch.float32).view(5000, 8)
-    assert torch.equal(table, res.model.table.weight.detach())
+    x = doc["buffers"]["x"].view(torch.float32)                 # the dense parameters, then the table
+    assert torch.equal(x[-5000 * 8:].view(5000, 8), res.model.table.weight.detach())
     assert {"table0_m", "table0_v", "table0_vmax"} <= set(doc["buffers"])
     again = shmopt.train("embedding-bag", problem_options=SMALL, algo="apam", workers=2, steps=220,
                          resume=str(path))

@@ -4,7 +4,8 @@ It takes the gradients learners pushed (in arrival order, woken by a push), lets
 strategy decide (strategies.server.KAggregator), combines the chosen gradients, applies the rule
 once, publishes the update under the store's seqlock, frees the gradients and wakes the learners
 the strategy names. It runs as its own process so the supervisor's evaluations never delay an
-update. Where the gradients come from and where the answers go is its
+update; a model's tables get the coalesced mean of the K gradients' rows, under the same
+seqlock, step and staleness. Where the gradients come from and where the answers go is its
 :class:`~shmopt.engine.loops.applier_io.ApplierIO` (one node, ``sync`` across nodes, or the
 global applier on node 0): the loop is the same for all three. Across nodes the global applier
 checks after every update whether the job has ended (every node voted done, or one halted), so
@@ -12,11 +13,13 @@ it stops right after the update in which it learnt it.
 """
 from __future__ import annotations
 
+from ...rules import union
 from ...rules.consensus import sq_distance
 from ...strategies.server import KAggregator
 from ..context import Context
 from ..mailbox import GradientMailbox
 from ..store import SeqlockStore
+from ..tables import apply_rows
 from ..wakeups import WakeUps
 from .applier_io import ApplierIO, OpenIO
 from .common import start
@@ -27,7 +30,7 @@ def applier_loop(ctx: Context, wakeups: WakeUps, open_io: OpenIO) -> None:
     sp = ctx.plan.server
     agg = KAggregator(sp.variant, sp.learners, sp.k, sp.max_staleness)
     store = SeqlockStore(ctx.x, ctx.state, ctx.glob)
-    mailbox = GradientMailbox(ctx.arena, ctx.plan.workers)
+    mailbox = GradientMailbox(ctx.arena, ctx.plan.workers, ctx.plan.tables)
     with open_io(ctx, wakeups, store, mailbox, agg) as io:
         start(ctx, wakeups)
         serve(ctx, wakeups, store, io, agg)
@@ -56,11 +59,17 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io: ApplierIO, ag
                 return
             d = agg.take(version)
             g = io.combine([io.grad(a) for a in d.batch], version)
+            rows = [union(parts, 1.0 / len(d.batch)) for parts in zip(*(io.table_rows(a) for a in d.batch))
+                    ] if plan.tables else []
             tau = max(d.staleness)
             old = io.params_of(d.batch[d.staleness.index(tau)])   # the oldest gradient's read
-            lr = policy(plan.lr, tau, None if old is None else sq_distance(store.x, old))
+            distance = None if old is None else sq_distance(store.x, old)
+            lr = policy(plan.lr, tau, distance)
             with store.writing() as version:
                 plan.rule.update(store.x, g, store.state, step=version, lr=lr)
+                if rows:                              # the K gradients' rows: their coalesced mean
+                    counters.rows(apply_rows(plan, ctx.tables, ctx.table_state, rows, version,
+                                             policy(plan.table_rule.lr, tau, distance)))
                 ctx.fence()                           # before the version says it is there
             for a, t in zip(d.batch, d.staleness):
                 counters.applied(t, lr)

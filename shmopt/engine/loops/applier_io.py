@@ -30,8 +30,9 @@ class ApplierIO(Protocol):
 
     Contract: :meth:`arrivals` yields each pushed gradient once, in arrival order per learner;
     :meth:`grad` (and :meth:`params_of`, the parameters it was read at, or None) stay valid until
-    :meth:`consume` frees the gradient, which happens exactly once per arrival. :meth:`combine`
-    turns the K chosen gradients into the one the rule applies (the mean; across nodes with
+    :meth:`consume` frees the gradient, which happens exactly once per arrival; so do its table
+    rows (:meth:`table_rows`: per table, unique indices and values; empty for a model without tables).
+    :meth:`combine` turns the K chosen gradients into the one the rule applies (the mean; across nodes with
     ``sync``, the mean over every node's). :meth:`refused` and :meth:`published` carry the
     strategy's decisions to the learners (wake-ups, answers to other nodes, per-node books);
     :meth:`finished` says the job ended with this update (across nodes); :meth:`check` is the
@@ -41,6 +42,7 @@ class ApplierIO(Protocol):
     def __exit__(self, *exc: object) -> None: ...
     def arrivals(self) -> Iterable[Arrival]: ...
     def grad(self, a: Arrival) -> torch.Tensor: ...
+    def table_rows(self, a: Arrival) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
     def params_of(self, a: Arrival) -> torch.Tensor | None: ...
     def consume(self, a: Arrival) -> None: ...
     def combine(self, grads: list[torch.Tensor], version: int) -> torch.Tensor: ...
@@ -65,6 +67,9 @@ class LocalIO:
 
     def params_of(self, a: Arrival) -> torch.Tensor | None:
         return self.mailbox.params_of(a)
+
+    def table_rows(self, a: Arrival) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.mailbox.rows_of(a) if self.mailbox.rows is not None else []
 
     def consume(self, a: Arrival) -> None:
         self.mailbox.consume(a)

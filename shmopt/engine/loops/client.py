@@ -5,6 +5,8 @@ into the learner's ring of the gradient mailbox, then do what the K-of-P variant
 (strategies.server.WorkerMode): wait to be released, go on with the same parameters, or pull the
 current ones. A learner of a synchronous variant abandons a gradient whose version has been
 overtaken (it is cancelled: counted, never pushed); the release cuts an injected delay short.
+A model's tables are read in place (the seqlock covers the dense snapshot; a row the applier is
+writing may be read half-updated, as in Hogwild), their rows pushed beside the gradient.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ...strategies.server import KAggregator, WorkerMode
 from ..context import Context
 from ..mailbox import GradientMailbox
 from ..store import SeqlockStore
+from ..tables import LearnerTables
 from ..wakeups import WakeUps
 from .common import gradient, start, timed
 
@@ -24,12 +27,13 @@ def client_loop(ctx: Context, wakeups: WakeUps) -> None:
     agg = KAggregator(sp.variant, sp.learners, sp.k)
     mode, cancellable = agg.mode, agg.synchronous
     store = SeqlockStore(ctx.x, ctx.state, ctx.glob)
-    mailbox = GradientMailbox(ctx.arena, plan.workers)
+    mailbox = GradientMailbox(ctx.arena, plan.workers, plan.tables)
     model = ctx.model_fn()
     snap = ctx.local_copy(store.x) if ctx.remote else ctx.buffers.snapshots[rank]
     bind_params(model, snap)
     g = ctx.local_copy(store.x)
     bind_grads(model, g)
+    tables = LearnerTables(model, plan, ctx.tables, ctx.table_state) if plan.tables else None
     start(ctx, wakeups)
     wakeups.drain(rank)                               # releases meant for a predecessor
     t_begin = time.perf_counter()
@@ -37,7 +41,7 @@ def client_loop(ctx: Context, wakeups: WakeUps) -> None:
     while True:
         ctx.check()
         counters.slot["version_read"] = version
-        if gradient(ctx, model, g) is None:
+        if gradient(ctx, model, g, tables) is None:
             continue
         d = ctx.delay.next()
         if cancellable:
@@ -52,7 +56,8 @@ def client_loop(ctx: Context, wakeups: WakeUps) -> None:
         elif d > 0:
             ctx.sleep(d)
         timed(ctx, t_begin, d)                        # waiting for a free slot is not compute
-        mailbox.push(rank, counters, g, version, snap, wait=ctx.check, fence=ctx.fence)
+        mailbox.push(rank, counters, g, version, snap, wait=ctx.check, fence=ctx.fence,
+                     rows=tables.rows if tables is not None else None)
         wakeups.notify_push()
         if mode is WorkerMode.WAIT:
             wakeups.wait_release(rank, ctx.check)

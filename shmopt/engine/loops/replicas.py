@@ -4,7 +4,9 @@ Every worker trains its own replica ``x[rank]`` of the arena with its own rule s
 writer of both), records its mini-batch losses in its control slot, and after every local step
 hands over to its replica method's coupler, which couples it to the others when due (a pull
 toward a leader, an elastic exchange with a centre, an averaging). Only parameters are coupled,
-never the rule state.
+never the rule state. A model's tables are part of each replica (``x`` holds them after the dense
+parameters): the local step updates their touched rows, and a coupling moves whole tables, as the
+method's pull rule says for every parameter.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 
 from ...memory.flat import bind_grads, bind_params
 from ..context import Context, Stopped
+from ..tables import LearnerTables
 from ..wakeups import WakeUps
 from .common import gradient, start, timed
 
@@ -29,6 +32,7 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
         counters.slot["own_start"] = 1
     g = torch.zeros_like(x)
     bind_grads(model, g)
+    tables = LearnerTables(model, plan, ctx.tables, ctx.table_state) if plan.tables else None
     updates = b.ctrl["updates"][:plan.workers]
     step = 0
     start(ctx, wakeups)                           # across nodes: after node 0's start arrived
@@ -36,7 +40,7 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
     while True:
         ctx.check()
         t_begin = time.perf_counter()
-        if gradient(ctx, model, g) is None:
+        if gradient(ctx, model, g, tables) is None:
             continue
         if (d := ctx.delay.next()) > 0:
             ctx.sleep(d)
@@ -45,6 +49,8 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
         if steps is not None and total >= steps:
             raise Stopped
         plan.rule.update(x, g, ctx.state, step=step + 1, lr=lr)
+        if tables is not None:
+            counters.rows(tables.apply(step + 1, plan.table_rule.lr))
         ctx.fence()
         step += 1
         counters.applied(0, lr)
