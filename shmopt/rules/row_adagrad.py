@@ -80,7 +80,7 @@ class RowAdagrad(RowRule):
         local = acc.index_select(0, indices).add_(inc)        # this step's S[i], race-proof
         acc.index_add_(0, indices, inc)
         clr = lr / (1 + (step - 1) * self.lr_decay)
-        table.index_add_(0, indices, values / local.sqrt_().add_(self.eps), alpha=-clr)
+        table.index_add_(0, indices, torch.div(values, local.sqrt_().add_(self.eps)).mul_(-clr))
 
 
 @dataclass(frozen=True)
@@ -115,4 +115,4 @@ class RowwiseAdagrad(RowRule):
         local = acc.index_select(0, indices).add_(inc)        # this step's s_i, race-proof
         acc.index_add_(0, indices, inc)
         denom = local.sqrt_().add_(self.eps).unsqueeze(1)
-        table.index_add_(0, indices, torch.div(values, denom), alpha=-lr)
+        table.index_add_(0, indices, torch.div(values, denom).mul_(-lr))

@@ -54,5 +54,7 @@ class RowSGD(RowRule):
                step: int, lr: float) -> None:
         if self.weight_decay:
             indices, values = coalesce(indices, values)     # a new block; each row decayed once
-            values.add_(table.index_select(0, indices), alpha=self.weight_decay)
-        table.index_add_(0, indices, values, alpha=-lr)
+            values.add_(table.index_select(0, indices), alpha=self.weight_decay).mul_(-lr)
+        else:
+            values = values.mul(-lr)                        # the caller's gradient stays as it is
+        table.index_add_(0, indices, values)                # alpha=1: torch's fast path (see rows.py)

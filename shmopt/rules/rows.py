@@ -11,6 +11,11 @@ A row rule updates ``W`` and its state in place on the distinct touched rows onl
 O(rows touched x dim) time and memory: nothing of the table's size is read, written or
 allocated.  State buffers are either element-wise, ``(rows, dim)``, or row-wise, ``(rows,)``
 (:meth:`RowRule.state_specs`).  Pure math: imports nothing from the engine.
+
+Every rule adds its step into the table with ``index_add_`` and ``alpha=1``, the step already
+scaled by ``-lr``: on CPU, torch 2.13 runs ``index_add_`` with ``alpha == 1`` as one
+``scatter_add_`` and any other alpha as a loop of one small add per row, 5-6x slower (4096 rows
+of 64 from a 10^6-row table, 1 thread: 0.17 ms against 0.96 ms).
 """
 from __future__ import annotations
 
@@ -54,16 +59,17 @@ def union(parts: list[tuple[Tensor, Tensor]], scale: float = 1.0) -> tuple[Tenso
     return idx, values.mul_(scale) if scale != 1.0 else values
 
 
-def from_sparse(grad: Tensor) -> tuple[Tensor, Tensor]:
+def from_sparse(grad: Tensor, coalesced: bool = True) -> tuple[Tensor, Tensor]:
     """``(indices, values)`` of a sparse COO gradient of a table (``sparse_dim == 1``, as
-    ``nn.Embedding(sparse=True)`` gives), coalesced (by :func:`coalesce` unless torch marks it
-    coalesced) and the values flattened to ``(k, numel / rows)``."""
+    ``nn.Embedding(sparse=True)`` gives), the values flattened to ``(k, numel / rows)``;
+    coalesced (by :func:`coalesce` unless torch marks it coalesced), or with
+    ``coalesced=False`` the rows as stored, duplicates included (for a ``linear`` rule)."""
     if not grad.is_sparse or grad.sparse_dim() != 1:
         raise ConfigError(f"invalid sparse gradient (layout {grad.layout}, shape {tuple(grad.shape)}): row "
                           "rules take sparse COO gradients with sparse_dim=1 (rows), as "
                           "nn.Embedding(sparse=True) gives")
     idx, values = grad._indices()[0], grad._values().reshape(grad._nnz(), -1)
-    return (idx, values) if grad.is_coalesced() else coalesce(idx, values)
+    return (idx, values) if grad.is_coalesced() or not coalesced else coalesce(idx, values)
 
 
 def check_rows(table: Tensor, indices: Tensor, values: Tensor) -> None:
@@ -143,6 +149,14 @@ class RowRule(RuleOptions, abc.ABC):
         if not unique and not self.linear:
             indices, values = coalesce(indices, values)
         self._apply(table, indices, values, state, step, self.lr if lr is None else float(lr))
+
+    def update_sparse(self, table: Tensor, grad: Tensor, state: Mapping[str, Tensor], step: int,
+                      lr: float | None = None) -> None:
+        """:meth:`update` from a sparse COO gradient (:func:`from_sparse`), coalesced only when the
+        rule needs unique rows: a ``linear`` rule adds the duplicates as they come, as
+        ``torch.optim.SGD`` does (coalescing 4096 rows costs about as much as the update)."""
+        idx, values = from_sparse(grad, coalesced=not self.linear)
+        self.update(table, idx, values, state, step, lr, unique=grad.is_coalesced() or not self.linear)
 
     @abc.abstractmethod
     def _apply(self, table: Tensor, indices: Tensor, values: Tensor, state: Mapping[str, Tensor],

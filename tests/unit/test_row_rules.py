@@ -95,6 +95,21 @@ def test_from_sparse_matches_torch_coalesce_and_reshapes_rows():
         from_sparse(torch.eye(3).to_sparse())
 
 
+def test_update_sparse_coalesces_only_for_rules_that_need_unique_rows():
+    idx, vals = _batches(1)[0]
+    i, v = from_sparse(_sparse(idx, vals), coalesced=False)
+    assert torch.equal(i, idx) and torch.equal(v, vals)                # as stored, duplicates kept
+    for rule in (RowSGD(lr=0.1), RowSGD(lr=0.1, weight_decay=0.2), RowAdagrad(lr=0.1), LazyAdam(lr=0.01),
+                 RowwiseAMSGrad(lr=0.01)):
+        w, state = _run_rule(rule, _batches(3))
+        w2, state2 = _w0(), _state(rule)
+        for t, (idx, vals) in enumerate(_batches(3), start=1):
+            rule.update_sparse(w2, _sparse(idx, vals), state2, t)
+        torch.testing.assert_close(w2, w, **TIGHT)
+        for k in state:
+            torch.testing.assert_close(state2[k], state[k], **TIGHT)
+
+
 # ------------------------------------------------------------------- parity with torch
 TORCH_CASES = [
     ("sgd", RowSGD(lr=0.1), lambda ps: torch.optim.SGD(ps, lr=0.1), {}),
