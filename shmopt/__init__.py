@@ -21,6 +21,7 @@ from .shared import (
     SharedAMSGrad,
     SharedModel,
     SharedRowwiseAdagrad,
+    SharedRowwiseAMSGrad,
     SharedSGD,
     SharedSparseAdam,
     pull_parameters,
@@ -31,5 +32,5 @@ from .shared import (
 __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Problem",
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
            "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
-           "SharedRowwiseAdagrad", "SharedModel", "share",
+           "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "SharedModel", "share",
            "push_gradients", "pull_parameters", "worker_info", "WorkerInfo"]

@@ -24,11 +24,12 @@ from .optimizers import (
     SharedAdam,
     SharedAMSGrad,
     SharedRowwiseAdagrad,
+    SharedRowwiseAMSGrad,
     SharedSGD,
     SharedSparseAdam,
 )
 from .push_pull import pull_parameters, push_gradients
 
 __all__ = ["SharedAMSGrad", "SharedAdam", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
-           "SharedRowwiseAdagrad", "share", "SharedModel", "push_gradients",
+           "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "share", "SharedModel", "push_gradients",
            "pull_parameters", "SharingError"]

@@ -10,6 +10,16 @@ object, so a model and an optimizer unpickled separately agree.
 
 Gradients are private to each process: see :mod:`shmopt.shared.push_pull`.
 
+Tables (sparse gradients)
+-------------------------
+A parameter whose gradient is sparse, a *table*, gets no slot in the private gradient buffer
+``flat_grad``: its ``.grad`` stays the sparse COO tensor autograd gives (O(rows touched x dim)),
+so no process holds anything of a table's size privately.  The tables are the weights of
+``nn.Embedding`` / ``nn.EmbeddingBag`` built with ``sparse=True``, plus those named by
+``share(model, sparse_params=[...])`` (parameters or their names in ``named_parameters()``) for
+a module of one's own that produces sparse gradients (``F.embedding(..., sparse=True)``).
+``flat_grad`` covers the other (dense) parameters only, in their order.
+
 Staying shared
 --------------
 Conversions that would move the parameters out of the arena (``.to(dtype/device)``,
@@ -27,7 +37,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +51,10 @@ from .errors import SharingError
 from .guards import register_reducer, set_guards, shared_of
 from .lifecycle import Attachment, handle_name
 
-__all__ = ["SharedModel", "share", "model_of"]
+__all__ = ["SharedModel", "share", "model_of", "sparse_positions", "SPARSE_MODULES"]
+
+#: module types whose ``weight`` gets a sparse gradient when built with ``sparse=True``
+SPARSE_MODULES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
 
 #: SharedModels attached in this process, by arena name.
 _ATTACHED: weakref.WeakValueDictionary[str, "SharedModel"] = weakref.WeakValueDictionary()
@@ -51,20 +64,28 @@ class SharedModel:
     """A module whose parameters are views of one flat float32 buffer in a shmopt arena.
 
     Attributes: ``module`` (the wrapped ``nn.Module``), ``flat`` (the shared parameters),
-    ``flat_grad`` (this process's private gradient buffer), ``owner`` (True in the creating
-    process, the only one that unlinks, until closed).  Calling it calls the module; unknown
-    attributes are looked up on the module.  Build it with :func:`share`.
+    ``flat_grad`` (this process's private gradient buffer, of the dense parameters only),
+    ``sparse_params`` (positions of the tables), ``owner`` (True in the creating process, the
+    only one that unlinks, until closed).  Calling it calls the module; unknown attributes are
+    looked up on the module.  Build it with :func:`share`.
     """
 
-    def __init__(self, module: nn.Module, hold: Attachment, shapes: list[torch.Size]) -> None:
+    def __init__(self, module: nn.Module, hold: Attachment, shapes: list[torch.Size],
+                 sparse: tuple[int, ...] = ()) -> None:
         self.module = module
         self._hold = hold
         self._shapes = shapes
         self.flat: Tensor = hold.arena.tensor("params")
-        self.flat_grad: Tensor = torch.zeros(self.flat.numel())
         self._numel = self.flat.numel()
         self._params: list[nn.Parameter] = list(module.parameters())
-        self._offsets: list[int] = np.cumsum([0] + [p.numel() for p in self._params]).tolist()
+        self._sparse = tuple(sorted(set(sparse)))
+        #: each parameter's span in flat_grad, None for a table (its gradient stays sparse)
+        self._grad_spans: list[tuple[int, int] | None] = []
+        n = 0
+        for i, p in enumerate(self._params):
+            self._grad_spans.append(None if i in self._sparse else (n, n + p.numel()))
+            n += 0 if i in self._sparse else p.numel()
+        self.flat_grad: Tensor = torch.zeros(n)
         self._ptrs: list[int] = [p.data_ptr() for p in self._params]
         self._index: dict[int, int] = {id(p): i for i, p in enumerate(self._params)}
         self._readers: weakref.WeakSet = weakref.WeakSet()
@@ -103,10 +124,11 @@ class SharedModel:
         return self
 
     def zero_grad(self) -> None:
-        """Zero this process's gradient buffer and bind the parameters' ``.grad`` to it."""
+        """Zero this process's gradient buffer and bind the dense parameters' ``.grad`` to it;
+        a table's ``.grad`` is set to None (nothing of its size is zeroed or allocated)."""
         self.flat_grad.zero_()
-        for p, a, b in zip(self._params, self._offsets, self._offsets[1:]):
-            p.grad = self.flat_grad[a:b].view_as(p)
+        for i, p in enumerate(self._params):
+            p.grad = self.grad_buffer(i)
 
     # ----------------------------------------------------------------------- bookkeeping
     @property
@@ -128,6 +150,16 @@ class SharedModel:
     @property
     def numel(self) -> int:
         return self._numel
+
+    @property
+    def sparse_params(self) -> tuple[int, ...]:
+        """Positions (in ``parameters()``) of the tables: parameters with sparse gradients."""
+        return self._sparse
+
+    def grad_buffer(self, i: int) -> Tensor | None:
+        """Parameter ``i``'s view of ``flat_grad`` (shaped as it), None for a table."""
+        span = self._grad_spans[i]
+        return None if span is None else self.flat_grad[span[0]:span[1]].view_as(self._params[i])
 
     def index_of(self, param: Tensor) -> int | None:
         """Position of ``param`` among the shared parameters, or None."""
@@ -195,14 +227,15 @@ class SharedModel:
                 p.data = data
                 p.grad = grad
             set_guards(self.module, self)
-        return (_attach, (self._hold.handle, skeleton, self._shapes))
+        return (_attach, (self._hold.handle, skeleton, self._shapes, self._sparse))
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("owner" if self.owner else "attached")
         return f"SharedModel({type(self.module).__name__}, {self.numel} params, {self.name}, {state})"
 
 
-def _attach(handle: ArenaHandle, skeleton: bytes, shapes: list[torch.Size]) -> SharedModel:
+def _attach(handle: ArenaHandle, skeleton: bytes, shapes: list[torch.Size],
+            sparse: tuple[int, ...] = ()) -> SharedModel:
     """Unpickle: the SharedModel of this process for that arena (attached untracked)."""
     existing = _ATTACHED.get(handle_name(handle))
     if existing is not None and not existing.closed:
@@ -216,7 +249,7 @@ def _attach(handle: ArenaHandle, skeleton: bytes, shapes: list[torch.Size]) -> S
             n = int(np.prod(shape, dtype=np.int64))
             p.data = flat[offset:offset + n].view(shape)
             offset += n
-        return SharedModel(module, hold, shapes)
+        return SharedModel(module, hold, shapes, sparse)
     except BaseException:
         hold.close()
         raise
@@ -232,18 +265,43 @@ def model_of(param: Tensor) -> tuple[SharedModel, int] | None:
 
 
 # ------------------------------------------------------------------------------- share()
-def share(model: nn.Module) -> SharedModel:
+def sparse_positions(model: nn.Module, params: list[nn.Parameter],
+                     extra: "Iterable[Tensor | str] | Tensor | str" = ()) -> tuple[int, ...]:
+    """Positions in ``params`` of the tables: the weights of :data:`SPARSE_MODULES` built with
+    ``sparse=True`` and the parameters (or names in ``named_parameters()``) given in ``extra``."""
+    index = {id(p): i for i, p in enumerate(params)}
+    found = {index[id(m.weight)] for m in model.modules()
+             if isinstance(m, SPARSE_MODULES) and m.sparse and id(m.weight) in index}
+    names = dict(model.named_parameters())
+    for x in [extra] if isinstance(extra, (str, Tensor)) else extra:
+        i = index.get(id(names.get(x) if isinstance(x, str) else x))
+        if i is None:
+            what = repr(x) if isinstance(x, str) else \
+                f"a tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ConfigError(f"share(): sparse_params names {what}, which is not a parameter of the model "
+                              f"(give its parameters or their names in named_parameters())")
+        found.add(i)
+    return tuple(sorted(found))
+
+
+def share(model: "nn.Module | SharedModel", *, sparse_params: "Iterable[Tensor | str]" = ()) -> SharedModel:
     """Move ``model``'s parameters into one new shmopt arena (in place); see the module doc.
 
     Returns the :class:`SharedModel` (the same one if ``model`` is shared already).  The
-    parameters must be float32 on the CPU.  Close it (or use ``with``) when done.
+    parameters must be float32 on the CPU.  ``sparse_params``: parameters (or their names) with
+    sparse gradients besides the ``sparse=True`` embeddings' weights, kept out of the private
+    gradient buffer (module doc, "Tables").  Close it (or use ``with``) when done.
     """
-    if isinstance(model, SharedModel):
-        return model
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, (nn.Module, SharedModel)):
         raise ConfigError(f"share() takes an nn.Module, got {type(model).__name__}")
-    existing = shared_of(model)
+    existing = model if isinstance(model, SharedModel) else shared_of(model)
     if existing is not None:
+        module = existing.module
+        wanted = sparse_positions(module, list(module.parameters()), sparse_params)
+        missing = set(wanted) - set(existing.sparse_params)
+        if missing:
+            raise ConfigError(f"share(): the model is shared already, without parameters {sorted(missing)} "
+                              f"as tables: pass sparse_params to the first share()")
         return existing
     params = list(model.parameters())
     if not params:
@@ -252,6 +310,7 @@ def share(model: nn.Module) -> SharedModel:
         if p.dtype != torch.float32 or p.device.type != "cpu" or p.is_sparse:
             raise ConfigError(f"share(): parameters must be dense float32 CPU tensors, got "
                               f"{p.dtype} on {p.device}; convert the model (e.g. .float()) first")
+    sparse = sparse_positions(model, params, sparse_params)
     if any(b.is_floating_point() for b in model.buffers()):
         warnings.warn("share(): the model's buffers (e.g. BatchNorm statistics) are not shared, "
                       "each process keeps its own copy", stacklevel=2)
@@ -260,7 +319,7 @@ def share(model: nn.Module) -> SharedModel:
     try:
         with torch.no_grad():
             bind_params(model, hold.arena.tensor("params"), copy=True)
-        return SharedModel(model, hold, [p.shape for p in params])
+        return SharedModel(model, hold, [p.shape for p in params], sparse)
     except BaseException:
         hold.close()
         raise

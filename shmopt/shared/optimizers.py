@@ -1,7 +1,8 @@
 r"""``torch.optim`` optimizers whose whole state lives in shmopt shared memory (the A3C pattern).
 
 :class:`SharedAdam`, :class:`SharedAMSGrad`, :class:`SharedSGD`, :class:`SharedAdagrad`,
-:class:`SharedSparseAdam` and :class:`SharedRowwiseAdagrad` are ``torch.optim.Optimizer`` subclasses
+:class:`SharedSparseAdam` (``amsgrad=True``: lazy AMSGrad), :class:`SharedRowwiseAdagrad` and
+:class:`SharedRowwiseAMSGrad` are ``torch.optim.Optimizer`` subclasses
 for processes the user starts himself (``torch.multiprocessing``); their state, an
 exact global step count and their pickling by handle are described in
 :mod:`shmopt.shared.optimizer_base`.  The update math is the shmopt rule (:mod:`shmopt.rules`:
@@ -14,10 +15,12 @@ whole group::
         m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  vhat <- max(vhat, v) | v
         x <- x - lr/(1-b1^t) * m / (sqrt(vhat)/sqrt(1-b2^t) + eps)
     SGD (Polyak 1964 momentum; Sutskever et al. 2013 Nesterov), torch.optim.SGD semantics.
-    Adagrad (Duchi et al. 2011), SparseAdam and row-wise Adagrad (PyTorch-BigGraph): below.
+    Adagrad (Duchi et al. 2011), SparseAdam / lazy AMSGrad, row-wise Adagrad (PyTorch-BigGraph)
+    and row-wise AMSGrad: below.
 
 Sparse gradients (``nn.Embedding(sparse=True)``) update the touched rows only, by the row rules
-of :mod:`shmopt.rules.rows` (SGD without momentum, Adagrad, SparseAdam, row-wise Adagrad);
+of :mod:`shmopt.rules.rows` (SGD without momentum, Adagrad, SparseAdam / lazy AMSGrad, row-wise
+Adagrad, row-wise AMSGrad: every row rule has its optimizer);
 SharedAdam/SharedAMSGrad refuse them as torch.optim.Adam does.
 
 ``zero_grad()`` zeroes gradients in place by default (see
@@ -29,12 +32,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..rules import SGD, Adagrad, Adam, AMSGrad, LazyAdam, RowAdagrad, RowSGD, RowwiseAdagrad
+from ..rules import (
+    SGD,
+    Adagrad,
+    Adam,
+    AMSGrad,
+    LazyAdam,
+    RowAdagrad,
+    RowSGD,
+    RowwiseAdagrad,
+    RowwiseAMSGrad,
+)
 from ..strategies.lr import LrPolicy
 from .optimizer_base import SharedOptimizer
 
 __all__ = ["SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
-           "SharedRowwiseAdagrad"]
+           "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad"]
 
 
 class SharedAdam(SharedOptimizer):
@@ -111,22 +124,28 @@ class SharedAdagrad(SharedOptimizer):
 
 class SharedSparseAdam(SharedOptimizer):
     """``torch.optim.SparseAdam``: lazy Adam on the touched rows (:class:`~shmopt.rules.LazyAdam`),
-    sparse gradients only, as torch; ``exp_avg``, ``exp_avg_sq`` and the step count shared::
+    sparse gradients only, as torch; ``exp_avg``, ``exp_avg_sq`` and the step count shared.
+    ``amsgrad=True`` (named as in ``torch.optim.Adam``) also keeps the running max
+    ``max_exp_avg_sq`` in shared memory: lazy AMSGrad.  ``bias_correction=False`` drops
+    ``c_t``'s corrections (with ``amsgrad``: APAM on the touched rows)::
 
         m[i] <- b1 m[i] + (1-b1) g_i;  v[i] <- b2 v[i] + (1-b2) g_i^2   (touched rows i)
-        x[i] <- x[i] - lr sqrt(1-b2^t) / (1-b1^t) * m[i] / (sqrt(v[i]) + eps)
+        vhat[i] <- max(vhat[i], v[i])  (amsgrad)  |  vhat[i] = v[i]
+        x[i] <- x[i] - lr sqrt(1-b2^t) / (1-b1^t) * m[i] / (sqrt(vhat[i]) + eps)
     """
 
     rule_class = None
     row_class = LazyAdam
     _dense_rows = False
+    _structural = ("amsgrad",)
     _dense_refusal = ("SharedSparseAdam does not support dense gradients (torch.optim.SparseAdam "
                       "neither): use SharedAdam for the dense parameters")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, *, max_processes: int = 64,
-                 lr_policy: LrPolicy | str | None = None) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps), max_processes, lr_policy)
+                 eps: float = 1e-8, *, amsgrad: bool = False, bias_correction: bool = True,
+                 max_processes: int = 64, lr_policy: LrPolicy | str | None = None) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad, bias_correction=bias_correction)
+        super().__init__(params, defaults, max_processes, lr_policy)
 
 
 class SharedRowwiseAdagrad(SharedOptimizer):
@@ -146,4 +165,28 @@ class SharedRowwiseAdagrad(SharedOptimizer):
                  initial_accumulator_value: float = 0.0, *, max_processes: int = 64,
                  lr_policy: LrPolicy | str | None = None) -> None:
         defaults = dict(lr=lr, eps=eps, initial_accumulator_value=initial_accumulator_value)
+        super().__init__(params, defaults, max_processes, lr_policy)
+
+
+class SharedRowwiseAMSGrad(SharedOptimizer):
+    """Row-wise AMSGrad (:class:`~shmopt.rules.RowwiseAMSGrad`): one ``v`` and one ``vhat`` per row
+    of each parameter (its first dimension; a 1-D parameter is one row), ``m`` element-wise unless
+    ``betas[0] == 0`` (then ``m = g`` and all the state is O(rows)); state (``exp_avg``,
+    ``exp_avg_sq`` and ``max_exp_avg_sq`` of shape ``(rows,)``) and step count shared::
+
+        m[i] <- b1 m[i] + (1-b1) g_i
+        v_i <- b2 v_i + (1-b2) mean_j g_ij^2;   vhat_i <- max(vhat_i, v_i)
+        x[i] <- x[i] - lr sqrt(1-b2^t) / (1-b1^t) * m[i] / (sqrt(vhat_i) + eps)
+
+    ``bias_correction=False`` uses ``lr`` alone.  A sparse gradient updates the touched rows; a
+    dense one every row.
+    """
+
+    rule_class = None
+    row_class = RowwiseAMSGrad
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, *, bias_correction: bool = True, max_processes: int = 64,
+                 lr_policy: LrPolicy | str | None = None) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, bias_correction=bias_correction)
         super().__init__(params, defaults, max_processes, lr_policy)

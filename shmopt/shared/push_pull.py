@@ -23,11 +23,16 @@ so such a template works with them unchanged.)  ``accumulate=True`` adds into th
 
 Sparse gradients (``nn.Embedding(sparse=True)``) stay sparse: the shared parameter's ``.grad``
 becomes a private coalesced sparse copy (duplicate rows summed once), never a dense gradient of
-the table's size; with ``accumulate=True`` sparse gradients are added sparsely.
+the table's size; with ``accumulate=True`` sparse gradients are added sparsely.  A table (a
+parameter with no slot in ``flat_grad``, :mod:`shmopt.shared.model`) whose local gradient is
+dense anyway (a local model built without ``sparse=True``, or a tied weight) gets that gradient
+itself (``consume=True``) or a private copy: O(table), as the local gradient already is.
 
 ``pull_parameters(local, shared)`` copies the shared parameters into ``local`` (a lock-free
 read, as in Hogwild: coordinates updated concurrently may be mixed) and marks the read for the
-staleness of the optimizers built on ``shared`` in this process.
+staleness of the optimizers built on ``shared`` in this process.  A local copy of a table is of
+the table's size; to hold nothing of that size, run the model on the shared parameters
+directly (its tables' gradients are private and sparse) and call ``optimizer.step()``.
 """
 from __future__ import annotations
 
@@ -74,7 +79,8 @@ def _check_pair(local: list[Tensor], shared: SharedModel) -> None:
 def push_gradients(local: nn.Module, shared: SharedModel | nn.Module, *, accumulate: bool = False,
                    consume: bool = True) -> None:
     """Put ``local``'s gradients into this process's private buffer ``shared.flat_grad`` and
-    bind the shared parameters' ``.grad`` to it, ready for ``optimizer.step()``.
+    bind the shared parameters' ``.grad`` to it, ready for ``optimizer.step()`` (a table's
+    ``.grad`` becomes a private sparse copy instead: see the module doc).
 
     Overwrites by default (a parameter whose local gradient is None gets ``.grad = None`` and is
     skipped by the step, as in torch); ``accumulate=True`` adds to what the buffer holds.
@@ -84,10 +90,12 @@ def push_gradients(local: nn.Module, shared: SharedModel | nn.Module, *, accumul
     lparams = params_of(local)
     shared = _as_shared(shared)
     _check_pair(lparams, shared)
-    off = shared._offsets
     for i, (lp, sp) in enumerate(zip(lparams, shared._params)):
-        dst = shared.flat_grad[off[i]:off[i + 1]].view_as(sp)
+        dst = shared.grad_buffer(i)
         g = lp.grad
+        if dst is None:                                     # a table: no dense private slot
+            sp.grad = _table_grad(g, sp.grad if accumulate else None, consume)
+            continue
         bound = sp.grad is not None and not sp.grad.is_sparse and sp.grad.data_ptr() == dst.data_ptr()
         if g is not None and g.is_sparse:
             sp.grad = _sparse_grad(g, sp.grad if accumulate else None, dst)
@@ -108,6 +116,21 @@ def push_gradients(local: nn.Module, shared: SharedModel | nn.Module, *, accumul
             lp.grad = None
 
 
+def _table_grad(g: Tensor | None, held: Tensor | None, consume: bool) -> Tensor | None:
+    """The private gradient of a table given the local ``g``, added (out of place: ``held`` may
+    be a tensor of the user's) to the ``held`` one when accumulating.  A sparse ``g`` is kept
+    sparse; a dense one is taken as is when it is consumed, else copied."""
+    if g is None:
+        return held
+    if g.is_sparse:
+        if held is None:
+            return _sparse_copy(g)
+        return (held + g).coalesce() if held.is_sparse else held + g
+    if held is not None:
+        return held + g
+    return g if consume else g.clone()
+
+
 def _sparse_grad(g: Tensor, held: Tensor | None, dst: Tensor) -> Tensor:
     """The private gradient of a parameter given the sparse ``g``: ``g`` coalesced (its own copy),
     or added to the ``held`` one when accumulating: to a sparse one sparsely, into ``dst`` (the
@@ -116,6 +139,11 @@ def _sparse_grad(g: Tensor, held: Tensor | None, dst: Tensor) -> Tensor:
         return (held + g).coalesce()
     if held is not None and held.data_ptr() == dst.data_ptr():
         return dst.add_(g)
+    return _sparse_copy(g)
+
+
+def _sparse_copy(g: Tensor) -> Tensor:
+    """A coalesced sparse copy of ``g`` (duplicate rows summed once), sharing nothing with it."""
     idx, vals = from_sparse(g)
     if idx.data_ptr() == g._indices().data_ptr():         # already coalesced: copy what we keep
         idx, vals = idx.clone(), vals.clone()
@@ -125,7 +153,10 @@ def _sparse_grad(g: Tensor, held: Tensor | None, dst: Tensor) -> Tensor:
 
 @torch.no_grad()
 def pull_parameters(local: nn.Module, shared: SharedModel | nn.Module) -> None:
-    """Copy the shared parameters into ``local`` (lock-free) and mark the read (staleness)."""
+    """Copy the shared parameters into ``local`` (lock-free) and mark the read (staleness).
+
+    Every parameter is copied, tables included; a worker that must hold nothing of a table's
+    size computes on the shared module itself (``loss(shared).backward(); opt.step()``)."""
     lparams = params_of(local)
     shared = _as_shared(shared)
     _check_pair(lparams, shared)
