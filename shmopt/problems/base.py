@@ -234,12 +234,21 @@ class Problem:
             raise self._fail(f"the model factory must return a torch.nn.Module, got {type(module).__name__}")
         return module
 
+    def _build_meta(self) -> torch.nn.Module:
+        """A second build to compare architectures, on the meta device (no storage: a model with a
+        large table is not held twice); a factory that cannot build on meta is built as usual."""
+        try:
+            with torch.device("meta"):
+                return self._build()
+        except ProblemError:
+            return self._build()
+
     def _check_model_and_loss(self) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = self._build()
             torch.manual_seed(1)
-            again = self._build()
+            again = self._build_meta()
         layout = [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()]
         if layout != [(n, tuple(p.shape), p.dtype) for n, p in again.named_parameters()]:
             raise self._fail("the model factory builds a different architecture on each call; "

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..checks import number as check_number
 from ..errors import ConfigError
-from ..rules import RowRule, Rule, from_sparse
+from ..rules import RowRule, Rule
 from ..strategies.lr import LrPolicy
 from .param_groups import FlatGroup, flat_grad
 
@@ -137,9 +137,10 @@ class GroupRules:
                     lr: float) -> None:
         rule = self.row_rule_of(gi, group, g)
         rows, dim = g.shapes[j]
-        if x.is_sparse:
-            idx, vals = from_sparse(x)
-        elif self.dense_rows:
+        if x.is_sparse:                  # coalesced only where the rule needs unique rows
+            rule.update_sparse(group["params"][j].view(rows, dim), x, g.rstate[j], t, lr)
+            return
+        if self.dense_rows:
             idx, vals = torch.arange(rows), x.reshape(rows, dim).float()
         else:
             raise ConfigError(f"param group {gi}: {self.dense_refusal}")
