@@ -17,6 +17,7 @@ problem is built. Python: :func:`advise` returns a JSON-serialisable dict.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -69,7 +70,7 @@ def calibrate(problem: Problem, calibration_s: float = 2.0, calibration_batches:
                 t0 = time.perf_counter()
                 idx = torch.randint(n, (b,), generator=gen)
                 batch = tuple(t.index_select(0, idx) for t in data)
-                model.zero_grad(set_to_none=False)
+                model.zero_grad(set_to_none=True)   # a sparse gradient must not accumulate
                 loss = problem.loss(model, batch)
                 loss.backward()
                 float(loss.detach())
@@ -108,7 +109,25 @@ def advise(problem: str | Problem, workers: int, delay: str = "none", *,
         "fit": fit.to_dict(), **adv.to_dict()}
     out["notes"] = ([f"{p} workers on {cores} cores: the compute time measured alone will grow "
                      "when the workers share the cores"] if p > cores else [])
+    out["tables"] = table_notes(prob, p, out["notes"])
     return out
+
+
+def table_notes(prob: Problem, workers: int, notes: list[str]) -> list[dict[str, Any]]:
+    """The problem's tables (parameters with sparse gradients), with what they cost each family;
+    the advice for a model with tables is added to ``notes``."""
+    prob.validate()                            # finds the tables (the first batch's sparse gradients)
+    tables = [{"name": name, "rows": shape[0], "dim": math.prod(shape[1:]), "lookups_per_batch": k,
+               "bytes": 4 * math.prod(shape)} for name, shape, k in prob.sparse_parameters]
+    if tables:
+        mb = sum(t["bytes"] for t in tables) / 2**20
+        touched = sum(t["lookups_per_batch"] * t["dim"] for t in tables)
+        notes.append(f"{len(tables)} table(s) of {mb:,.1f} MiB with sparse gradients: a mini-batch "
+                     f"touches at most {touched:,} of their values, and every family above updates "
+                     f"only those (docs/sparse.md); the replica methods (lsgd, easgd, local-sgd) "
+                     f"would hold {workers} copies ({workers * mb:,.1f} MiB in /dev/shm) and move "
+                     f"whole tables at every coupling")
+    return tables
 
 
 def _ms(t: float | None) -> str:

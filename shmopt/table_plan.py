@@ -72,8 +72,12 @@ def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
     if plan.replicas is not None and plan.replicas.independent_init:
         raise ConfigError(f"{what}: --replica-init independent would build a private table per "
                           f"replica; tables start the same in every replica (--replica-init same)")
-    if plan.nodes is not None:
-        raise ConfigError(f"{what}: tables train on one machine for now (run without --nnodes/torchrun)")
+    if plan.nodes is not None and plan.direct is None:
+        raise ConfigError(f"{what}: across machines tables train with the direct protocol (hogwild, "
+                          f"apam), whose nodes exchange the rows touched since the last exchange")
+    if plan.nodes is not None and (plan.nodes.sync_state or plan.nodes.outer_momentum):
+        raise ConfigError(f"{what}: --sync-state and --outer-momentum would exchange whole tables; "
+                          f"tables exchange their touched rows, their row state stays per node")
     if str(plan.worker.device) != "cpu":
         raise ConfigError(f"{what}: tables train in a CPU arena for now (--device cpu)")
     options = plan.options

@@ -32,7 +32,8 @@ MODULE_BUFFERS = "mbuf"
 def checkpoint_skip(plan: Plan, n_data: int) -> tuple[str, ...]:
     """The buffers a checkpoint leaves out: the data, per-gradient scratch, the method's scratch."""
     return (data_names(n_data) + SCRATCH + (plan.replicas.scratch if plan.replicas else ())
-            + row_slots.scratch(plan.tables if plan.server is not None else ()))
+            + row_slots.scratch(plan.tables if plan.server is not None else ())
+            + tuple(table_name(i, MARK) for i in range(len(plan.tables)) if marks_rows(plan)))
 
 
 def table_numel(plan: Plan) -> int:
@@ -66,9 +67,19 @@ def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers:
     for i, table in enumerate(plan.tables):       # the tables' row-rule state (per replica)
         specs += [(table_name(i, key), (*rows, *shape), "float32")
                   for key, shape in plan.table_rule.state_specs(table.rows, table.dim).items()]
+        if marks_rows(plan):                      # across nodes: the exchange each row was updated at
+            specs.append((table_name(i, MARK), (table.rows,), "int32", HOST))
     for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs, plan.worker.device)
+
+
+MARK = "mark"
+
+
+def marks_rows(plan: Plan) -> bool:
+    """Across nodes the direct protocol's learners mark the rows they update (engine.nodes.row_delta)."""
+    return bool(plan.tables) and plan.nodes is not None and plan.direct is not None
 
 
 def table_name(i: int, state: str) -> str:
@@ -91,6 +102,7 @@ class Buffers:
     data: tuple[torch.Tensor, ...]
     tables: tuple[torch.Tensor, ...] = ()              # plan.tables, views of x: (P x) rows x dim
     table_state: tuple[dict[str, torch.Tensor], ...] = ()  # their row rule's state, by its names
+    marks: tuple[torch.Tensor, ...] = ()                # across nodes: each row's last exchange count
 
     @classmethod
     def of(cls, arena: Arena, plan: Plan) -> "Buffers":
@@ -106,4 +118,6 @@ class Buffers:
                    tuple(arena.tensor(n) for n in names),
                    table_views(plan.tables, x),
                    tuple({key: arena.tensor(table_name(i, key)) for key in plan.table_rule.state_names}
-                         for i in range(len(plan.tables))))
+                         for i in range(len(plan.tables))),
+                   tuple(arena.tensor(table_name(i, MARK)) for i in range(len(plan.tables)))
+                   if marks_rows(plan) else ())

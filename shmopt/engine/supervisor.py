@@ -29,10 +29,12 @@ import torch
 
 from ..config import Config
 from ..config_rules import stored_config
+from ..devices import resolve_device
 from ..errors import ConfigError, ShmoptError, WorkerError
 from ..memory import Arena, sweep_stale_segments
 from ..memory.flat import buffers_numel, numel
-from ..memory.tables import fixed_buffers, mark_tables
+from ..memory.shm import check_shm_space
+from ..memory.tables import fixed_buffers, mark_tables, meta_nbytes
 from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
@@ -59,9 +61,11 @@ class Engine:
 
     def __init__(self, problem: Problem, config: Config | None = None, *, source: str | None = None,
                  on_sample: Callable[[Sample], None] | None = None) -> None:
+        self.config = config = config or Config()
+        if resolve_device(config.device) == "cpu" and (need := meta_nbytes(problem.model)):
+            check_shm_space(need)               # before any private build of a table too large
         problem.validate()                      # everything is checked before any process starts
         self.problem = problem
-        self.config = config or Config()
         self.plan: Plan = resolve(self.config, problem)      # validates, no side effect
         self.source = source
         self.on_sample = on_sample

@@ -18,6 +18,7 @@ from ..errors import ProblemError
 from ..plan import Plan
 from ..rules import from_sparse
 from ..table_plan import index_error
+from .context import Context
 
 Rows = list[tuple[Tensor, Tensor]]       # per table: (unique row indices, their values)
 
@@ -34,9 +35,12 @@ def apply_rows(plan: Plan, tables: tuple[Tensor, ...], states: tuple[dict[str, T
 
 
 class LearnerTables:
-    def __init__(self, model: nn.Module, plan: Plan, tables: tuple[Tensor, ...],
-                 states: tuple[dict[str, Tensor], ...]) -> None:
-        self._plan, self._tables, self._states = plan, tables, states
+    """The tables of ``model`` (built by ``ctx.model_fn``), in a learner of any protocol."""
+
+    def __init__(self, model: nn.Module, ctx: Context) -> None:
+        plan = self._plan = ctx.plan
+        self._tables, self._states = ctx.tables, ctx.table_state      # this learner's (own replica's)
+        self._marks, self._glob = ctx.buffers.marks, ctx.glob
         self._params = [model.get_parameter(t.name) for t in plan.tables]
         self.rows: Rows = []
 
@@ -57,6 +61,10 @@ class LearnerTables:
     def apply(self, step: int, lr: float) -> int:
         """Apply the rows taken (the direct protocol); the rows updated."""
         touched = apply_rows(self._plan, self._tables, self._states, self.rows, step, lr)
+        if self._marks:                            # across nodes: the rows the next exchange sends
+            now = int(self._glob["exchanges"]) + 1
+            for (idx, _), mark in zip(self.rows, self._marks):
+                mark.index_fill_(0, idx, now)
         self.rows = []
         return touched
 

@@ -34,7 +34,7 @@ _TAG_RE = re.compile(r"^[a-z0-9]{1,16}$")
 _ZOMBIES: list[shared_memory.SharedMemory] = []   # detached-but-still-exported mappings (see close)
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -54,8 +54,8 @@ def check_shm_space(nbytes: int, margin: float = 1.05) -> None:
     free = shm_free_bytes()
     if free is not None and nbytes * margin > free:
         raise ShmSpaceError(
-            f"not enough shared memory: the arena needs {_fmt_bytes(nbytes)} but {SHM_DIR} has "
-            f"{_fmt_bytes(free)} free; in Docker start the container with a larger --shm-size "
+            f"not enough shared memory: the arena needs {fmt_bytes(nbytes)} but {SHM_DIR} has "
+            f"{fmt_bytes(free)} free; in Docker start the container with a larger --shm-size "
             f"(e.g. --shm-size=2g) or --ipc=host, or use fewer workers or a smaller model")
 
 

@@ -38,6 +38,17 @@ def mark_tables(model: nn.Module, names: tuple[str, ...]) -> list[nn.Parameter]:
     return [params[n] for n in names]
 
 
+def meta_nbytes(model_fn: Callable[[], nn.Module]) -> int | None:
+    """Bytes of the model's parameters, from a build on the meta device (nothing allocated);
+    None when the factory cannot build there."""
+    try:
+        with torch.device("meta"):
+            model = model_fn()
+        return sum(p.numel() * p.element_size() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - the real build reports its failure
+        return None
+
+
 def fixed_buffers(model: nn.Module) -> dict[str, Tensor]:
     """The buffers that are not floating point, by qualified name (copied into each process)."""
     return {n: b.detach().clone() for n, b in model.named_buffers() if not b.is_floating_point()}

@@ -14,11 +14,14 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Callable
 
+import psutil
 import torch
 from torch import Tensor
 
 from shmopt import checks
 from shmopt.errors import ProblemError
+from shmopt.memory.shm import fmt_bytes
+from shmopt.memory.tables import meta_nbytes
 from shmopt.problems.dataset import is_dataset, materialise
 
 __all__ = ["Problem", "describe_exception", "option_checks", "seeded"]
@@ -243,7 +246,17 @@ class Problem:
         except ProblemError:
             return self._build()
 
+    def _check_memory(self) -> None:
+        """Refuse a model whose parameters the machine cannot hold, from a build on the meta
+        device, before the first real build (a table of many GB would be an out-of-memory kill)."""
+        need, available = meta_nbytes(self.model), psutil.virtual_memory().available
+        if need is not None and need > available:
+            raise self._fail(f"the model's parameters need {fmt_bytes(need)} but this machine has "
+                             f"{fmt_bytes(available)} of memory available; make the model (its tables) "
+                             f"smaller")
+
     def _check_model_and_loss(self) -> None:
+        self._check_memory()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = self._build()

@@ -72,7 +72,7 @@ def embedding_bag(rows: int = 100_000, dim: int = 32, bag: int = 8, n: int = 65_
                   batch_size: int = 64) -> Problem:
     """The ``embedding-bag`` problem (see the module docstring); the table is ``rows x dim``."""
     with option_checks("embedding-bag"):
-        rows, dim = integer("rows", rows, 2), integer("dim", dim, 1)
+        rows, dim = integer("rows", rows, 2, 2**31), integer("dim", dim, 1)
         bag, n = integer("bag", bag, 1), integer("n", n, 1)
         g = seeded(seed)
     n_eval = max(1, n // 4)

@@ -42,3 +42,30 @@ def merge_(x: Tensor, x_sync: Tensor, sent: Tensor, step: Tensor, final: bool = 
         x.copy_(x_sync)
         return
     x.add_(sent.neg_().add_(step))
+
+
+# ------------------------------------------------ tables: rows touched since the last exchange
+@torch.no_grad()
+def row_delta(table: Tensor, table_sync: Tensor, rows: Tensor) -> Tensor:
+    """d = W[rows] − W_s[rows]: the local progress of the rows touched since the last exchange."""
+    return table.index_select(0, rows).sub_(table_sync.index_select(0, rows))
+
+
+@torch.no_grad()
+def row_step(rows: Tensor, deltas: Tensor, nnodes: int, lr: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The consensus step of a table from every node's (rows, deltas), stacked:
+    ``s_i = lr · (1/N) Σ_nodes d_i`` over the union of the rows (a node that did not send row i
+    contributes d_i = 0, as an untouched coordinate does to the dense mean); returns (rows, s)."""
+    uniq, inverse = torch.unique(rows, sorted=True, return_inverse=True)
+    step = torch.zeros((uniq.numel(), deltas.shape[1]), dtype=deltas.dtype).index_add_(0, inverse, deltas)
+    return uniq, step.mul_(lr / nnodes)
+
+
+@torch.no_grad()
+def merge_rows_(table: Tensor, table_sync: Tensor, sent_rows: Tensor, sent: Tensor, rows: Tensor,
+                step: Tensor) -> None:
+    """:func:`merge_` on rows: W ← W + (s − d) and W_s ← W_s + s, with d this node's sent deltas
+    (zero on the rows it did not send): only the rows some node touched are written."""
+    table_sync.index_add_(0, rows, step)
+    table.index_add_(0, rows, step)
+    table.index_add_(0, sent_rows, sent.neg_())

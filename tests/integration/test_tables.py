@@ -10,8 +10,10 @@ from helpers import engine_children, run_main
 
 import shmopt
 from shmopt import Config, Engine
+from shmopt.advise import advise
 from shmopt.engine import checkpoint
-from shmopt.errors import ConfigError, WorkerError
+from shmopt.errors import ConfigError, ProblemError, ShmSpaceError, WorkerError
+from shmopt.memory import shm
 from shmopt.memory.tables import build_attached, is_table
 from shmopt.problems import load_problem
 
@@ -119,3 +121,25 @@ def test_a_worker_never_allocates_a_table():
     w = model[0].weight
     assert is_table(w) and w.data_ptr() == arena_like.data_ptr() and w.shape == (rows, dim)
     assert not any(p.is_meta for p in model.parameters()) and int(model[2].num_batches_tracked) == 7
+
+
+def test_a_table_larger_than_memory_is_refused_before_any_build():
+    """32 TiB of table: refused from a build on meta, before the first real build."""
+    with pytest.raises(ProblemError, match=r"the model's parameters need 32.0 TiB but this machine has"):
+        load_problem("embedding-bag", rows=2**31, dim=4096, n=64)
+
+
+def test_a_table_too_large_for_dev_shm_is_refused_before_the_engine_builds_it(monkeypatch):
+    problem = load_problem("embedding-bag", rows=10**6, dim=32, n=64)      # 122 MiB of table
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda: 64 * 2**20)          # a Docker-sized /dev/shm
+    with pytest.raises(ShmSpaceError, match=r"not enough shared memory: the arena needs 122.1 MiB"):
+        Engine(problem, Config(algo="hogwild", workers=2, steps=10))
+    assert not engine_children()
+
+
+def test_advise_knows_a_model_with_tables():
+    a = advise("embedding-bag", 2, options=SMALL, calibration_s=0.2, calibration_batches=10, iterations=1000)
+    assert a["tables"] == [{"name": "table.weight", "rows": 5000, "dim": 8, "lookups_per_batch": 64 * 8,
+                            "bytes": 5000 * 8 * 4}]
+    assert any("2 copies" in n and "sparse gradients" in n for n in a["notes"])
+    assert advise("logreg", 2, calibration_s=0.2, calibration_batches=10, iterations=1000)["tables"] == []

@@ -33,7 +33,7 @@ def client_loop(ctx: Context, wakeups: WakeUps) -> None:
     bind_params(model, snap)
     g = ctx.local_copy(store.x)
     bind_grads(model, g)
-    tables = LearnerTables(model, plan, ctx.tables, ctx.table_state) if plan.tables else None
+    tables = LearnerTables(model, ctx) if plan.tables else None
     start(ctx, wakeups)
     wakeups.drain(rank)                               # releases meant for a predecessor
     t_begin = time.perf_counter()

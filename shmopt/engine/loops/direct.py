@@ -32,7 +32,7 @@ def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
     bind_params(model, view)
     g = ctx.local_copy(store.x)
     bind_grads(model, g)
-    tables = LearnerTables(model, plan, ctx.tables, ctx.table_state) if plan.tables else None
+    tables = LearnerTables(model, ctx) if plan.tables else None
     start(ctx, wakeups)
     while True:
         ctx.check()

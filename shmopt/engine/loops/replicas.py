@@ -32,7 +32,7 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
         counters.slot["own_start"] = 1
     g = torch.zeros_like(x)
     bind_grads(model, g)
-    tables = LearnerTables(model, plan, ctx.tables, ctx.table_state) if plan.tables else None
+    tables = LearnerTables(model, ctx) if plan.tables else None
     updates = b.ctrl["updates"][:plan.workers]
     step = 0
     start(ctx, wakeups)                           # across nodes: after node 0's start arrived

@@ -1,7 +1,8 @@
 """The exchanges the node link can run, by name, and the one a plan needs (:func:`make_exchange`).
 
 * ``"delta"`` (:mod:`.delta`): buffers averaged by their delta — the direct protocol's x (and
-  state with ``--sync-state``, DiLoCo's outer step with ``--outer-lr/--outer-momentum``), or the
+  state with ``--sync-state``, DiLoCo's outer step with ``--outer-lr/--outer-momentum``; a
+  model's tables by the rows touched since the last exchange, :mod:`.row_delta`), or the
   buffers a replica method names in ``exchanged`` (easgd's centre, local SGD's average);
 * ``"leader"`` (:mod:`.leader`): the best replica of all nodes, published to every node.
 
@@ -20,6 +21,7 @@ from .delta import DeltaExchange
 from .exchange import Exchange
 from .leader import LeaderExchange
 from .link import NodeLink
+from .row_delta import TableDeltaExchange
 
 Factory = Callable[[Context, NodeLink], tuple[Exchange, list[torch.Tensor]]]
 
@@ -31,8 +33,13 @@ def _delta(ctx: Context, link: NodeLink) -> tuple[Exchange, list[torch.Tensor]]:
         return DeltaExchange(link, [b.extra[name] for name in method.exchanged]), [b.x]
     np_ = plan.nodes
     state = list(b.state.values())                  # per node, unless --sync-state
-    bufs = [b.x] + (state if np_.sync_state else [])
-    return DeltaExchange(link, bufs, np_.outer_lr, np_.outer_momentum), ([] if np_.sync_state else state)
+    bufs = [b.dense] + (state if np_.sync_state else [])
+    dense = DeltaExchange(link, bufs, np_.outer_lr, np_.outer_momentum)
+    local = [] if np_.sync_state else state
+    if not plan.tables:
+        return dense, local
+    table_state = [t for st in b.table_state for t in st.values()]   # per node, never exchanged
+    return TableDeltaExchange(link, dense, b.tables, b.marks, b.glob, np_.outer_lr), local + table_state
 
 
 def _leader(ctx: Context, link: NodeLink) -> tuple[Exchange, list[torch.Tensor]]:

@@ -1,0 +1,71 @@
+"""The direct protocol across nodes for a model with tables: the dense parameters averaged by
+their delta (:class:`~.delta.DeltaExchange`), each table by the deltas of the rows touched since
+the last exchange, never the whole table.
+
+The learners mark every row they update with the exchange count at that moment plus one (a
+``rows`` int32 mark per table in the arena, written lock-free; 0: never updated). Exchange ``k``
+sends the rows marked ``k`` or later (``1`` or later at the first): rows updated since the previous
+exchange's selection, those updated while it was in flight included (they may go twice; their
+delta is then zero), so no update is ever left behind. Per
+table: the counts are all-gathered, then the padded (rows, deltas); every node adds the same
+consensus step to the same rows (rules.averaging: row_delta, row_step, merge_rows_). Only the
+final exchange (no update in flight) writes whole tables, so every node ends with the same bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...rules.averaging import merge_rows_, row_delta, row_step
+from .delta import DeltaExchange
+from .exchange import Vote, initial_broadcast
+from .link import NodeLink
+
+
+class TableDeltaExchange:
+    what = "the model exchange"
+
+    def __init__(self, link: NodeLink, dense: DeltaExchange, tables: tuple[torch.Tensor, ...],
+                 marks: tuple[torch.Tensor, ...], glob: np.void, lr: float = 1.0) -> None:
+        self.link, self.dense, self.tables, self.marks, self.glob = link, dense, tables, marks, glob
+        self.lr = lr
+        self.sync: list[torch.Tensor] = []
+
+    def initial(self) -> None:
+        """Node 0's start everywhere; the tables' consensus starts there."""
+        self.dense.initial()
+        initial_broadcast(self.link, list(self.tables))
+        self.sync = [t.clone() for t in self.tables]
+        for mark in self.marks:                    # no row updated yet (a resumed run too)
+            mark.zero_()
+
+    def exchange(self, done: bool, halt: bool, updates: int, final: bool = False) -> Vote:
+        vote = self.dense.exchange(done, halt, updates, final)
+        since = max(int(self.glob["exchanges"]), 1)
+        for table, sync, mark in zip(self.tables, self.sync, self.marks):
+            rows = (mark >= since).nonzero().view(-1)
+            sent = row_delta(table, sync, rows)
+            counts = self.link.all_gather(torch.tensor([rows.numel()]), self.what).view(-1).tolist()
+            if max(counts) == 0:                   # no node touched this table since
+                continue
+            all_rows, all_deltas = self._gather(rows, sent, counts)
+            union, step = row_step(all_rows, all_deltas, self.link.nnodes, self.lr)
+            merge_rows_(table, sync, rows, sent, union, step)
+        if final:                                  # nothing in flight: every node the same bytes
+            for table, sync in zip(self.tables, self.sync):
+                table.copy_(sync)
+        return vote
+
+    def _gather(self, rows: torch.Tensor, deltas: torch.Tensor,
+                counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every node's rows and deltas, concatenated (padded to the longest for the collective)."""
+        width = max(counts)
+        pad_rows = torch.zeros(width, dtype=torch.int64)
+        pad_rows[:rows.numel()] = rows
+        pad_deltas = torch.zeros((width, deltas.shape[1]))
+        pad_deltas[:rows.numel()] = deltas
+        got_rows = self.link.all_gather(pad_rows, self.what)
+        got_deltas = self.link.all_gather(pad_deltas, self.what)
+        keep = [slice(0, c) for c in counts]
+        return (torch.cat([r[k] for r, k in zip(got_rows, keep)]),
+                torch.cat([d[k] for d, k in zip(got_deltas, keep)]))
