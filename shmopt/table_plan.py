@@ -19,7 +19,7 @@ from torch import Tensor
 from .errors import ConfigError, ProblemError
 from .plan import Plan
 from .problems import Problem
-from .rules import TABLE_RULES, RowRule, make_table_rule
+from .rules import RowRule, make_table_rule
 
 #: the lazy row form of each dense rule (--table-rule auto)
 AUTO = {"sgd": "sgd", "adam": "adam", "amsgrad": "amsgrad"}
@@ -64,7 +64,7 @@ def find_tables(problem: Problem) -> tuple[Table, ...]:
 
 def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
     """``plan`` with its tables and their row rule; ConfigError (one line, naming the parameter and
-    what is accepted) when the planned run has no sparse form."""
+    what is accepted) for an option the tables cannot honour."""
     if not tables:
         return plan
     first = tables[0]
@@ -72,9 +72,6 @@ def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
     if plan.replicas is not None and plan.replicas.independent_init:
         raise ConfigError(f"{what}: --replica-init independent would build a private table per "
                           f"replica; tables start the same in every replica (--replica-init same)")
-    if plan.nodes is not None and plan.direct is None:
-        raise ConfigError(f"{what}: across machines tables train with the direct protocol (hogwild, "
-                          f"apam), whose nodes exchange the rows touched since the last exchange")
     if plan.nodes is not None and (plan.nodes.sync_state or plan.nodes.outer_momentum):
         raise ConfigError(f"{what}: --sync-state and --outer-momentum would exchange whole tables; "
                           f"tables exchange their touched rows, their row state stays per node")
@@ -88,7 +85,6 @@ def with_tables(plan: Plan, tables: tuple[Table, ...]) -> Plan:
         rule: RowRule = make_table_rule(name, {**options, "betas": tuple(options["betas"]), "lr": lr})
     except ConfigError as err:
         raise ConfigError(f"{what}: table rule {name}: {err}") from None
-    assert name in TABLE_RULES
     return replace(plan, tables=tables, table_rule=rule)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -60,8 +60,9 @@ class SeqlockStore:
     def version(self) -> int:
         return int(self._glob["version"])
 
-    def read(self, dst: torch.Tensor) -> int:
-        """Copy the parameters into ``dst`` at a moment no update was being written; their version."""
+    def read(self, dst: torch.Tensor, also: Callable[[], None] | None = None) -> int:
+        """Copy the parameters into ``dst`` (and run ``also``: a copy of table rows) at a moment no
+        update was being written; their version."""
         glob = self._glob
         while True:
             seq = int(glob["seq"])
@@ -69,17 +70,21 @@ class SeqlockStore:
                 time.sleep(0)
                 continue
             dst.copy_(self.x)
+            if also is not None:
+                also()
             version = int(glob["version"])
             if int(glob["seq"]) == seq:
                 return version
 
-    def publish(self, src: torch.Tensor, version: int) -> None:
+    def publish(self, src: torch.Tensor, version: int, also: Callable[[], None] | None = None) -> None:
         """Write parameters computed elsewhere (the global applier's, on a relay's node) with
-        their version, under the seqlock."""
+        their version (and run ``also``: the table rows that came with them), under the seqlock."""
         glob = self._glob
         glob["seq"] += 1
         try:
             self.x.copy_(src)
+            if also is not None:
+                also()
             glob["version"] = version
         finally:
             glob["seq"] += 1

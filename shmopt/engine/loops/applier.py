@@ -13,7 +13,6 @@ it stops right after the update in which it learnt it.
 """
 from __future__ import annotations
 
-from ...rules import union
 from ...rules.consensus import sq_distance
 from ...strategies.server import KAggregator
 from ..context import Context
@@ -59,8 +58,7 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io: ApplierIO, ag
                 return
             d = agg.take(version)
             g = io.combine([io.grad(a) for a in d.batch], version)
-            rows = [union(parts, 1.0 / len(d.batch)) for parts in zip(*(io.table_rows(a) for a in d.batch))
-                    ] if plan.tables else []
+            rows = io.combine_rows([io.table_rows(a) for a in d.batch]) if plan.tables else []
             tau = max(d.staleness)
             old = io.params_of(d.batch[d.staleness.index(tau)])   # the oldest gradient's read
             distance = None if old is None else sq_distance(store.x, old)

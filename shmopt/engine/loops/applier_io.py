@@ -17,11 +17,13 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
+from ...rules import union
 from ...rules.consensus import average_into
 from ...strategies.server import Arrival, Decision, KAggregator
 from ..context import Context
 from ..mailbox import GradientMailbox
 from ..store import SeqlockStore
+from ..tables import Rows
 from ..wakeups import WakeUps
 
 
@@ -32,6 +34,8 @@ class ApplierIO(Protocol):
     :meth:`grad` (and :meth:`params_of`, the parameters it was read at, or None) stay valid until
     :meth:`consume` frees the gradient, which happens exactly once per arrival; so do its table
     rows (:meth:`table_rows`: per table, unique indices and values; empty for a model without tables).
+    :meth:`combine_rows` does the same for the tables' rows (per gradient, per table: indices and
+    values), after :meth:`combine`, so across nodes it can use that collective's count.
     :meth:`combine` turns the K chosen gradients into the one the rule applies (the mean; across nodes with
     ``sync``, the mean over every node's). :meth:`refused` and :meth:`published` carry the
     strategy's decisions to the learners (wake-ups, answers to other nodes, per-node books);
@@ -46,6 +50,7 @@ class ApplierIO(Protocol):
     def params_of(self, a: Arrival) -> torch.Tensor | None: ...
     def consume(self, a: Arrival) -> None: ...
     def combine(self, grads: list[torch.Tensor], version: int) -> torch.Tensor: ...
+    def combine_rows(self, rows: list[Rows]) -> Rows: ...
     def refused(self, a: Arrival, wake: bool) -> None: ...
     def published(self, d: Decision, lr: float) -> None: ...
     def finished(self) -> bool: ...
@@ -89,6 +94,11 @@ class LocalIO:
         if self._acc is None:
             self._acc = torch.zeros_like(grads[0])
         return average_into(self._acc, grads)
+
+    def combine_rows(self, rows: list[Rows]) -> Rows:
+        """Per table, the coalesced mean of the gradients' rows (a row two learners touched is
+        summed once, then divided by K like the dense gradient)."""
+        return [union(parts, 1.0 / len(rows)) for parts in zip(*rows)]
 
     def refused(self, a: Arrival, wake: bool) -> None:
         if wake:

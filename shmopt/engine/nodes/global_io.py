@@ -14,7 +14,9 @@ the gradients in the batch and of the learners it releases); the thread sends th
 parameters (a seqlock read of node 0's store) with the node's Booking and the learners to wake
 since its last answer, so a slow node gets fewer, fresher answers, never a queue of old ones.
 A node that has heard nothing for KEEPALIVE_S gets a keepalive (relays send them too), so no
-blocking receive of a healthy job ever reaches the group timeout.
+blocking receive of a healthy job ever reaches the group timeout. A model's tables go up as the
+rows of each gradient and down as the rows written since the node's previous answer (each row
+marked with the version that last wrote it), never as whole tables.
 
 Liveness: a node whose heartbeat has not moved for half of ``--dist-timeout``, or whose
 connection broke, is lost. Under ``--on-node-failure continue`` its learners are retired (if the
@@ -29,6 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -55,7 +58,9 @@ from .wire import (
     PARAMS,
     VOTE,
     DownMessage,
+    Rows,
     UpMessage,
+    pack_rows,
 )
 
 BOOK_COLUMNS = ("applied", "stale_sum", "stale_max", "dropped")   # the arena's "node_book" rows
@@ -89,7 +94,12 @@ class GlobalIO(LocalIO):
         self.remote = list(range(1, self.nnodes))          # remote nodes still in the job
         n = store.x.numel()
         size = (self.nnodes - 1) * self.P * RING + 2
-        self.pool = [UpMessage(n, mailbox.params_read is not None) for _ in range(size)]
+        tables = ctx.plan.tables
+        self.pool = [UpMessage(n, mailbox.params_read is not None, tables) for _ in range(size)]
+        # a model's tables: the version each row was last written at (the answers send the rows
+        # written since the node's previous answer, never a whole table)
+        self.marks = [torch.zeros(t.rows, dtype=torch.int64) for t in tables]
+        self._dims = [t.dim for t in tables]
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in range(size):
             self._free.put(i)
@@ -110,7 +120,8 @@ class GlobalIO(LocalIO):
         """Meet the other nodes, give them node 0's parameters and version, start the threads."""
         try:
             self.link = connect(self.ctx)
-            initial_broadcast(self.link, [self.store.x, torch.tensor([self.store.version()])])
+            initial_broadcast(self.link, [self.store.x, *self.ctx.tables,
+                                          torch.tensor([self.store.version()])])
             self.start()
         except BaseException:
             self.__exit__(*sys.exc_info())         # leave the group, say the link is not done
@@ -166,7 +177,9 @@ class GlobalIO(LocalIO):
                 self.wakeups.notify_push()
 
     def _answer(self, r: int) -> None:
-        msg, due, wait = DownMessage(self._n, self.P), self._due[r], keepalive_s(self.timeout)
+        msg, due = DownMessage(self._n, self.P, len(self.marks)), self._due[r]
+        wait = keepalive_s(self.timeout)
+        seen = self.store.version()                # the node has the tables of this version
         try:
             while True:
                 with self._cond:
@@ -177,16 +190,35 @@ class GlobalIO(LocalIO):
                     kind = END if due.end is not None else PARAMS if due.dirty else KEEPALIVE
                     booking, release, end = due.booking, due.release, due.end or (0, -1)
                     due.booking, due.release, due.dirty = Booking(), set(), False
-                version = self.store.read(msg.x) if kind != KEEPALIVE else self.store.version()
+                rows: list = []
+                if kind == KEEPALIVE:
+                    version = self.store.version()
+                else:
+                    changed = partial(self._changed, rows, seen) if self.marks else None
+                    version = self.store.read(msg.x, changed)
+                    seen = version
                 msg.pack(kind, version, booking, release, *end)
+                msg.row_counts = [i.numel() for i, _ in rows] or [0] * len(self.marks)
                 self.send_s[r] += self.link.send(msg.buf, r)
                 self.sent[r] += 1
                 self.sent_bytes[r] += msg.nbytes
+                if any(msg.row_counts):            # the rows written since, in a message of their size
+                    wire = pack_rows(rows)
+                    self.send_s[r] += self.link.send(wire, r)
+                    self.sent_bytes[r] += wire.numel() * 4
                 if kind == END:
                     return
         except Exception as exc:  # noqa: BLE001 - the node is lost; check() decides
             self._errors[r] = exc
             self.wakeups.notify_push()
+
+    def _changed(self, rows: list, since: int) -> None:
+        """Into ``rows``: each table's rows written after version ``since`` and their values (run
+        under the store's seqlock read, so they belong to the version it returns)."""
+        rows.clear()
+        for mark, table in zip(self.marks, self.ctx.tables):
+            idx = (mark > since).nonzero().view(-1)
+            rows.append((idx, table.index_select(0, idx)))
 
     # ------------------------------------------------------------ the applier's inbox
     def arrivals(self) -> Iterator[Arrival]:
@@ -202,6 +234,18 @@ class GlobalIO(LocalIO):
 
     def params_of(self, a: Arrival) -> torch.Tensor | None:
         return self.mailbox.params_of(a) if self._local(a) else self.pool[a.slot].params
+
+    def table_rows(self, a: Arrival) -> Rows:
+        return self.mailbox.rows_of(a) if self._local(a) else self.pool[a.slot].rows()
+
+    def combine_rows(self, rows: list[Rows]) -> Rows:
+        """As one node's (the K gradients' row mean), each row marked with the version about to be
+        written, so the next answer to every node carries it."""
+        out = super().combine_rows(rows)
+        version = self.store.version() + 1           # the single writer's next version
+        for mark, (idx, _) in zip(self.marks, out):
+            mark.index_fill_(0, idx, version)
+        return out
 
     def consume(self, a: Arrival) -> None:
         if self._local(a):

@@ -1,20 +1,25 @@
 """``sync`` across nodes: every node's applier all-reduces the node's summed gradient and count
 before each update, so N nodes of P workers apply exactly the mean over N·P gradients with no
-central rank; the vote in that collective stops every node after the same update."""
+central rank; the vote in that collective stops every node after the same update. A model's
+tables go as rows: every node's summed rows are all-gathered and their union is divided by the
+same count."""
 from __future__ import annotations
 
 import sys
 
 import torch
 
+from ...rules import union
 from ...rules.consensus import mean_of_sum_, sum_into
 from ..context import Context
 from ..loops.applier_io import LocalIO
 from ..mailbox import GradientMailbox
 from ..store import SeqlockStore
+from ..tables import Rows
 from ..wakeups import WakeUps
 from .exchange import FLAGS, book, initial_broadcast
 from .link import connect
+from .row_delta import gather_rows
 
 
 class GradientReducer:
@@ -25,7 +30,7 @@ class GradientReducer:
     def __init__(self, link, n: int) -> None:
         self.link, self.n = link, n
         self.wire = torch.zeros(n + FLAGS)
-        self.stop = False
+        self.stop, self.count = False, 0.0
 
     def mean(self, grads: list[torch.Tensor], halt: bool, updates: int) -> torch.Tensor:
         """Sum of this node's ``grads`` -> the mean over all nodes' gradients; sets ``stop``
@@ -34,7 +39,7 @@ class GradientReducer:
         self.wire[-FLAGS:] = torch.tensor([float(len(grads)), float(halt), float(updates)])
         self.link.all_reduce_(self.wire, self.what)
         count, n_halt, _ = self.wire[-FLAGS:].tolist()
-        self.stop = n_halt > 0
+        self.stop, self.count = n_halt > 0, count
         return mean_of_sum_(g, count)
 
 
@@ -49,7 +54,9 @@ class ReducingIO(LocalIO):
     def __enter__(self) -> "ReducingIO":
         try:
             self.link = connect(self.ctx)
-            initial_broadcast(self.link, [self.store.x, *self.store.state.values()])
+            ctx = self.ctx
+            initial_broadcast(self.link, [self.store.x, *self.store.state.values(), *ctx.tables,
+                                          *(t for st in ctx.table_state for t in st.values())])
             self.reducer = GradientReducer(self.link, self.store.x.numel())
         except BaseException:
             self.__exit__(*sys.exc_info())         # leave the group, say the link is not done
@@ -68,6 +75,17 @@ class ReducingIO(LocalIO):
         book(glob, self.link)
         glob["all_updates"] = version + 1          # every update is global
         return g
+
+    def combine_rows(self, rows: list[Rows]) -> Rows:
+        """Per table, the rows of every node's gradients, summed where they meet and divided by
+        the gradients of all nodes (the count of :meth:`combine`'s collective)."""
+        out = []
+        for parts in zip(*rows):
+            idx, values = union(list(parts))                  # this node's sum
+            everyone = gather_rows(self.link, idx, values, GradientReducer.what)
+            out.append(union(everyone, 1.0 / self.reducer.count) if everyone
+                       else (idx, values))
+        return out
 
     def finished(self) -> bool:
         """Some node voted to halt: every node stops after this same update."""

@@ -8,12 +8,15 @@ version, so staleness is counted in global versions, books the node's share of t
 dropped gradients into the relay's own control slot (the node's staleness figures), and wakes
 the learners each answer names. The node's vote (its supervisor's ``finish``: done, or halt
 for a target loss or Ctrl-C) goes up as a VOTE; the job ends with END (final parameters and
-why), answered by BYE. With nothing to send for a while the relay sends a keepalive.
+why), answered by BYE. With nothing to send for a while the relay sends a keepalive. A model's
+tables go up as each gradient's rows and come down as the rows node 0 wrote since this node's
+previous answer, written into the node's tables under the same seqlock as the parameters.
 """
 from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import torch
 
@@ -27,7 +30,19 @@ from ..wakeups import WakeUps, wait_on
 from .exchange import initial_broadcast
 from .global_io import keepalive_s
 from .link import NodeLink, connect
-from .wire import BYE, END, END_HALT, END_LOST, GRAD, KEEPALIVE, VOTE, DownMessage, UpMessage
+from .wire import (
+    BYE,
+    END,
+    END_HALT,
+    END_LOST,
+    GRAD,
+    KEEPALIVE,
+    VOTE,
+    DownMessage,
+    UpMessage,
+    rows_buffer,
+    unpack_rows,
+)
 
 
 class Answers:
@@ -35,7 +50,8 @@ class Answers:
 
     def __init__(self, ctx: Context, link: NodeLink, store: SeqlockStore, wakeups: WakeUps) -> None:
         self.ctx, self.link, self.store, self.wakeups = ctx, link, store, wakeups
-        self.msg = DownMessage(store.x.numel(), ctx.plan.workers)
+        self.msg = DownMessage(store.x.numel(), ctx.plan.workers, len(ctx.plan.tables))
+        self.dims = [t.dim for t in ctx.plan.tables]
         self.end: tuple[int, int] | None = None
         self.error: BaseException | None = None
         self.received = 0
@@ -56,7 +72,18 @@ class Answers:
             self.received += 1
             if msg.kind == KEEPALIVE:
                 continue
-            self.store.publish(msg.x, msg.version)
+            rows = []
+            if any(counts := msg.row_counts):      # the rows written since the last answer follow
+                buf = rows_buffer(counts, self.dims)
+                try:
+                    self.link.recv(buf, 0)
+                except Exception as exc:  # noqa: BLE001
+                    self.error = exc
+                    self.wakeups.notify_push()
+                    return
+                rows = unpack_rows(buf, counts, self.dims)
+            write = partial(_write_rows, self.ctx.tables, rows) if rows else None
+            self.store.publish(msg.x, msg.version, write)
             self.ctx.glob["all_updates"] = msg.version
             self.ctx.counters.book(msg.booking())
             for r in msg.release():
@@ -71,15 +98,21 @@ class Answers:
             raise self.link.lost(self.error, "the wait for the global applier's answers")
 
 
+def _write_rows(tables: tuple[torch.Tensor, ...], rows: list) -> None:
+    """Node 0's values of the rows it sent (under the node's seqlock, with the dense parameters)."""
+    for table, (idx, values) in zip(tables, rows):
+        table.index_copy_(0, idx, values)
+
+
 def relay_loop(ctx: Context, wakeups: WakeUps) -> None:
     plan, glob, node = ctx.plan, ctx.glob, ctx.plan.nodes.rank
     store = SeqlockStore(ctx.x, ctx.state, glob)
-    mailbox = GradientMailbox(ctx.arena, plan.workers)
+    mailbox = GradientMailbox(ctx.arena, plan.workers, plan.tables)
     link = connect(ctx)
     clean = False
     try:
         version = torch.tensor([0])
-        initial_broadcast(link, [store.x, version])
+        initial_broadcast(link, [store.x, *ctx.tables, version])
         glob["version"] = int(version)              # before any learner reads
         answers = Answers(ctx, link, store, wakeups)
         answers.start()
@@ -102,7 +135,7 @@ def _relay(ctx: Context, wakeups: WakeUps, link: NodeLink, mailbox: GradientMail
            answers: Answers, node: int) -> int:
     """Forward gradients and the vote until END; then BYE. Returns this node's vote."""
     glob, keep = ctx.glob, keepalive_s(ctx.plan.nodes.timeout)
-    up = UpMessage(mailbox.grads.shape[-1], mailbox.params_read is not None)
+    up = UpMessage(mailbox.grads.shape[-1], mailbox.params_read is not None, ctx.plan.tables)
     last, voted = time.monotonic(), 0
 
     def send(msg: UpMessage) -> None:
@@ -126,6 +159,8 @@ def _relay(ctx: Context, wakeups: WakeUps, link: NodeLink, mailbox: GradientMail
             up.grad.copy_(mailbox.grad(a))
             if up.params is not None:
                 up.params.copy_(mailbox.params_of(a))
+            if mailbox.rows is not None:
+                up.put_rows(mailbox.rows_of(a))
             send(up.pack(GRAD, node, a.rank, a.version))
             mailbox.consume(a)
         if (vote := int(glob["finish"])) > voted:

@@ -45,27 +45,30 @@ class TableDeltaExchange:
         for table, sync, mark in zip(self.tables, self.sync, self.marks):
             rows = (mark >= since).nonzero().view(-1)
             sent = row_delta(table, sync, rows)
-            counts = self.link.all_gather(torch.tensor([rows.numel()]), self.what).view(-1).tolist()
-            if max(counts) == 0:                   # no node touched this table since
+            parts = gather_rows(self.link, rows, sent, self.what)
+            if not parts:                          # no node touched this table since
                 continue
-            all_rows, all_deltas = self._gather(rows, sent, counts)
-            union, step = row_step(all_rows, all_deltas, self.link.nnodes, self.lr)
+            union, step = row_step(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                                   self.link.nnodes, self.lr)
             merge_rows_(table, sync, rows, sent, union, step)
         if final:                                  # nothing in flight: every node the same bytes
             for table, sync in zip(self.tables, self.sync):
                 table.copy_(sync)
         return vote
 
-    def _gather(self, rows: torch.Tensor, deltas: torch.Tensor,
-                counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every node's rows and deltas, concatenated (padded to the longest for the collective)."""
-        width = max(counts)
-        pad_rows = torch.zeros(width, dtype=torch.int64)
-        pad_rows[:rows.numel()] = rows
-        pad_deltas = torch.zeros((width, deltas.shape[1]))
-        pad_deltas[:rows.numel()] = deltas
-        got_rows = self.link.all_gather(pad_rows, self.what)
-        got_deltas = self.link.all_gather(pad_deltas, self.what)
-        keep = [slice(0, c) for c in counts]
-        return (torch.cat([r[k] for r, k in zip(got_rows, keep)]),
-                torch.cat([d[k] for d, k in zip(got_deltas, keep)]))
+
+
+def gather_rows(link: NodeLink, rows: torch.Tensor, values: torch.Tensor,
+                what: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every node's (rows, values) of one table, in node order, the empty ones left out: the
+    counts are all-gathered, then the rows and values padded to the longest."""
+    counts = link.all_gather(torch.tensor([rows.numel()]), what).view(-1).tolist()
+    width = max(counts)
+    if width == 0:
+        return []
+    pad_rows = torch.zeros(width, dtype=torch.int64)
+    pad_rows[:rows.numel()] = rows
+    pad_values = torch.zeros((width, values.shape[1]))
+    pad_values[:rows.numel()] = values
+    got_rows, got_values = link.all_gather(pad_rows, what), link.all_gather(pad_values, what)
+    return [(r[:c], v[:c]) for r, v, c in zip(got_rows, got_values, counts) if c]
