@@ -38,7 +38,7 @@ class Evaluator:
         """The template's dense parameters, flat (what the arena's x starts with)."""
         return self._x.clone()
 
-    def _read_tables(self, x: torch.Tensor, copy: bool = False) -> None:
+    def read_tables(self, x: torch.Tensor, copy: bool = False) -> None:
         """Make the model's tables views of (``copy``: private copies of) their blocks of ``x``."""
         for t, view in zip(self._specs, table_views(self._specs, x)):
             attach_table(self.model, t.name, view.detach().to("cpu", copy=True) if copy else view)
@@ -63,7 +63,7 @@ class Evaluator:
         """(objective, the problem's metrics or None) of the flat parameters (and module buffers,
         when given) on the eval data, in eval mode."""
         self._x.copy_(x[:self._x.numel()])
-        self._read_tables(x)
+        self.read_tables(x)
         if buffers is not None:
             self._b.copy_(buffers)
         threads = torch.get_num_threads()
@@ -91,7 +91,7 @@ class Evaluator:
         """The evaluation model, now holding a private copy of ``x`` and of the module buffers
         (the trained model, BatchNorm statistics included)."""
         bind_params(self.model, x[:self._x.numel()].detach().to("cpu", copy=True))
-        self._read_tables(x, copy=True)            # the trained tables, copied out of the arena
+        self.read_tables(x, copy=True)            # the trained tables, copied out of the arena
         if buffers is not None:
             bind_buffers(self.model, buffers.detach().to("cpu", copy=True))
         self._data = ()

@@ -163,7 +163,8 @@ class Engine:
             plan.rule.init(b.state)
             for state in b.table_state:
                 plan.table_rule.init(state)
-        self._tables = []                      # the template's private tables: dropped
+        self._tables = []                      # the template's private tables: dropped for views
+        self.evaluator.read_tables(b.x if plan.replicas is None else b.x[0])
         for dst, t in zip(b.data, self._train):
             dst.copy_(t)
         if plan.server is not None and plan.server.adaptive:   # --k adaptive: a checkpoint's K, or the start

@@ -60,11 +60,10 @@ class LearnerTables:
 
     def apply(self, step: int, lr: float) -> int:
         """Apply the rows taken (the direct protocol); the rows updated."""
+        now = int(self._glob["exchanges"]) + 1 if self._marks else 0     # read before the update
         touched = apply_rows(self._plan, self._tables, self._states, self.rows, step, lr)
-        if self._marks:                            # across nodes: the rows the next exchange sends
-            now = int(self._glob["exchanges"]) + 1
-            for (idx, _), mark in zip(self.rows, self._marks):
-                mark.index_fill_(0, idx, now)
+        for (idx, _), mark in zip(self.rows, self._marks):   # across nodes: what the exchanges send
+            mark.index_fill_(0, idx, now)
         self.rows = []
         return touched
 

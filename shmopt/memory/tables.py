@@ -38,6 +38,11 @@ def mark_tables(model: nn.Module, names: tuple[str, ...]) -> list[nn.Parameter]:
     return [params[n] for n in names]
 
 
+def _meta_attributes(model: nn.Module) -> bool:
+    """A module keeps a tensor that is neither a parameter nor a buffer (``self.mask = ...``)."""
+    return any(isinstance(v, Tensor) and v.is_meta for m in model.modules() for v in vars(m).values())
+
+
 def meta_nbytes(model_fn: Callable[[], nn.Module]) -> int | None:
     """Bytes of the model's parameters, from a build on the meta device (nothing allocated);
     None when the factory cannot build there."""
@@ -76,10 +81,13 @@ def build_attached(model_fn: Callable[[], nn.Module], tables: Mapping[str, Tenso
                    fixed: Mapping[str, Tensor]) -> nn.Module:
     """The model with its tables attached to ``tables`` (name -> arena buffer), built on the meta
     device so that no table is ever allocated privately. A factory that cannot build on meta
-    (it reads a tensor's values while building) is built as usual instead; its private tables are
-    dropped once attached."""
+    (it reads a tensor's values while building) or keeps a plain tensor attribute (which the meta
+    build leaves without values) is built as usual instead; its private tables are dropped once
+    attached."""
     try:
         with torch.device("meta"):
+            model = model_fn()
+        if _meta_attributes(model):                # a tensor the meta build cannot give values
             model = model_fn()
     except Exception:  # noqa: BLE001 - the plain build below reports a real failure
         model = model_fn()

@@ -143,3 +143,17 @@ def test_advise_knows_a_model_with_tables():
                             "bytes": 5000 * 8 * 4}]
     assert any("2 copies" in n and "sparse gradients" in n for n in a["notes"])
     assert advise("logreg", 2, calibration_s=0.2, calibration_batches=10, iterations=1000)["tables"] == []
+
+
+class _Masked(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 2, sparse=True)
+        self.mask = torch.arange(2.0)                       # a plain attribute: no values on meta
+
+
+def test_a_model_with_a_plain_tensor_attribute_is_built_for_real():
+    table = torch.zeros(10, 2)
+    model = build_attached(_Masked, {"table.weight": table}, {})
+    assert not model.mask.is_meta and torch.equal(model.mask, torch.arange(2.0))
+    assert model.table.weight.data_ptr() == table.data_ptr()

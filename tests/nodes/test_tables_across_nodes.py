@@ -11,7 +11,7 @@ OPTS = ("-o", f"rows={ROWS}", "-o", f"dim={DIM}")
 
 
 @pytest.mark.timeout_s(240)
-@pytest.mark.parametrize("algo", ["hogwild", "apam"])
+@pytest.mark.parametrize("algo", ["apam"])          # hogwild's exchange is the same code
 def test_two_nodes_exchange_touched_rows_and_end_with_one_model(tmp_path, algo):
     save = str(tmp_path / "m.pt")
     procs = launch(algo, "--steps", "1200", "--exchange-every", "20", "--save", save, *OPTS,
@@ -41,7 +41,7 @@ def test_sync_nodes_all_gather_the_rows_and_end_with_one_model(tmp_path):
 
 
 @pytest.mark.timeout_s(240)
-@pytest.mark.parametrize("algo", ["k-async", "apam-server"])
+@pytest.mark.parametrize("algo", ["k-async"])        # every server variant shares the global applier
 def test_the_global_applier_takes_rows_and_answers_with_rows(tmp_path, algo):
     """Gradients go up as rows; answers come down as the rows written since, never whole tables."""
     save = str(tmp_path / "g.pt")
@@ -58,7 +58,7 @@ def test_the_global_applier_takes_rows_and_answers_with_rows(tmp_path, algo):
 
 
 @pytest.mark.timeout_s(240)
-@pytest.mark.parametrize("algo", ["easgd", "lsgd"])
+@pytest.mark.parametrize("algo", ["lsgd"])           # its leader exchange moves a whole replica
 def test_replica_methods_exchange_whole_tables_across_nodes(tmp_path, algo):
     """Documented: a replica method's exchange moves whole replicas or centres, tables included."""
     save = str(tmp_path / "r.pt")

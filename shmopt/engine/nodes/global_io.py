@@ -193,10 +193,11 @@ class GlobalIO(LocalIO):
                 rows: list = []
                 if kind == KEEPALIVE:
                     version = self.store.version()
-                else:
-                    changed = partial(self._changed, rows, seen) if self.marks else None
-                    version = self.store.read(msg.x, changed)
-                    seen = version
+                else:                              # rows marked after `seen`, scanned outside the
+                    now = self.store.version()     # seqlock: a write during the scan marks its rows
+                    picked = [(mark > seen).nonzero().view(-1) for mark in self.marks]   # > now
+                    version = self.store.read(msg.x, partial(self._values, rows, picked) if picked else None)
+                    seen = now
                 msg.pack(kind, version, booking, release, *end)
                 msg.row_counts = [i.numel() for i, _ in rows] or [0] * len(self.marks)
                 self.send_s[r] += self.link.send(msg.buf, r)
@@ -212,13 +213,10 @@ class GlobalIO(LocalIO):
             self._errors[r] = exc
             self.wakeups.notify_push()
 
-    def _changed(self, rows: list, since: int) -> None:
-        """Into ``rows``: each table's rows written after version ``since`` and their values (run
-        under the store's seqlock read, so they belong to the version it returns)."""
-        rows.clear()
-        for mark, table in zip(self.marks, self.ctx.tables):
-            idx = (mark > since).nonzero().view(-1)
-            rows.append((idx, table.index_select(0, idx)))
+    def _values(self, rows: list, picked: list[torch.Tensor]) -> None:
+        """Into ``rows``: each table's ``picked`` rows and their values (run under the store's
+        seqlock read, so they belong to the version it returns)."""
+        rows[:] = [(idx, table.index_select(0, idx)) for idx, table in zip(picked, self.ctx.tables)]
 
     # ------------------------------------------------------------ the applier's inbox
     def arrivals(self) -> Iterator[Arrival]:

@@ -272,11 +272,15 @@ class NodeLink:
 
 
 def node_signature(ctx: Context) -> tuple[list[float], list[str]]:
-    """What every node must share to exchange: workers, parameters, the nodes' steps, K."""
+    """What every node must share to exchange: workers, parameters, the nodes' steps, K, and the
+    rows a gradient of each table carries (from each node's first mini-batch)."""
     p = ctx.plan
     n = ctx.buffers.x.shape[-1]
-    return ([float(p.workers), float(n), float(p.nodes.total_steps or 0), float(p.k)],
-            ["workers", "parameters", "steps", "k"])
+    # a table's rows per gradient size the global applier's messages: one value on every node
+    return ([float(p.workers), float(n), float(p.nodes.total_steps or 0), float(p.k),
+             *(float(t.slot_rows) for t in p.tables)],
+            ["workers", "parameters", "steps", "k",
+             *(f"rows per gradient of table {t.name!r}" for t in p.tables)])
 
 
 def connect(ctx: Context) -> NodeLink:

@@ -2,11 +2,14 @@
 their delta (:class:`~.delta.DeltaExchange`), each table by the deltas of the rows touched since
 the last exchange, never the whole table.
 
-The learners mark every row they update with the exchange count at that moment plus one (a
-``rows`` int32 mark per table in the arena, written lock-free; 0: never updated). Exchange ``k``
-sends the rows marked ``k`` or later (``1`` or later at the first): rows updated since the previous
-exchange's selection, those updated while it was in flight included (they may go twice; their
-delta is then zero), so no update is ever left behind. Per
+The learners mark every row they update with the exchange count read before the update, plus
+one (a ``rows`` int32 mark per table in the arena, written lock-free; 0: never updated). Exchange
+``k`` sends the rows marked ``k`` or later (``1`` or later at the first): rows updated since the
+previous exchange's selection, those updated while it was in flight included (a row may go
+twice; its delta is then zero). A mark written after two selections (its learner preempted
+between update and mark) would delay its row; the final exchange therefore sends every row that
+differs from the consensus (one pass over the tables), so no update is ever left behind.
+Selecting the rows scans one int32 per row. Per
 table: the counts are all-gathered, then the padded (rows, deltas); every node adds the same
 consensus step to the same rows (rules.averaging: row_delta, row_step, merge_rows_). Only the
 final exchange (no update in flight) writes whole tables, so every node ends with the same bytes.
@@ -43,7 +46,9 @@ class TableDeltaExchange:
         vote = self.dense.exchange(done, halt, updates, final)
         since = max(int(self.glob["exchanges"]), 1)
         for table, sync, mark in zip(self.tables, self.sync, self.marks):
-            rows = (mark >= since).nonzero().view(-1)
+            # the final exchange sends every row that differs from the consensus: a learner
+            # preempted between its update and its mark cannot leave an update behind
+            rows = ((table != sync).any(1) if final else mark >= since).nonzero().view(-1)
             sent = row_delta(table, sync, rows)
             parts = gather_rows(self.link, rows, sent, self.what)
             if not parts:                          # no node touched this table since
