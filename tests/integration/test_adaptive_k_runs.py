@@ -26,7 +26,7 @@ def _check_schedule(sched: list, ladder: list[int]) -> None:
     assert list(kk) == sorted(set(kk)) and set(kk) <= set(ladder)
 
 
-@pytest.mark.parametrize("algo", ["k-sync", "k-async"])
+@pytest.mark.parametrize("algo", [pytest.param("k-sync", marks=pytest.mark.slow), "k-async"])
 def test_adaptive_run_logs_its_k_schedule_and_trains(algo, tmp_path, capsys, logreg):
     log = tmp_path / "curve.jsonl"
     with pytest.raises(SystemExit) as info:

@@ -63,7 +63,8 @@ def test_a_users_own_sparse_module_is_a_table():
 
 
 @pytest.mark.timeout_s(120)
-@pytest.mark.parametrize("algo", ["sync", "k-async", "k-batch-sync", "lsgd", "easgd", "local-sgd"])
+@pytest.mark.parametrize("algo", ["sync", "k-async", pytest.param("k-batch-sync", marks=pytest.mark.slow), "lsgd",
+                                  pytest.param("easgd", marks=pytest.mark.slow), "local-sgd"])
 def test_every_protocol_trains_tables_by_rows(algo):
     """Server protocols carry rows in the mailbox; replicas keep a table per replica and couple it."""
     problem = load_problem("embedding-bag", **SMALL)

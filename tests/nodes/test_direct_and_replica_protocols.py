@@ -94,7 +94,7 @@ def test_sync_on_two_nodes_computes_what_one_node_with_twice_the_workers_does(tm
 
 
 # ------------------------------------------------------------------ faults
-@pytest.mark.parametrize("how", ["kill", "silent"])
+@pytest.mark.parametrize("how", ["kill", pytest.param("silent", marks=pytest.mark.slow)])
 def test_a_lost_node_ends_the_other_in_bounded_time_with_its_rank(tmp_path, how):
     log = str(tmp_path / "log.jsonl")
     procs = launch("apam", "--time-limit", "90", "--log", log, "--eval-interval", "0.2", timeout=4)
@@ -116,7 +116,8 @@ def test_a_lost_node_ends_the_other_in_bounded_time_with_its_rank(tmp_path, how)
     no_segment_of(procs)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130),
+                                       pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_ctrl_c_or_sigterm_on_one_node_stops_every_node_cleanly(tmp_path, sig, code):
     procs = launch("apam", "--time-limit", "90", "--log", str(tmp_path / "log.jsonl"))
     try:

@@ -13,8 +13,9 @@ from loopback_nodes import finish, launch, no_segment_of, ok, wait_training
 
 
 @pytest.mark.parametrize("algo, extra", [
-    ("k-sync", ["--k", "2"]), ("k-batch-sync", ["--k", "2"]), ("k-async", ["--k", "1"]),
-    ("k-batch-async", ["--k", "2"]), ("apam", ["--protocol", "server", "--max-staleness", "1"]),
+    ("k-sync", ["--k", "2"]), pytest.param("k-batch-sync", ["--k", "2"], marks=pytest.mark.slow),
+    ("k-async", ["--k", "1"]), pytest.param("k-batch-async", ["--k", "2"], marks=pytest.mark.slow),
+    ("apam", ["--protocol", "server", "--max-staleness", "1"]),
 ])
 def test_each_variant_converges_with_the_same_figures_on_both_nodes(algo, extra):
     procs = launch(algo, "--steps", "800", *extra)
@@ -36,6 +37,7 @@ def test_each_variant_converges_with_the_same_figures_on_both_nodes(algo, extra)
     no_segment_of(procs)
 
 
+@pytest.mark.slow
 def test_a_slow_node_is_cancelled_in_k_sync_as_inside_a_node():
     procs = launch("k-sync", "--k", "1", "--time-limit", "3", "--delay", "exp:0.02",
                    per_node={1: ["--slow", "0:20"]})        # node 1's delays average 400 ms

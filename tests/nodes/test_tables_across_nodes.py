@@ -57,6 +57,7 @@ def test_the_global_applier_takes_rows_and_answers_with_rows(tmp_path, algo):
     no_segment_of(procs)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(240)
 @pytest.mark.parametrize("algo", ["lsgd"])           # its leader exchange moves a whole replica
 def test_replica_methods_exchange_whole_tables_across_nodes(tmp_path, algo):
