@@ -1,4 +1,4 @@
-"""The command line: ``shmopt run | compare | plot | theory | advise | top | algos | info | clean``.
+"""The command line: ``shmopt run | compare | plot | theory | advise | top | data | algos | info | clean``.
 
 Every user mistake is one line on stderr (``shmopt: error: ...``) and exit code 2, with no
 process started and no shared memory left; a failed worker is reported with its rank, pid, exit
@@ -304,8 +304,10 @@ def _register_bench() -> None:
 
 _register_bench()
 from .advise import advise_command  # noqa: E402  (the command lives in its own file)
+from .data_cli import data_command  # noqa: E402
 
 cli.add_command(advise_command)
+cli.add_command(data_command)
 
 
 def main(argv: list[str] | None = None) -> None:

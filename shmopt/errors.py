@@ -29,6 +29,11 @@ class ProblemError(ConfigError):
     """A problem cannot be loaded or does not fit its data (missing file, no ``problem()``, ...)."""
 
 
+class DataError(ConfigError):
+    """A data package cannot be fetched (unknown name, no apt-get, digest mismatch) or its files
+    cannot be read."""
+
+
 class ShmSpaceError(ConfigError):
     """Not enough free shared memory (/dev/shm) for the requested arena."""
 
