@@ -53,7 +53,7 @@ PACKAGES: dict[str, DataPackage] = {p.name: p for p in (
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     """The data folder: ``data_dir``, else ``$SHMOPT_DATA_DIR``, else ``~/.cache/shmopt/data``."""
     chosen = data_dir or os.environ.get(ENV_VAR)
-    return Path(chosen).expanduser() if chosen else Path.home() / ".cache" / "shmopt" / "data"
+    return (Path(chosen).expanduser() if chosen else Path.home() / ".cache" / "shmopt" / "data").absolute()
 
 
 def get_package(name: str) -> DataPackage:

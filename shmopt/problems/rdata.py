@@ -95,7 +95,7 @@ class _Reader:
 
     def item(self) -> RObject:
         flags = self.int()
-        t, has_attr, has_tag = flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
+        t, has_attr = flags & 0xFF, bool(flags & (1 << 9))
         if t in (_NIL, _GLOBAL, _UNBOUND, _MISSING, _BASENS, _EMPTY, _BASEENV):
             return NULL if t == _NIL else RObject("env")
         if t == _REF:
