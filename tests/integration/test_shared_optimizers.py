@@ -138,6 +138,7 @@ def _child_steps(shared: SharedModel, opt: SharedAdam, rank: int, steps: int, ba
            float(shared.flat.double().sum())))
 
 
+@pytest.mark.slow                     # two spawned processes: test_shared_sparse_optimizers, row_amsgrad
 @pytest.mark.timeout_s(120)
 def test_four_spawned_processes_exact_count_and_shared_state(spawn):
     n, steps = 4, 60

@@ -151,6 +151,7 @@ def test_nodes_with_different_options_refuse_to_train():
 # ------------------------------------------------------------------ torchrun
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="no torchrun console script")
+@pytest.mark.slow                     # docs/across-machines.md's first block runs torchrun too
 def test_torchrun_launches_two_nodes(tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     port = free_port()
