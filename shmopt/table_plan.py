@@ -45,11 +45,16 @@ class Table:
         return self.rows * self.dim * 4
 
 
+def table_numel(tables: tuple[Table, ...]) -> int:
+    """Floats of the tables: they follow the dense parameters in ``x``."""
+    return sum(t.rows * t.dim for t in tables)
+
+
 def table_views(tables: tuple[Table, ...], x: Tensor) -> tuple[Tensor, ...]:
     """The tables as views of ``x``, where they follow the dense parameters: ``(rows, dim)`` each
     (``(P, rows, dim)`` when ``x`` has one row per replica)."""
     out = []
-    offset = x.shape[-1] - sum(t.rows * t.dim for t in tables)
+    offset = x.shape[-1] - table_numel(tables)
     for t in tables:
         out.append(x[..., offset:offset + t.rows * t.dim].view(*x.shape[:-1], t.rows, t.dim))
         offset += t.rows * t.dim

@@ -66,3 +66,23 @@ def engine_children() -> list[psutil.Process]:
     """This process's children that are not multiprocessing's own helpers."""
     return [c for c in psutil.Process().children(recursive=True)
             if "forkserver" not in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def run_children(ctx, target, args_list, timeout: float = 60.0) -> list:
+    """Start one ``ctx`` process per args tuple (a result queue appended to its args), collect one
+    result from each, join them all (terminating one still alive after ``timeout``) and assert
+    that every one exited 0; the results in arrival order."""
+    q = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, q)) for args in args_list]
+    for p in procs:
+        p.start()
+    try:
+        results = [q.get(timeout=timeout) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=timeout)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return results

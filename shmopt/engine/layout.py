@@ -12,7 +12,7 @@ import torch
 from ..memory import Arena, Layout
 from ..memory.layout import HOST
 from ..plan import Plan
-from ..table_plan import table_views
+from ..table_plan import table_numel, table_views
 from . import control, mailbox, roles, row_slots
 
 DATA_PREFIX = "data"
@@ -36,11 +36,6 @@ def checkpoint_skip(plan: Plan, n_data: int) -> tuple[str, ...]:
             + tuple(table_name(i, MARK) for i in range(len(plan.tables)) if marks_rows(plan)))
 
 
-def table_numel(plan: Plan) -> int:
-    """Floats of the plan's tables: they follow the ``n`` dense parameters in ``x``."""
-    return sum(t.rows * t.dim for t in plan.tables)
-
-
 def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers: int = 0) -> Layout:
     """The arena of a plan with ``n`` dense parameters; ``x`` holds them followed by the tables
     (each a contiguous ``rows x dim`` block), so a replica, a centre and a checkpoint hold the whole
@@ -48,7 +43,7 @@ def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers:
     parameters: one row, or one per replica."""
     P, method = plan.workers, plan.replicas
     rows = (P,) if method is not None else ()     # replicas: one x and rule state per worker
-    n_total = n + table_numel(plan)
+    n_total = n + table_numel(plan.tables)
     specs: list[tuple] = control.specs(roles.processes(plan))
     specs.append(("x", (*rows, n_total), "float32"))
     if n_buffers:
@@ -110,7 +105,8 @@ class Buffers:
         nnodes = plan.nodes.nnodes if plan.nodes else 1
         extra = plan.replicas.buffers(0, nnodes) if plan.replicas else []     # (their names)
         x = arena.tensor("x")
-        return cls(arena.array("glob")[0], arena.array("ctrl"), x, x[..., :x.shape[-1] - table_numel(plan)],
+        dense = x[..., :x.shape[-1] - table_numel(plan.tables)]
+        return cls(arena.array("glob")[0], arena.array("ctrl"), x, dense,
                    arena.tensor(MODULE_BUFFERS) if MODULE_BUFFERS in arena else None,
                    {s: arena.tensor(f"state_{s}") for s in plan.rule.state_names},
                    {name: arena.tensor(name) for name, _ in extra},

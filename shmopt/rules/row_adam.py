@@ -83,28 +83,37 @@ def _running_max(vhat: Tensor, indices: Tensor, v: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class LazyAdam(RowRule):
-    """SparseAdam (and lazy AMSGrad); state ``m``, ``v`` (+ ``vmax``) of shape (rows, dim)."""
-
-    name: ClassVar[str] = "lazy_adam"
+class _AdamRows(RowRule):
+    """The options both Adam-style row rules take (validated), and their refusal of weight decay."""
 
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    amsgrad: bool = False
     bias_correction: bool = True
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        _refuse_weight_decay(options)
+
+
+@dataclass(frozen=True)
+class LazyAdam(_AdamRows):
+    """SparseAdam (and lazy AMSGrad); state ``m``, ``v`` (+ ``vmax``) of shape (rows, dim)."""
+
+    name: ClassVar[str] = "lazy_adam"
+
+    amsgrad: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         checks.flag("amsgrad", self.amsgrad)
 
     @property
     def label(self) -> str:
         return "lazy_amsgrad" if self.amsgrad else self.name
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        _refuse_weight_decay(options)
 
     def state_specs(self, rows: int, dim: int) -> dict[str, tuple[int, ...]]:
         names = ("m", "v", "vmax") if self.amsgrad else ("m", "v")
@@ -122,22 +131,10 @@ class LazyAdam(RowRule):
 
 
 @dataclass(frozen=True)
-class RowwiseAMSGrad(RowRule):
+class RowwiseAMSGrad(_AdamRows):
     """Row-wise AMSGrad: ``v``, ``vmax`` of shape (rows,); ``m`` (rows, dim) unless ``betas[0] == 0``."""
 
     name: ClassVar[str] = "rowwise_amsgrad"
-
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    bias_correction: bool = True
-
-    def __post_init__(self) -> None:
-        _validate(self)
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        _refuse_weight_decay(options)
 
     def state_specs(self, rows: int, dim: int) -> dict[str, tuple[int, ...]]:
         specs: dict[str, tuple[int, ...]] = {"m": (rows, dim)} if self.betas[0] > 0 else {}

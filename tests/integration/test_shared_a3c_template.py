@@ -16,6 +16,7 @@ import functools
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import run_children
 from torch import nn
 
 import shmopt
@@ -157,17 +158,7 @@ def test_template_loop_in_a_spawned_process():
     ctx = mp.get_context("spawn")
     shared_model = _model().share_memory()
     with shmopt.SharedAdam(shared_model.parameters(), lr=0.01) as optimizer:
-        q = ctx.Queue()
-        proc = ctx.Process(target=_learner, args=(shared_model, optimizer, q))
-        proc.start()
-        try:
-            norms, count, child_params = q.get(timeout=JOIN_S)
-        finally:
-            proc.join(timeout=JOIN_S)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        assert proc.exitcode == 0
+        ((norms, count, child_params),) = run_children(ctx, _learner, [(shared_model, optimizer)], JOIN_S)
         assert norms == [_norm_of_one_gradient()] * STEPS, f"the local gradient accumulated: {norms}"
         assert count == optimizer.step_count == STEPS
         for p, c, q_ in zip(shared_model.parameters(), child_params, _reference(OPTIMIZERS["SharedAdam"][1])):

@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import run_children
 from torch import nn
 
 from shmopt.errors import ConfigError
@@ -38,23 +39,6 @@ def _loss(model: nn.Module, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     x, y = torch.randn(16, 5, generator=gen), torch.randn(16, 3, generator=gen)
     return (model(x) - y).pow(2).mean()
-
-
-def _run(ctx, target, args_list):
-    """Start one child per args tuple, collect one result each from a queue, join them all."""
-    q = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args, q)) for args in args_list]
-    for p in procs:
-        p.start()
-    try:
-        return [q.get(timeout=JOIN_S) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=JOIN_S)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 
 @pytest.fixture
@@ -145,7 +129,7 @@ def test_four_spawned_processes_exact_count_and_shared_state(spawn):
     with share(_net()) as shared, SharedAdam(shared.parameters(), lr=1e-3) as opt:
         before = shared.flat.clone()
         barrier = spawn.Barrier(n)
-        results = _run(spawn, _child_steps, [(shared, opt, r, steps, barrier) for r in range(n)])
+        results = run_children(spawn, _child_steps, [(shared, opt, r, steps, barrier) for r in range(n)])
         assert opt.step_count == n * steps                    # exact: no increment lost
         assert sorted(r[1] for r in results) == [1, 2, 3, 4]   # slot 0 is the parent's
         assert all(r[2] == steps and r[3] == n * steps for r in results)
@@ -187,7 +171,7 @@ def test_load_state_dict_in_place_is_seen_by_a_child(spawn):
         assert opt.step_count == 7
         flat_before = shared.flat.clone()
         p_sum = float(p.detach().double().sum())
-        (seen,) = _run(spawn, _child_reads_loaded_state, [(shared, opt)])
+        (seen,) = run_children(spawn, _child_reads_loaded_state, [(shared, opt)])
         assert seen == (7, 0.5, 0.5, p_sum)
         assert opt.step_count == 8 and not torch.equal(shared.flat, flat_before)
 
@@ -205,10 +189,10 @@ def test_passing_the_module_itself_to_a_child_keeps_it_shared(spawn):
     model = _net()
     with share(model) as shared:
         before = model[0].bias.detach().clone()
-        (child_sum,) = _run(spawn, _child_bumps_module, [(model,)])
+        (child_sum,) = run_children(spawn, _child_bumps_module, [(model,)])
         shared.check()                        # torch did not move the parameters
         with pytest.raises(SharingError, match="submodule"):
-            _run(spawn, _child_bumps_module, [(model[0],)])
+            run_children(spawn, _child_bumps_module, [(model[0],)])
         shared.check()
         torch.testing.assert_close(model[0].bias.detach(), before + 1.0)
         assert child_sum == pytest.approx(float(model[0].bias.detach().sum()))

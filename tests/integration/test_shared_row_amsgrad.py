@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import run_children
 from torch import nn
 
 from shmopt.errors import ConfigError
@@ -178,18 +179,9 @@ def test_two_spawned_processes_share_the_state_and_an_exact_count():
     with share(TwoTables()) as shared, \
             SharedSparseAdam(shared.a.parameters(), lr=0.01, betas=BETAS, amsgrad=True) as lazy, \
             SharedRowwiseAMSGrad(shared.b.parameters(), lr=0.01, betas=BETAS) as rowwise:
-        barrier, q = ctx.Barrier(CHILDREN), ctx.Queue()
-        procs = [ctx.Process(target=_child, args=(shared, lazy, rowwise, r, barrier, q)) for r in range(CHILDREN)]
-        for p in procs:
-            p.start()
-        try:
-            results = [q.get(timeout=JOIN_S) for _ in procs]
-        finally:
-            for p in procs:
-                p.join(timeout=JOIN_S)
-                if p.is_alive():
-                    p.terminate()
-        assert all(p.exitcode == 0 for p in procs)
+        barrier = ctx.Barrier(CHILDREN)
+        results = run_children(ctx, _child, [(shared, lazy, rowwise, r, barrier) for r in range(CHILDREN)],
+                               JOIN_S)
         total = CHILDREN * CHILD_STEPS
         assert lazy.step_count == rowwise.step_count == total                       # none lost
         assert results == [(CHILD_STEPS, CHILD_STEPS, total, total, 0)] * CHILDREN

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import run_children
 from torch import nn
 
 from shmopt.errors import ConfigError
@@ -201,18 +202,9 @@ def test_spawned_processes_share_sparse_adagrad_state_and_an_exact_count():
     with share(TwoTables()) as shared, SharedAdagrad(shared.a.parameters(), lr=0.01) as opt_a, \
             SharedRowwiseAdagrad(shared.b.parameters(), lr=0.01) as opt_b:
         before = shared.flat.clone()
-        barrier, q = ctx.Barrier(CHILDREN), ctx.Queue()
-        procs = [ctx.Process(target=_child, args=(shared, opt_a, opt_b, r, barrier, q)) for r in range(CHILDREN)]
-        for p in procs:
-            p.start()
-        try:
-            results = [q.get(timeout=JOIN_S) for _ in procs]
-        finally:
-            for p in procs:
-                p.join(timeout=JOIN_S)
-                if p.is_alive():
-                    p.terminate()
-        assert all(p.exitcode == 0 for p in procs)
+        barrier = ctx.Barrier(CHILDREN)
+        results = run_children(ctx, _child, [(shared, opt_a, opt_b, r, barrier) for r in range(CHILDREN)],
+                               JOIN_S)
         total = CHILDREN * STEPS
         assert opt_a.step_count == opt_b.step_count == total               # exact: none lost
         assert all(r[1] == STEPS and r[2] == r[3] == total for r in results)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from helpers import run_children
 from torch import nn
 
 from shmopt.errors import ConfigError
@@ -204,18 +205,9 @@ def test_a_spawned_worker_never_holds_anything_of_the_tables_size(name):
     ctx = mp.get_context("spawn")
     with share(Model()) as shared, OPTIMIZERS[name](shared.emb.parameters()) as opt, \
             SharedAdam(shared.head.parameters(), lr=0.01) as head_opt:
-        inbox, outbox = ctx.Queue(), ctx.Queue()
-        proc = ctx.Process(target=_worker, args=(inbox, outbox))
-        proc.start()
-        try:
-            inbox.put((shared, opt, head_opt))
-            growth, grad_numel, count = outbox.get(timeout=JOIN_S)
-        finally:
-            proc.join(timeout=JOIN_S)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        assert proc.exitcode == 0
+        inbox = ctx.Queue()
+        inbox.put((shared, opt, head_opt))          # read (attached) after the peak is reset
+        ((growth, grad_numel, count),) = run_children(ctx, _worker, [(inbox,)], JOIN_S)
         # the table is 64 MB of shared memory (its element-wise state too): a private copy of
         # it, or a walk over all its pages, would add 64 MB to the worker's peak
         assert growth < TABLE_BYTES // 4, f"peak grew by {growth >> 20} MB"
