@@ -16,6 +16,7 @@ from .engine.worker_info import WorkerInfo, worker_info
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
 from .problems import Problem, load_problem
 from .shared import (
+    GlobalStepLR,
     SharedAdagrad,
     SharedAdam,
     SharedAMSGrad,
@@ -33,4 +34,4 @@ __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Prob
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
            "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
            "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "SharedModel", "share",
-           "push_gradients", "pull_parameters", "worker_info", "WorkerInfo"]
+           "push_gradients", "pull_parameters", "GlobalStepLR", "worker_info", "WorkerInfo"]

@@ -240,6 +240,8 @@ def _summary(st: dict) -> None:
             ("throughput", f"{st['samples_per_s']:,.0f} samples/s"
              + (f", {st['rows_per_s']:,.0f} table rows/s" if st.get("tables") else "")),
             ("staleness", f"mean {st['staleness_mean']:.2f}, max {st['staleness_max']}"),
+            *([("lr", f"{st['lr_schedule']}: {st['lr']:.4g} -> {st['lr_last']:.4g}")]
+              if st.get("lr_schedule", "constant") != "constant" and st.get("lr_last") is not None else []),
             ("final loss", "n/a" if st["final_loss"] is None else f"{st['final_loss']:.6g}")]
     if st.get("tables"):
         rows.append(("tables", "; ".join(f"{t['name']} {t['rows']:,} x {t['dim']} ({st['table_rule']})"

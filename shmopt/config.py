@@ -27,6 +27,7 @@ from .strategies.delays import parse_delay, parse_slow
 from .strategies.leader import TRIGGERS
 from .strategies.lr import LR_POLICIES
 from .strategies.sampling import SAMPLING
+from .strategies.schedules import parse_schedule
 
 #: Option scopes: "train" options are shared by ``shmopt run`` and ``shmopt compare``; "run"
 #: options belong to ``run`` alone (compare sets them per algorithm or not at all).
@@ -74,6 +75,10 @@ def _delay(name: str, value: object) -> object:
         raise ConfigError(f"invalid delay {value!r}: a run needs ALPHA > 1 (ALPHA <= 1 has an "
                           f"infinite mean delay, the run would sleep without end)")
     return delay
+
+
+def _schedule(name: str, value: object) -> object:
+    return parse_schedule(value, check_budget=False)   # type: ignore[arg-type]  (plan.resolve: the budget)
 
 
 def _slow(name: str, value: object) -> object:
@@ -150,6 +155,11 @@ class Config:
                          "lr-max)).", check=_one_of(*LR_POLICIES))
     lr_c: float | None = opt(None, "dutta policy: C.", type=float, check=_real(gt=0))
     lr_max: float | None = opt(None, "dutta policy: eta_max [default: --lr].", type=float, check=_real(gt=0))
+    lr_schedule: str = opt("constant", "Base rate against the global update count: constant, inv-sqrt[:S] "
+                           "(min(lr*sqrt(S/k), lr), APAM's), cosine[:FLOOR], linear[:FLOOR], exp:G, "
+                           "step:N[:G]; decays span --steps.", metavar="NAME[:ARGS]", check=_schedule)
+    lr_warmup: int = opt(0, "Updates of linear warm-up (lr*(k+1)/W) before the schedule.", type=int,
+                         check=_int(0))
     delay: str = opt("none", "Injected per-mini-batch delay: none, exp:MEAN, shifted-exp:SHIFT:MEAN, "
                      "pareto:SCALE:ALPHA (seconds, ALPHA > 1).", check=_delay)
     slow: tuple[str, ...] = opt((), "Make a worker slower: its delays times FACTOR (repeatable).",

@@ -27,6 +27,7 @@ from .strategies.algorithms import default_k, family
 from .strategies.delays import Delay, parse_delay, parse_slow
 from .strategies.replicas import REPLICA_METHODS, ReplicaMethod
 from .strategies.sampling import check_sampling
+from .strategies.schedules import LrSchedule, parse_schedule
 from .strategies.server import KAggregator
 
 DEFAULT_STEPS = 5000
@@ -109,6 +110,7 @@ class Plan:
     nodes: NodePlan | None = None   # across machines; None on a single node
     tables: tuple = ()              # the model's tables (table_plan.Table), set by table_plan.with_tables
     table_rule: RowRule | None = None   # their row rule
+    schedule: LrSchedule = LrSchedule()  # the base rate against the global update count
 
     @property
     def batch_size(self) -> int:
@@ -209,5 +211,6 @@ def resolve(config: Config, problem: Problem) -> Plan:
             steps = split_steps(steps, nodes.nnodes, nodes.rank)
         sub["nodes"] = nodes
     supervisor = _supervisor_plan(c)
+    schedule = parse_schedule(c.lr_schedule, c.lr_warmup, steps)
     return Plan(c.algo, rule, protocol, variant, k, c.workers, rule.lr, steps, policy, worker,
-                supervisor, c.to_dict(), **sub)
+                supervisor, c.to_dict(), schedule=schedule, **sub)

@@ -126,6 +126,8 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
     st.update({
         "staleness_hist": {bin_label(b): int(c) for b, c in enumerate(hist) if c},
         "lr_policy": plan.lr_policy.name,
+        "lr_schedule": plan.schedule.label,
+        "lr_last": plan.lr * plan.schedule.factor(max(updates - 1, 0)) if updates else None,
         "lr_mean": float(ctrl["lr_sum"].sum()) / applied if applied else None,
         "lr_min": min(lr_min) if lr_min else None,
         "lr_max": float(ctrl["lr_max"].max()) if applied else None,

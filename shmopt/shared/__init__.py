@@ -14,7 +14,8 @@ it shared), :mod:`~shmopt.shared.push_pull` (gradients: one private buffer per p
 :mod:`~shmopt.shared.param_groups`, :mod:`~shmopt.shared.group_rules` (the rule of each group),
 :mod:`~shmopt.shared.torch_state` and
 :mod:`~shmopt.shared.optimizer_base` (state, pickling by handle, step counting, staleness), and
-:mod:`~shmopt.shared.optimizers` (the optimizer classes).  Only the memory layer, the rules and
+:mod:`~shmopt.shared.optimizers` (the optimizer classes), :mod:`~shmopt.shared.schedule` (a
+scheduler on the global step count).  Only the memory layer, the rules and
 the strategies are used, nothing above them.
 """
 from .errors import SharingError
@@ -29,7 +30,8 @@ from .optimizers import (
     SharedSparseAdam,
 )
 from .push_pull import pull_parameters, push_gradients
+from .schedule import GlobalStepLR
 
 __all__ = ["SharedAMSGrad", "SharedAdam", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
            "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "share", "SharedModel", "push_gradients",
-           "pull_parameters", "SharingError"]
+           "pull_parameters", "SharingError", "GlobalStepLR"]

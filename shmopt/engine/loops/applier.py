@@ -62,12 +62,13 @@ def serve(ctx: Context, wakeups: WakeUps, store: SeqlockStore, io: ApplierIO, ag
             tau = max(d.staleness)
             old = io.params_of(d.batch[d.staleness.index(tau)])   # the oldest gradient's read
             distance = None if old is None else sq_distance(store.x, old)
-            lr = policy(plan.lr, tau, distance)
+            at = plan.schedule.factor(version)    # the schedule, on the global update count
+            lr = policy(at * plan.lr, tau, distance)
             with store.writing() as version:
                 plan.rule.update(store.x, g, store.state, step=version, lr=lr)
                 if rows:                              # the K gradients' rows: their coalesced mean
                     counters.rows(apply_rows(plan, ctx.tables, ctx.table_state, rows, version,
-                                             policy(plan.table_rule.lr, tau, distance)))
+                                             policy(at * plan.table_rule.lr, tau, distance)))
                 ctx.fence()                           # before the version says it is there
             for a, t in zip(d.batch, d.staleness):
                 counters.applied(t, lr)

@@ -52,10 +52,11 @@ def direct_loop(ctx: Context, wakeups: WakeUps) -> None:
             counters.count("dropped")
             continue
         distance = sq_distance(store.x, view) if policy.needs_distance else None
-        lr = policy(plan.lr, tau, distance)
+        at = plan.schedule.factor(v_now)        # the schedule, on the global update count
+        lr = policy(at * plan.lr, tau, distance)
         plan.rule.update(store.x, ctx.to_arena(g), store.state, step=v_now + 1, lr=lr)
         if tables is not None:             # the rows, at the same step and staleness-scaled rate
-            counters.rows(tables.apply(v_now + 1, policy(plan.table_rule.lr, tau, distance)))
+            counters.rows(tables.apply(v_now + 1, policy(at * plan.table_rule.lr, tau, distance)))
         ctx.fence()
         counters.applied(tau, lr)
         counters.update()

@@ -23,7 +23,7 @@ from .common import gradient, start, timed
 
 def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
     plan, method, counters, rank = ctx.plan, ctx.plan.replicas, ctx.counters, ctx.rank
-    steps, lr, b = plan.steps, plan.lr, ctx.buffers
+    steps, b = plan.steps, ctx.buffers
     x = ctx.x
     model = ctx.model_fn()                       # built under seed + rank (Context)
     own = method.independent_init and not counters["own_start"]   # never over a resumed replica
@@ -48,9 +48,11 @@ def replica_loop(ctx: Context, wakeups: WakeUps) -> None:
         total = int(updates.sum())
         if steps is not None and total >= steps:
             raise Stopped
+        at = plan.schedule.factor(total)             # the schedule, on the global update count
+        lr = at * plan.lr
         plan.rule.update(x, g, ctx.state, step=step + 1, lr=lr)
         if tables is not None:
-            counters.rows(tables.apply(step + 1, plan.table_rule.lr))
+            counters.rows(tables.apply(step + 1, at * plan.table_rule.lr))
         ctx.fence()
         step += 1
         counters.applied(0, lr)
