@@ -60,6 +60,10 @@ class WorkerError(ShmoptError):
         return {"rank": self.rank, "pid": self.pid, "exitcode": self.exitcode, "traceback": self.traceback}
 
 
+class DivergedError(ShmoptError):
+    """Training cannot go on: every recent loss or gradient was NaN/Inf (nothing was applied)."""
+
+
 class NodeError(ShmoptError):
     """Across nodes: another node was lost (died, stalled past ``--dist-timeout``, unreachable) or
     runs a configuration this node cannot exchange with. ``nodes``: the node ranks named."""

@@ -46,6 +46,7 @@ from .layout import Buffers, build_layout, checkpoint_skip
 from .mailbox import GradientMailbox
 from .model_view import the_model
 from .nodes.finish import finish_nodes, halt_nodes
+from .nonfinite import NonFiniteWatch
 from .record import Result, RunRecord, Sample, node_summary, summary
 from .run_view import describe
 
@@ -174,6 +175,7 @@ class Engine:
         every = sp.checkpoint_every
         self._next_ckpt = (self.updates() // every + 1) * every if every else None
         self._next_eval = 0.0
+        self._nonfinite = NonFiniteWatch(plan.workers)
         if sp.log:
             self._log = open(sp.log, "w", encoding="utf-8")
         self.record.t_spawn = time.time()
@@ -255,6 +257,7 @@ class Engine:
     def poll(self) -> str | None:
         """One supervision step: check processes, evaluate when due; the stop reason or None."""
         self.check_processes()
+        self._nonfinite.check(self.buffers.ctrl)
         sp = self.plan.supervisor
         if self.plan.nodes is not None and self.buffers.glob["peer_finish"]:
             return "peer"                     # another node ended the job (target, Ctrl-C)

@@ -15,6 +15,7 @@ from helpers import run_main
 
 import shmopt
 from shmopt import Config, Engine, WorkerError
+from shmopt.errors import DivergedError
 
 HERE = pathlib.Path(__file__).parent
 FAULTY = str(HERE / "problems_for_tests" / "faulty.py")
@@ -48,6 +49,14 @@ def test_nonfinite_stop_policy_fails_the_run():
     with pytest.raises(WorkerError, match="non-finite"):
         shmopt.train(FAULTY, problem_options={"mode": "nan"}, algo="hogwild", workers=2, steps=10**6,
                      on_nonfinite="stop")
+
+
+@pytest.mark.parametrize("algo", ["hogwild", "sync"])
+def test_a_run_whose_every_loss_is_non_finite_stops_with_an_error_not_a_hang(algo):
+    """Before: skipped non-finite gradients never reach a step limit, and the run waited forever."""
+    with pytest.raises(DivergedError, match=r"the last \d+ mini-batches all gave a non-finite"):
+        shmopt.train(FAULTY, problem_options={"mode": "all-nan", "after": 3}, algo=algo, workers=2,
+                     steps=10**6)
 
 
 def test_worker_failure_is_detected_by_polling(quad):
