@@ -3,14 +3,17 @@
 It owns a private copy of the model whose dense parameters are views of one private flat buffer;
 an evaluation copies them in (from any device), makes the model's tables (parameters with sparse
 gradients) views of their blocks of the given parameters (the arena's, read lock-free in place as
-a worker does: no copy of a table) and runs the user's loss under
-``no_grad`` and in eval mode, with one thread, so it steals little from the workers. An exception
+a worker does: no copy of a table) and runs the user's loss and metrics under ``no_grad``, in
+eval mode and with one thread, so it steals little from the workers; the two share one forward
+pass (:func:`_forward_once`). An exception
 in the user's loss is reported like a worker failure (what, where, traceback).
 """
 from __future__ import annotations
 
 import os
 import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -19,6 +22,29 @@ from ..memory.flat import bind_buffers, bind_params, buffers_numel
 from ..memory.tables import attach_table
 from ..problems import Problem
 from ..table_plan import index_error, table_views
+
+
+@contextmanager
+def _forward_once(model: torch.nn.Module) -> Iterator[None]:
+    """One forward pass per evaluation: while it lasts, the model's output for the same input
+    tensors (the eval data, given to the loss and then to the metrics) is computed once and
+    reused. In eval mode under no_grad a forward has no effect to repeat; other inputs (or
+    keyword arguments) run as usual."""
+    forward, seen = model.forward, {}
+
+    def once(*args, **kwargs):
+        if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+            return forward(*args, **kwargs)
+        key = tuple((id(a), a.data_ptr(), a.shape, a.stride()) for a in args)
+        if key not in seen:                  # the inputs are kept: no id is reused meanwhile
+            seen[key] = (args, forward(*args))
+        return seen[key][1]
+
+    model.forward = once
+    try:
+        yield
+    finally:
+        del model.forward
 
 
 class Evaluator:
@@ -71,7 +97,7 @@ class Evaluator:
         training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _forward_once(self.model):
                 loss = float(self._loss(self.model, self._data))
                 found = None
                 if metrics and self._metrics is not None:

@@ -17,7 +17,6 @@ next start's sweep (``memory.sweep_stale_segments``) or by ``shmopt clean``.
 """
 from __future__ import annotations
 
-import json
 import pickle
 import time
 import warnings
@@ -40,6 +39,7 @@ from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
 from ..table_plan import find_tables, with_tables
 from . import checkpoint, roles
+from .evaluations import Evaluations
 from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
 from .layout import Buffers, build_layout, checkpoint_skip
@@ -77,7 +77,7 @@ class Engine:
         self._finalizer: weakref.finalize | None = None
         self._final_stats: dict | None = None
         self.model: torch.nn.Module | None = None
-        self._log = None
+        self._evals: Evaluations | None = None
         with torch.random.fork_rng():           # the caller's RNG state is left alone
             torch.manual_seed(self.plan.worker.seed)
             self._template = problem.model()
@@ -174,17 +174,15 @@ class Engine:
         arena.sync()                           # a CUDA block is complete before any export
         every = sp.checkpoint_every
         self._next_ckpt = (self.updates() // every + 1) * every if every else None
-        self._next_eval = 0.0
         self._nonfinite = NonFiniteWatch(plan.workers)
-        if sp.log:
-            self._log = open(sp.log, "w", encoding="utf-8")
+        self._evals = Evaluations(self, open(sp.log, "w", encoding="utf-8") if sp.log else None)
         self.record.t_spawn = time.time()
         group.start()
         # across nodes the node link first meets the other nodes (at most --dist-timeout)
         group.wait_ready(sp.startup_timeout + (plan.nodes.timeout if plan.nodes else 0.0),
                          self.check_processes)
         self.record.t_go = time.time()
-        self._evaluate()                   # the initial parameters: the curve's first point
+        self._evals.now()                  # the initial parameters: the curve's first point
         self.record.t_go = b.glob["t_go"] = time.time()
         group.wakeups.start()
 
@@ -220,40 +218,6 @@ class Engine:
         ctrl, P = self.buffers.ctrl, self.plan.workers
         return self.plan.replicas.leader(ctrl["losses"][:P], ctrl["loss_count"][:P])
 
-    def _evaluate(self, t: float | None = None) -> Sample:
-        """Evaluate the model now; its sample is stamped ``t`` (the final one: the stop time)."""
-        t = time.time() if t is None else t
-        leader = self.leader()
-        self.record.track_leader(leader)
-        device = self.arena.device.type != "cpu"   # copied out while quiesced; the host reads in place
-        with self._quiesced():                 # host: a lock-free read, as every worker's
-            x, mb = (v.to("cpu", copy=device) if v is not None else None
-                     for v in the_model(self.plan, self.buffers, leader))
-            X = self.buffers.x.to("cpu", copy=device) if self.plan.replicas is not None else None
-            XB = self.buffers.mbuf.to("cpu", copy=device) if X is not None and mb is not None else None
-        loss, metrics = self.evaluator.evaluate(x, mb)
-        st = self.stats(partial=True)
-        s = Sample(round(max(t - self.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
-                   st["staleness_mean"], st["gradients"], st["dropped"], leader)
-        s.metrics = metrics
-        if self.plan.server is not None:       # the K from here on (adaptive: decided on this loss)
-            s.k = self.buffers.glob["k"] = self.record.next_k(s, self.plan.k, not self.buffers.glob["stop"])
-        if self.plan.nodes is not None:
-            s.exchanges, s.comm_share = st["exchanges"], st["comm_share"]
-            s.bytes_per_update, s.node_staleness_mean = st["bytes_per_update"], st["node_staleness_mean"]
-        if X is not None:
-            s.loss_average = self.evaluate(X.mean(0), XB.mean(0) if XB is not None else None)
-            s.loss_replicas = [self.evaluate(X[r], XB[r] if XB is not None else None)
-                               for r in range(self.plan.workers)]
-        self.record.history.append(s)
-        self._next_eval = time.monotonic() + self.plan.supervisor.eval_interval
-        if self._log:
-            self._log.write(json.dumps(s.to_dict()) + "\n")
-            self._log.flush()
-        if self.on_sample:
-            self.on_sample(s)
-        return s
-
     def poll(self) -> str | None:
         """One supervision step: check processes, evaluate when due; the stop reason or None."""
         self.check_processes()
@@ -270,8 +234,7 @@ class Engine:
             return "steps"
         if sp.time_limit is not None and time.time() - self.record.t_go >= sp.time_limit:
             return "time_limit"
-        if time.monotonic() >= self._next_eval:
-            s = self._evaluate()
+        if (s := self._evals.poll()) is not None:      # due ones start, finished ones come back
             if sp.target_loss is not None and s.loss is not None and s.loss <= sp.target_loss:
                 return "target_loss"
             accuracy = (s.metrics or {}).get("accuracy", -1.0)
@@ -303,7 +266,7 @@ class Engine:
             rec.t_stop = time.time()
             self.buffers.glob["stop"] = 1
             self.group.close()          # the last evaluation sees the final bytes: no forward
-            self._evaluate(rec.t_stop)  # still moving BatchNorm statistics, no step in flight
+            self._evals.now(rec.t_stop)  # still moving BatchNorm statistics, no step in flight
             rec.final_loss = rec.history[-1].loss
             return Result(self.close(), [s.to_dict() for s in rec.history], self.stats())
         finally:
@@ -366,6 +329,8 @@ class Engine:
             return self.model
         self._closed = True
         try:
+            if self._evals is not None:
+                self._evals.abandon()                      # no evaluation reads a closed arena
             if self.arena is not None:
                 self.buffers.glob["stop"] = 1
                 if self.group is not None:
@@ -383,8 +348,8 @@ class Engine:
                 self.evaluator.release_tables()           # no view outlives the block
                 self.buffers = self.mailbox = None
                 self.arena.close()
-            if self._log:
-                self._log.close()
+            if self._evals is not None and self._evals.log:
+                self._evals.log.close()
         return self.model
 
     def __enter__(self) -> "Engine":

@@ -11,10 +11,12 @@ with the tables. Table parameters carry a mark that the flat binding skips (:fun
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import ProblemError
 
@@ -43,11 +45,33 @@ def _meta_attributes(model: nn.Module) -> bool:
     return any(isinstance(v, Tensor) and v.is_meta for m in model.modules() for v in vars(m).values())
 
 
+class _NoInitOnMeta(TorchFunctionMode):
+    """Skip in-place ops (``normal_``, ``uniform_``, ``kaiming_uniform_``, ``zero_``, ...) on meta
+    tensors: they have no values to set, and torch's meta kernels of the random ones import
+    torch._dynamo (1-2 s, in every worker process that builds a model on meta)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.endswith("__"):
+            t = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(t, Tensor) and t.is_meta:
+                return t
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def on_meta() -> Iterator[None]:
+    """Build modules on the meta device (shapes, no storage), their initialisers skipped."""
+    with torch.device("meta"), _NoInitOnMeta():
+        yield
+
+
 def meta_nbytes(model_fn: Callable[[], nn.Module]) -> int | None:
     """Bytes of the model's parameters, from a build on the meta device (nothing allocated);
     None when the factory cannot build there."""
     try:
-        with torch.device("meta"):
+        with on_meta():
             model = model_fn()
         return sum(p.numel() * p.element_size() for p in model.parameters())
     except Exception:  # noqa: BLE001 - the real build reports its failure
@@ -85,7 +109,7 @@ def build_attached(model_fn: Callable[[], nn.Module], tables: Mapping[str, Tenso
     build leaves without values) is built as usual instead; its private tables are dropped once
     attached."""
     try:
-        with torch.device("meta"):
+        with on_meta():
             model = model_fn()
         if _meta_attributes(model):                # a tensor the meta build cannot give values
             model = model_fn()

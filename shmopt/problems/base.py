@@ -21,7 +21,7 @@ from torch import Tensor
 from shmopt import checks
 from shmopt.errors import ProblemError
 from shmopt.memory.shm import fmt_bytes
-from shmopt.memory.tables import meta_nbytes
+from shmopt.memory.tables import meta_nbytes, on_meta
 from shmopt.problems.dataset import is_dataset, materialise
 
 __all__ = ["Problem", "describe_exception", "option_checks", "seeded"]
@@ -241,7 +241,7 @@ class Problem:
         """A second build to compare architectures, on the meta device (no storage: a model with a
         large table is not held twice); a factory that cannot build on meta is built as usual."""
         try:
-            with torch.device("meta"):
+            with on_meta():
                 return self._build()
         except ProblemError:
             return self._build()

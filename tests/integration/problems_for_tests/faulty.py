@@ -29,6 +29,8 @@ def _loss(model: nn.Module, batch, mode: str, after: int, count_dir: str | None 
         _loss.counted = getattr(_loss, "counted", 0) + 1
         with open(os.path.join(count_dir, f"{os.getpid()}.calls"), "w") as f:
             f.write(str(_loss.counted))
+    if not _in_worker() and mode == "slow-eval" and torch.is_grad_enabled() is False:
+        time.sleep(after)                          # the supervisor's evaluations take `after` s
     if not _in_worker() and mode == "eval":      # the supervisor: validation, then evaluations
         calls = _EVAL_CALLS[after] = _EVAL_CALLS.get(after, 0) + 1   # one count per test setting
         if calls > after:
