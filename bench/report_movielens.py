@@ -59,11 +59,11 @@ def movielens_rules(benchmarks: list[dict]) -> list[str]:
     e = next(iter(of_kind(benchmarks, "movielens_rules")), None)
     if e is None:
         return []
-    rows = [f"| `--table-rule`, `--lr` (hogwild, 2 workers, {e['seconds']:g} s) | samples/s | training time "
+    rows = [f"| `--table-rule`, `--lr`, batch (hogwild, 2 workers, {e['seconds']:g} s) | samples/s | training time "
             f"to {e['target']:.4f} | ratings seen to {e['target']:.4f} | final held-out RMSE: median (min - max) |",
             "|---|---:|---:|---:|---:|"]
     for r in e["rules"]:
-        rows.append(f"| `{r['rule']}`, {r['lr']:g} | {r['samples_per_s']:,.0f} | {_reached(r)} | "
+        rows.append(f"| `{r['rule']}`, {r['lr']:g}, {r['batch_size']} | {r['samples_per_s']:,.0f} | {_reached(r)} | "
                     f"{_spread(r['rmse'])} |")
     return rows + (["", SMOKE] if e["quick"] else [])
 
