@@ -42,7 +42,9 @@ def movielens(benchmarks: list[dict]) -> list[str]:
     sp = e["speedup_2_over_1"]
     gap = two["rmse"]["median"] - svd["rmse"]["median"]
     spread = lambda c: c["rmse"]["max"] - c["rmse"]["min"]  # noqa: E731
-    rows += ["", f"| goal ({e['rounds']} round{'s' if e['rounds'] > 1 else ''}, {e['cores']} cores) | "
+    load = (f", other load {e['other_cores_max']:.2f} cores at most, shmopt's workers used "
+            f"{e['worker_cores']['shmopt1']:.2f} / {e['worker_cores']['shmopt2']:.2f}" if "worker_cores" in e else "")
+    rows += ["", f"| goal ({e['rounds']} round{'s' if e['rounds'] > 1 else ''}, {e['cores']} cores{load}) | "
              "measured: median (min - max) | goal | met |", "|---|---:|---:|---|",
              f"| shmopt 2 workers' training time to SVD's RMSE / SVD's fit time | {ttt} | < 1x | {met} |",
              f"| samples/s per worker, shmopt 2 workers / torch SparseAdam | {_spread(e['per_worker_vs_torch'], '.2f', 'x')} | | |",

@@ -19,7 +19,9 @@ round to round, round r with seed r (SVD's initial factors; the initial tables a
 torch and shmopt; the split stays the problem's), so the final RMSEs' min - max is the run-to-run
 spread; figures are medians over ROUNDS, ratios taken within a round. Every case evaluates
 the held-out RMSE on all 10,001 held-out ratings every EVAL_S seconds (shmopt in its supervisor,
-beside the workers; torch between steps, outside its training clock). The first round's RMSE
+beside the workers; torch between steps, outside its training clock). ``other_cores_max``: the most
+CPU the rest of the machine used during a shmopt run (bench/conftest.py CpuProbe), ``worker_cores``
+what shmopt's workers used (a 2/1 speed-up needs 2). The first round's RMSE
 against training time is written to docs/results/movielens_rmse.csv and .png.
 
 ``movielens_rules``: shmopt, 2 workers, each table rule at the rate that suits it, and adagrad with
@@ -89,13 +91,15 @@ def _hit(history: list[tuple[float, float, int]], target: float) -> tuple[float,
     return next((h for h in history if h[1] <= target), None)
 
 
-def _shmopt(problem, workers: int, seconds: float, rule: str = RULE, lr: float = LR, seed: int = 0) -> dict:
+def _shmopt(problem, workers: int, seconds: float, rule: str = RULE, lr: float = LR, seed: int = 0,
+            probe=None) -> dict:
+    """One hogwild run; ``probe`` (bench/conftest.py CpuProbe): where the CPU went meanwhile."""
     r = shmopt.train(problem, algo="hogwild", workers=workers, time_limit=seconds, table_rule=rule,
-                     lr=lr, eval_interval=EVAL_S, eval_samples=len(problem.eval[1]), seed=seed)
+                     lr=lr, eval_interval=EVAL_S, eval_samples=len(problem.eval[1]), seed=seed, on_sample=probe)
     st = r.stats
     return {"history": [(h["t"], h["rmse"], h["updates"] * problem.batch_size) for h in r.history], "rmse": st["final_metrics"]["rmse"],
             "samples_per_s": st["samples_per_s"], "startup_s": st["startup_s"], "updates": st["updates"],
-            "samples_per_update": st["samples"] / max(1, st["updates"])}
+            "samples_per_update": st["samples"] / max(1, st["updates"]), **(probe.cores() if probe else {})}
 
 
 def _torch(problem, seconds: float, seed: int) -> dict:
@@ -104,7 +108,7 @@ def _torch(problem, seconds: float, seed: int) -> dict:
             "startup_s": 0.0}
 
 
-def _one(case: str, problem, seconds: float, seed: int) -> dict:
+def _one(case: str, problem, seconds: float, seed: int, probe) -> dict:
     """One run of ``case``; ``seed``: SVD's initial factors, torch's and shmopt's batches and
     initial tables (the split stays the problem's)."""
     if case == "svd":
@@ -114,7 +118,7 @@ def _one(case: str, problem, seconds: float, seed: int) -> dict:
                 "samples_per_s": r["ratings_per_s"]}
     if case == "torch":
         return _torch(problem, seconds, seed)
-    return _shmopt(problem, int(case[-1]), seconds, seed=seed)
+    return _shmopt(problem, int(case[-1]), seconds, seed=seed, probe=probe)
 
 
 def _spread(values: list[float]) -> dict:
@@ -157,14 +161,15 @@ def _write_log(runs: dict[str, list[dict]], target: float) -> None:
 
 
 @pytest.mark.timeout_s(900)
-def test_movielens_against_svd_and_sparse_adam(benchmark, quick, warm_forkserver, problem, svd_target):
+def test_movielens_against_svd_and_sparse_adam(benchmark, quick, warm_forkserver, cpu_probe, problem,
+                                                svd_target):
     seconds, rounds = _settings(quick)
     runs: dict[str, list[dict]] = {c: [] for c in CASES}
     order = list(CASES)
 
     def one_round():
         for case in order:
-            runs[case].append(_one(case, problem, seconds, seed=len(runs[case])))
+            runs[case].append(_one(case, problem, seconds, len(runs[case]), cpu_probe()))
         order.reverse()
 
     benchmark.pedantic(one_round, rounds=rounds, iterations=1)
@@ -189,6 +194,8 @@ def test_movielens_against_svd_and_sparse_adam(benchmark, quick, warm_forkserver
         rounds=rounds, quick=quick, target=target, cores=os.cpu_count(), eval_s=EVAL_S,
         batch_size=problem.batch_size, cases=per_case, speedup_2_over_1=ratio("shmopt2", "shmopt1"),
         per_worker_vs_torch=ratio("shmopt2", "torch", 2), one_worker_vs_torch=ratio("shmopt1", "torch"),
+        other_cores_max=max(r.get("other_cores", 0.0) for c in ("shmopt1", "shmopt2") for r in runs[c]),
+        worker_cores={c: statistics.median(r.get("worker_cores", 0.0) for r in runs[c]) for c in ("shmopt1", "shmopt2")},
         svd_vs_per_worker=_spread([s["samples_per_s"] / (m["samples_per_s"] / 2)
                                    for s, m in zip(runs["svd"], runs["shmopt2"])]), goal_speedup=1.8,
         final_metrics={f"{c}_heldout_rmse": per_case[c]["rmse"]["median"] for c in CASES})
