@@ -15,6 +15,10 @@ def _spread(r: dict, fmt: str = ".4f", unit: str = "") -> str:
     return f"{r['median']:{fmt}}{unit} ({r['min']:{fmt}} - {r['max']:{fmt}})"
 
 
+def _x(r: dict) -> str:
+    return _spread(r, ".2f", "x")
+
+
 def _reached(c: dict) -> str:
     """Training time and ratings seen to the target (median of the runs that reached it)."""
     if c["time_to_target_s"] is None:
@@ -41,16 +45,16 @@ def movielens(benchmarks: list[dict]) -> list[str]:
     met = "yes" if two["time_to_target_s"] and two["time_to_target_s"] < svd["time_to_target_s"] else "no"
     sp = e["speedup_2_over_1"]
     gap = two["rmse"]["median"] - svd["rmse"]["median"]
-    spread = lambda c: c["rmse"]["max"] - c["rmse"]["min"]  # noqa: E731
+    spread = lambda c: c["rmse"]["max"] - c["rmse"]["min"]
     load = (f", other load {e['other_cores_max']:.2f} cores at most, shmopt's workers used "
             f"{e['worker_cores']['shmopt1']:.2f} / {e['worker_cores']['shmopt2']:.2f}" if "worker_cores" in e else "")
     rows += ["", f"| goal ({e['rounds']} round{'s' if e['rounds'] > 1 else ''}, {e['cores']} cores{load}) | "
              "measured: median (min - max) | goal | met |", "|---|---:|---:|---|",
              f"| shmopt 2 workers' training time to SVD's RMSE / SVD's fit time | {ttt} | < 1x | {met} |",
-             f"| samples/s per worker, shmopt 2 workers / torch SparseAdam | {_spread(e['per_worker_vs_torch'], '.2f', 'x')} | | |",
-             f"| samples/s, shmopt 1 worker / torch SparseAdam | {_spread(e['one_worker_vs_torch'], '.2f', 'x')} | | |",
-             f"| surprise's ratings/s / shmopt's samples/s per worker | {_spread(e['svd_vs_per_worker'], '.2f', 'x')} | | |",
-             f"| speed-up, 2 workers / 1 worker | {_spread(sp, '.2f', 'x')} | >= {e['goal_speedup']} | "
+             f"| samples/s per worker, shmopt 2 workers / torch SparseAdam | {_x(e['per_worker_vs_torch'])} | | |",
+             f"| samples/s, shmopt 1 worker / torch SparseAdam | {_x(e['one_worker_vs_torch'])} | | |",
+             f"| surprise's ratings/s / shmopt's samples/s per worker | {_x(e['svd_vs_per_worker'])} | | |",
+             f"| speed-up, 2 workers / 1 worker | {_x(sp)} | >= {e['goal_speedup']} | "
              + ("yes" if sp["median"] >= e["goal_speedup"] else "no") + " |",
              f"| final RMSE, shmopt 2 workers - SVD (run-to-run spread: shmopt {spread(two):.4f}, SVD "
              f"{spread(svd):.4f}) | {gap:+.4f} | <= the larger spread | "

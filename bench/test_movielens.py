@@ -95,10 +95,12 @@ def _shmopt(problem, workers: int, seconds: float, rule: str = RULE, lr: float =
             probe=None) -> dict:
     """One hogwild run; ``probe`` (bench/conftest.py CpuProbe): where the CPU went meanwhile."""
     r = shmopt.train(problem, algo="hogwild", workers=workers, time_limit=seconds, table_rule=rule,
-                     lr=lr, eval_interval=EVAL_S, eval_samples=len(problem.eval[1]), seed=seed, on_sample=probe)
+                     lr=lr, eval_interval=EVAL_S, eval_samples=len(problem.eval[1]), seed=seed,
+                     on_sample=probe)
     st = r.stats
-    return {"history": [(h["t"], h["rmse"], h["updates"] * problem.batch_size) for h in r.history], "rmse": st["final_metrics"]["rmse"],
-            "samples_per_s": st["samples_per_s"], "startup_s": st["startup_s"], "updates": st["updates"],
+    return {"history": [(h["t"], h["rmse"], h["updates"] * problem.batch_size) for h in r.history],
+            "rmse": st["final_metrics"]["rmse"], "samples_per_s": st["samples_per_s"],
+            "startup_s": st["startup_s"], "updates": st["updates"],
             "samples_per_update": st["samples"] / max(1, st["updates"]), **(probe.cores() if probe else {})}
 
 
@@ -187,7 +189,7 @@ def test_movielens_against_svd_and_sparse_adam(benchmark, quick, warm_forkserver
             "reached": f"{len(hits)}/{len(rs)}",
             "samples_per_s": statistics.median(r["samples_per_s"] for r in rs),
             "samples_per_s_per_worker": statistics.median(r["samples_per_s"] / workers for r in rs)}
-    ratio = lambda a, b, n=1: _spread([x["samples_per_s"] / n / y["samples_per_s"]  # noqa: E731
+    ratio = lambda a, b, n=1: _spread([x["samples_per_s"] / n / y["samples_per_s"]
                                        for x, y in zip(runs[a], runs[b])])
     benchmark.extra_info.update(
         kind="movielens", problem=problem.name, rule=RULE, lr=LR, torch_lr=TORCH_LR, seconds=seconds,
@@ -231,6 +233,6 @@ def test_movielens_table_rules(benchmark, quick, warm_forkserver, problem, svd_t
                       "samples_to_target": statistics.median(h[2] for h in hits) if hits else None})
     benchmark.extra_info.update(kind="movielens_rules", problem=problem.name, workers=2, seconds=seconds,
                                 rounds=rounds, quick=quick, target=svd_target, rules=found,
-                                final_metrics={f"{f['rule']}_lr{f['lr']:g}_batch{f['batch_size']}_heldout_rmse": f["rmse"]["median"]
-                                               for f in found})
+                                final_metrics={f"{f['rule']}_lr{f['lr']:g}_batch{f['batch_size']}_heldout_rmse":
+                                               f["rmse"]["median"] for f in found})
     assert all(r["samples_per_s"] > 0 for rs in runs.values() for r in rs)
