@@ -7,6 +7,7 @@ from .embedding import EMBEDDING_PROBLEMS
 from .images import IMAGE_PROBLEMS
 from .movielens import MOVIELENS_PROBLEMS
 from .real import REAL_PROBLEMS
+from .wordnet_kg import WORDNET_PROBLEMS
 
 BUILTIN_PROBLEMS = {**SYNTHETIC_PROBLEMS, **EMBEDDING_PROBLEMS, **REAL_PROBLEMS, **IMAGE_PROBLEMS,
-                    **MOVIELENS_PROBLEMS}
+                    **MOVIELENS_PROBLEMS, **WORDNET_PROBLEMS}
