@@ -49,10 +49,11 @@ def main() -> None:
     ap.add_argument("--path", default=None, help="a folder of your own data.noun/verb/adj/adv")
     ap.add_argument("--n-test", type=int, default=5000)
     ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=512)
     args = ap.parse_args()
 
     problem = load_problem("wordnet-kg", data_dir=args.data_dir, path=args.path, n_test=args.n_test,
-                           n_eval=args.n_eval)
+                           n_eval=args.n_eval, batch_size=args.batch_size)
     torch.manual_seed(0)
     model = problem.model()
     train = problem.train[0].share_memory_()
