@@ -10,7 +10,7 @@ float per row (row-wise Adagrad) kept in shared memory too. Each process, at eve
 2. copies the entity rows the step touches (the unique ones) and the relation embeddings out of
    the shared tensors into local tensors: PBG's *local copy* guard, so that another process
    writing those rows meanwhile cannot change what this step computes with;
-3. computes the same model's scores and logistic loss (:mod:`shmopt.problems.kg_models`) on the
+3. computes the same model's scores and logistic loss (``kg_models.logistic_loss``) on the
    local copy and its gradient;
 4. updates the shared state and rows without locks: ``s_i += mean_j g_ij^2`` (index_add), and
    ``W_i -= lr g_i / (sqrt(s_i) + eps)`` with ``s_i`` the local value (index_add of the step),
@@ -27,11 +27,10 @@ from typing import Any, Callable
 
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from baselines import START_TIMEOUT_S, _get
 
 from shmopt.problems import Problem
-from shmopt.problems.kg_models import KGModel
+from shmopt.problems.kg_models import KGModel, corruptions, logistic_loss
 
 EPS = 1e-10
 
@@ -39,21 +38,14 @@ EPS = 1e-10
 def _step(model: KGModel, shared: dict, triples: torch.Tensor, negatives: int, l2: float, lr: float,
           gen: torch.Generator) -> float:
     """One step of the pattern (the module docstring) on ``model``'s shared tensors."""
-    b, n_ent = len(triples), shared["entity"].shape[0]
-    corrupt = torch.randint(0, n_ent, (b, negatives), generator=gen)
-    tail_side = torch.rand(b, 1, generator=gen) < 0.5
+    b = len(triples)
+    corrupt, tail_side = corruptions(b, negatives, shared["entity"].shape[0], gen)
     rows, local_idx = torch.unique(torch.cat([triples[:, 0], triples[:, 2], corrupt.ravel()]),
                                    return_inverse=True)
     ent = shared["entity"][rows].clone().requires_grad_(True)         # the local copy
     rel = shared["relation"].clone().requires_grad_(True)
     hi, ti, ni = local_idx[:b], local_idx[b:2 * b], local_idx[2 * b:].view(b, negatives)
-    h, r, t = ent[hi], rel[triples[:, 1]], ent[ti]
-    qt, qh = model.tail_query(h, r), model.head_query(r, t)
-    pos = model.match(qt, t)
-    neg = model.match(torch.where(tail_side, qt, qh).unsqueeze(1), ent[ni])
-    loss = F.softplus(-pos).mean() + F.softplus(neg).mean()
-    if l2:
-        loss = loss + l2 * ((h * h).sum(-1) + (t * t).sum(-1) + (r * r).sum(-1)).mean()
+    loss = logistic_loss(model, ent[hi], rel[triples[:, 1]], ent[ti], ent[ni], tail_side, l2)
     g_ent, g_rel = torch.autograd.grad(loss, (ent, rel))
     with torch.no_grad():
         inc = g_ent.pow(2).mean(1)

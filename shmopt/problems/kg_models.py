@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["KG_MODELS", "KGModel", "kg_loss", "TRANSE_GAMMA"]
+__all__ = ["KG_MODELS", "KGModel", "kg_loss", "logistic_loss", "corruptions", "TRANSE_GAMMA"]
 
 KG_MODELS = ("distmult", "complex", "transe")
 TRANSE_GAMMA = 4.0
@@ -88,20 +88,31 @@ class KGModel(nn.Module):
 _EVAL_SEED = 12345
 
 
-def kg_loss(model: nn.Module, batch: tuple[Tensor, ...], negatives: int = 10, l2: float = 0.0) -> Tensor:
-    """Logistic negative-sampling loss of a batch of ``(B, 3)`` triples (the module docstring)."""
-    triples = batch[0]
-    b = len(triples)
-    gen = None if model.training else torch.Generator().manual_seed(_EVAL_SEED)
-    n_ent = model.entity.num_embeddings
-    corrupt = torch.randint(0, n_ent, (b, negatives), generator=gen)
-    tail_side = torch.rand(b, 1, generator=gen) < 0.5
-    h, r, t = model.entity(triples[:, 0]), model.relation(triples[:, 1]), model.entity(triples[:, 2])
+def corruptions(b: int, negatives: int, entities: int,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """(``(b, negatives)`` entities drawn uniformly, ``(b, 1)`` True where they replace the tail
+    and False where they replace the head: a coin flip per positive)."""
+    corrupt = torch.randint(0, entities, (b, negatives), generator=generator)
+    return corrupt, torch.rand(b, 1, generator=generator) < 0.5
+
+
+def logistic_loss(model: KGModel, h: Tensor, r: Tensor, t: Tensor, neg: Tensor, tail_side: Tensor,
+                  l2: float = 0.0) -> Tensor:
+    """The loss of the module docstring from looked-up rows: positives ``h``, ``r``, ``t``
+    (``(B, w)``), the negatives' entity rows ``neg`` (``(B, k, w)``), ``tail_side`` (``(B, 1)``)."""
     qt, qh = model.tail_query(h, r), model.head_query(r, t)
     pos = model.match(qt, t)
-    q = torch.where(tail_side, qt, qh)
-    neg = model.match(q.unsqueeze(1), model.entity(corrupt))
-    loss = F.softplus(-pos).mean() + F.softplus(neg).mean()
+    scores = model.match(torch.where(tail_side, qt, qh).unsqueeze(1), neg)
+    loss = F.softplus(-pos).mean() + F.softplus(scores).mean()
     if l2:
         loss = loss + l2 * ((h * h).sum(-1) + (t * t).sum(-1) + (r * r).sum(-1)).mean()
     return loss
+
+
+def kg_loss(model: nn.Module, batch: tuple[Tensor, ...], negatives: int = 10, l2: float = 0.0) -> Tensor:
+    """Logistic negative-sampling loss of a batch of ``(B, 3)`` triples (the module docstring)."""
+    triples = batch[0]
+    gen = None if model.training else torch.Generator().manual_seed(_EVAL_SEED)
+    corrupt, tail_side = corruptions(len(triples), negatives, model.entity.num_embeddings, gen)
+    h, r, t = model.entity(triples[:, 0]), model.relation(triples[:, 1]), model.entity(triples[:, 2])
+    return logistic_loss(model, h, r, t, model.entity(corrupt), tail_side, l2)
