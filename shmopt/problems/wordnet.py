@@ -102,28 +102,46 @@ def read_wordnet(folder: str | Path) -> WordNetGraph:
     return WordNetGraph(list(keys), words, relations, unique, lexical, len(triples) - len(unique))
 
 
-def held_out_split(triples: np.ndarray, n_test: int,
-                   generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+def held_out_split(triples: np.ndarray, n_test: int, generator: torch.Generator,
+                   drop_pairs: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices: ``n_test`` triples drawn in a seeded random order, each taken only
     if its head, its tail and its relation still occur in another training triple, so that every
-    test entity and relation has been trained. Raises :class:`DataError` when too few qualify."""
+    test entity and relation has been trained. Raises :class:`DataError` when too few qualify.
+
+    ``drop_pairs``: taking (h, r, t) also takes every other triple between h and t, either way
+    and of any relation (the hyponym triple of a held-out hypernym triple) out of training, into
+    neither set, so that no held-out triple can be read off its reverse (WN18RR's point,
+    Dettmers et al. 2018). The checks then count the training triples left after that."""
     n = len(triples)
     order = torch.randperm(n, generator=generator).numpy()
+    heads, tails = triples[:, 0], triples[:, 2]
     ent = np.bincount(triples[:, [0, 2]].ravel(), minlength=int(triples[:, [0, 2]].max()) + 1)
     rel = np.bincount(triples[:, 1])
+    pair = np.minimum(heads, tails) * len(ent) + np.maximum(heads, tails)
+    by_pair = np.argsort(pair, kind="stable")
+    sorted_pairs = pair[by_pair]
+    out = np.zeros(n, dtype=bool)               # out of training: held out or dropped
     test: list[int] = []
     for i in order:
         if len(test) == n_test:
             break
-        h, r, t = (int(v) for v in triples[i])
-        if h != t and ent[h] >= 2 and ent[t] >= 2 and rel[r] >= 2:
-            ent[h] -= 1
-            ent[t] -= 1
-            rel[r] -= 1
-            test.append(int(i))
+        h, t = int(heads[i]), int(tails[i])
+        if out[i] or h == t:
+            continue
+        if drop_pairs:
+            lo, hi = np.searchsorted(sorted_pairs, pair[i]), np.searchsorted(sorted_pairs, pair[i], "right")
+            group = by_pair[lo:hi]
+        else:
+            group = np.array([i])
+        rels, counts = np.unique(triples[group, 1], return_counts=True)
+        if ent[h] - len(group) < 1 or ent[t] - len(group) < 1 or (rel[rels] - counts < 1).any():
+            continue
+        ent[h] -= len(group)
+        ent[t] -= len(group)
+        rel[rels] -= counts
+        out[group] = True
+        test.append(int(i))
     if len(test) < n_test:
         raise DataError(f"only {len(test)} of the {n} triples can be held out with their entities still in "
                         f"training; ask for fewer than {n_test}")
-    keep = np.ones(n, dtype=bool)
-    keep[test] = False
-    return np.flatnonzero(keep), np.asarray(test, dtype=np.int64)
+    return np.flatnonzero(~out), np.asarray(test, dtype=np.int64)

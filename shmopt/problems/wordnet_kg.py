@@ -4,7 +4,10 @@
 Data: the WordNet data files as ``shmopt data fetch wordnet`` keeps them (:mod:`.packages`), or a
 folder of a user's own ``data.noun``/``data.verb``/``data.adj``/``data.adv`` (``-o path=...``).
 A seeded split holds out ``n_test`` triples (5,000) whose entities and relation also occur in
-training (:func:`.wordnet.held_out_split`); there is no validation set.
+training (:func:`.wordnet.held_out_split`); there is no validation set. WordNet stores most
+relations both ways, so a held-out triple's inverse is usually a training triple (as in WN18);
+``inverses=drop`` drops from training every triple between the two synsets of a held-out triple
+(as WN18RR did by removing inverse relations) and keeps it only for the filtering.
 
 Model (:mod:`.kg_models`): ``distmult`` (default), ``complex`` or ``transe``, an entity table
 ``nn.Embedding(117659, dim, sparse=True)`` and dense relation embeddings; loss: logistic loss of
@@ -57,7 +60,7 @@ def load_wordnet(folder: str | Path) -> WordNetGraph:
 
 def wordnet_kg(model: str = "distmult", dim: int = 64, negatives: int = 10, l2: float = 0.0,
                seed: int = 0, batch_size: int = 512, n_test: int = 5000, n_eval: int = 500,
-               data_dir: str | None = None, path: str | None = None) -> Problem:
+               inverses: str = "keep", data_dir: str | None = None, path: str | None = None) -> Problem:
     """The ``wordnet-kg`` problem (see the module docstring)."""
     with option_checks(_NAME):
         model = choice("model", model, KG_MODELS)
@@ -65,14 +68,16 @@ def wordnet_kg(model: str = "distmult", dim: int = 64, negatives: int = 10, l2: 
         l2, g = number("l2", l2, ge=0), seeded(seed)
         n_test = integer("n_test", n_test, 1)
         n_eval = integer("n_eval", n_eval, 1, n_test)
+        inverses = choice("inverses", inverses, ("keep", "drop"))
     graph = load_wordnet(_folder(data_dir, path))
     try:
-        train_idx, test_idx = held_out_split(graph.triples, n_test, g)
+        train_idx, test_idx = held_out_split(graph.triples, n_test, g, drop_pairs=inverses == "drop")
     except DataError as exc:
         raise ProblemError(f"problem {_NAME!r}: invalid n_test={n_test}: {exc}") from None
     triples = torch.from_numpy(graph.triples)
     train, test = triples[train_idx].contiguous(), triples[test_idx].contiguous()
     n_ent, n_rel = len(graph.synsets), len(graph.relations)
+    dropped = len(triples) - len(train) - n_test
     return Problem(
         name=_NAME,
         model=partial(KGModel, model, n_ent, n_rel, dim),
@@ -83,7 +88,8 @@ def wordnet_kg(model: str = "distmult", dim: int = 64, negatives: int = 10, l2: 
         batch_size=batch_size,
         lr={"sgd": 0.1, "adagrad": 0.1, "amsgrad": 0.01, "adam": 0.01},
         description=f"WordNet ({n_ent:,} synsets, {len(triples):,} triples, {n_rel} relations): {model}, "
-                    f"dim={dim}, {negatives} negatives, {n_test:,} held out, {n_eval:,} ranked",
+                    f"dim={dim}, {negatives} negatives, {n_test:,} held out, {n_eval:,} ranked"
+                    + (f", {dropped:,} inverses dropped" if dropped else ""),
     )
 
 

@@ -64,6 +64,18 @@ def test_split_is_seeded_and_keeps_every_test_entity_and_relation_in_training(tm
         held_out_split(g.triples, len(g.triples), torch.Generator().manual_seed(0))
 
 
+def test_dropping_pairs_leaves_no_held_out_pair_in_training_either_way(tmp_path):
+    g = read_wordnet(write_wndb(tmp_path, chain_graph(40)))
+    kept = held_out_split(g.triples, 8, torch.Generator().manual_seed(1))[0]
+    train, test = held_out_split(g.triples, 8, torch.Generator().manual_seed(1), drop_pairs=True)
+    pairs = {frozenset(p) for p in g.triples[test][:, [0, 2]].tolist()}
+    assert len(test) == 8 and not {frozenset(p) for p in g.triples[train][:, [0, 2]].tolist()} & pairs
+    dropped = set(range(len(g.triples))) - set(train.tolist()) - set(test.tolist())
+    assert len(dropped) == 8 and len(kept) == len(train) + 8      # chain_graph stores every pair both ways
+    assert {frozenset(g.triples[i][[0, 2]].tolist()) for i in dropped} == pairs
+    assert set(g.triples[test][:, [0, 2]].ravel().tolist()) <= set(g.triples[train][:, [0, 2]].ravel().tolist())
+
+
 # ------------------------------------------------------------------ models, loss, ranking
 def _model(kind: str, entities: int = 9, relations: int = 3, dim: int = 4) -> KGModel:
     torch.manual_seed(0)
@@ -186,6 +198,10 @@ def test_problem_options_and_missing_data_are_one_line_problem_errors(tmp_path):
         load_problem("wordnet-kg", path=str(folder), n_test=6, n_eval=9)
     with pytest.raises(ProblemError, match="invalid n_test=5000: only"):
         load_problem("wordnet-kg", path=str(folder))
+    dropped = load_problem("wordnet-kg", path=str(folder), n_test=6, n_eval=4, batch_size=8, inverses="drop")
+    assert dropped.num_train == p.num_train - 6 and dropped.description.endswith(", 6 inverses dropped")
+    with pytest.raises(ProblemError, match=r"invalid inverses='no': choose one of keep, drop"):
+        load_problem("wordnet-kg", path=str(folder), inverses="no")
     with pytest.raises(ProblemError, match="is not a folder"):
         load_problem("wordnet-kg", path=str(tmp_path / "none"))
     with pytest.raises(ProblemError, match=r"wordnet data not found in .*: run `shmopt data fetch wordnet`"):
