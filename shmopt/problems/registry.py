@@ -1,5 +1,5 @@
 """Every built-in problem by name: generated data (builtin.py, embedding.py) and real data shipped in packages
-(real.py, movielens.py), images read from files or packages (images.py)."""
+(real.py, movielens.py, wordnet_kg.py), images read from files or packages (images.py)."""
 from __future__ import annotations
 
 from .builtin import SYNTHETIC_PROBLEMS
