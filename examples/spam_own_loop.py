@@ -26,6 +26,7 @@ from shmopt.shared import SharedRowwiseAdagrad, SharedSGD, share
 
 def learner(rank: int, shared, table_opt, bias_opt, train: tuple, l2: float, steps: int,
             batch: int, seed: int) -> None:
+    """``steps`` Hogwild steps on uniformly drawn mini-batches of ``train``."""
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(seed + rank)
     n = len(train[-1])
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    problem = load_problem("spam-logreg", n=args.n, data_dir=args.data_dir)
+    problem = load_problem("spam-logreg", n=args.n, batch_size=args.batch, data_dir=args.data_dir)
     l2 = problem.loss.keywords["l2"]
     features = problem.model.args[0]
     t0 = time.time()

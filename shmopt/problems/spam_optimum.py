@@ -57,10 +57,12 @@ def lbfgs_optimum(X: Tensor, y: Tensor, l2: float, tol: float = 1e-8,
             b.grad = r.sum().reshape(1)
         return value
 
+    last = float("inf")
     for _ in range(max_rounds):       # LBFGS.step stops after max_iter; go on until converged
-        opt.step(closure)
-        if float(torch.cat([w.grad.reshape(-1), b.grad]).abs().max()) <= tol:
-            break
+        value = float(opt.step(closure))
+        if float(torch.cat([w.grad.reshape(-1), b.grad]).abs().max()) <= tol or value >= last:
+            break                     # converged, or no progress left at float64 precision
+        last = value
     with torch.no_grad():
         best = float(objective(X @ w + b, y, w, l2))
     return best, w.detach().squeeze(1), float(b.detach())
