@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from shmopt.problems.spam_optimum import objective, to_csr
+from shmopt.problems.spam_optimum import objective, to_csr, transpose
 
 __all__ = ["lbfgs_run", "sklearn_run", "has_sklearn"]
 
@@ -33,7 +33,7 @@ def lbfgs_run(problem, optimum: float, max_s: float, threads: int = 1) -> dict:
     idx, val, y, features = _training(problem)
     l2 = problem.loss.keywords["l2"]
     X = to_csr(idx, val, features)
-    XT, yy = X.t().to_sparse_csr(), y.double().unsqueeze(1)
+    XT, yy = transpose(X), y.double().unsqueeze(1)
     w = torch.zeros(features, 1, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=10_000, history_size=20, tolerance_grad=1e-12,

@@ -35,15 +35,16 @@ from torch import Tensor
 
 from shmopt.errors import ProblemError
 
-__all__ = ["read_messages", "message_tokens", "bucket", "hashed_bags", "WEIGHTS"]
+__all__ = ["list_messages", "read_texts", "read_messages", "message_tokens", "bucket", "hashed_bags",
+           "WEIGHTS"]
 
 WEIGHTS = ("binary", "log")
 _TOKEN = re.compile(r"[^\W_]+")
 _MAX_LEN = 40
 
 
-def read_messages(folder: str | Path) -> tuple[list[str], list[int], list[str]]:
-    """(texts, labels 1 = spam / 0 = ham, relative file names) of the messages under ``folder``."""
+def list_messages(folder: str | Path) -> tuple[list[str], list[int]]:
+    """(relative file names, labels 1 = spam / 0 = ham) of the messages under ``folder``."""
     root = Path(folder)
     listing = root / "file_list.json"
     if listing.is_file():
@@ -58,18 +59,29 @@ def read_messages(folder: str | Path) -> tuple[list[str], list[int], list[str]]:
     if not names:
         raise ProblemError(f"problem 'spam-logreg': no messages in {root} (expected FOLDER/*.txt files "
                            f"in folders named ham-... and spam-...)")
-    texts, labels = [], []
+    labels = [int(Path(name).parent.name.lower().startswith("spam")) for name in names]
+    if len(set(labels)) < 2:
+        raise ProblemError(f"problem 'spam-logreg': {root} holds only {'spam' if labels[0] else 'ham'}; "
+                           f"both kinds are needed (folders spam-... and others)")
+    return names, labels
+
+
+def read_texts(folder: str | Path, names: list[str]) -> list[str]:
+    """The decoded text of each message file ``names`` (relative to ``folder``)."""
+    texts = []
     for name in names:
-        path = root / name
+        path = Path(folder) / name
         try:
             texts.append(path.read_bytes().decode("utf-8", errors="replace"))
         except OSError as exc:
             raise ProblemError(f"problem 'spam-logreg': cannot read message {path}: {exc.strerror}") from None
-        labels.append(int(Path(name).parent.name.lower().startswith("spam")))
-    if len(set(labels)) < 2:
-        raise ProblemError(f"problem 'spam-logreg': {root} holds only {'spam' if labels[0] else 'ham'}; "
-                           f"both kinds are needed (folders spam-... and others)")
-    return texts, labels, names
+    return texts
+
+
+def read_messages(folder: str | Path) -> tuple[list[str], list[int], list[str]]:
+    """(texts, labels 1 = spam / 0 = ham, relative file names) of every message under ``folder``."""
+    names, labels = list_messages(folder)
+    return read_texts(folder, names), labels, names
 
 
 def message_tokens(text: str) -> list[str]:

@@ -36,7 +36,7 @@ from shmopt.checks import choice, integer, number
 from shmopt.errors import ProblemError
 from shmopt.problems.base import Problem, option_checks, seeded
 from shmopt.problems.packages import package_dir
-from shmopt.problems.spam_data import WEIGHTS, hashed_bags, read_messages
+from shmopt.problems.spam_data import WEIGHTS, hashed_bags, list_messages, read_texts
 from shmopt.problems.spam_optimum import cached_optimum, objective
 
 __all__ = ["HashedLogReg", "spam_logreg", "spam_loss", "spam_metrics", "SPAM_PROBLEMS"]
@@ -107,13 +107,14 @@ def spam_logreg(features: int = 2**18, l2: float = 1e-4, seed: int = 0, batch_si
         weights, max_tokens = choice("weights", weights, WEIGHTS), integer("max_tokens", max_tokens, 1)
         n, g = integer("n", n, 0), seeded(seed)
     folder = _folder(data_dir, path)
-    texts, labels, _ = read_messages(folder)
-    order = torch.randperm(len(texts), generator=g)
+    names, labels = list_messages(folder)
+    order = torch.randperm(len(names), generator=g)
     if n:
         if n < 10:
             raise ProblemError("problem 'spam-logreg': invalid n=%d: must be 0 (all) or >= 10" % n)
         order = order[:n]
-    idx, val = hashed_bags([texts[i] for i in order.tolist()], features, weights, max_tokens)
+    texts = read_texts(folder, [names[i] for i in order.tolist()])      # only the messages used
+    idx, val = hashed_bags(texts, features, weights, max_tokens)
     y = torch.tensor(labels, dtype=torch.float32)[order]
     cut = len(y) * 4 // 5
     counts = torch.bincount(_entries(idx[:cut], val[:cut])[1], minlength=features).float()

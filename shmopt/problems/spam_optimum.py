@@ -11,6 +11,7 @@ small JSON file there named after a digest of the training tensors and ``l2``
 from __future__ import annotations
 
 import json
+import warnings
 from hashlib import blake2b
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["objective", "lbfgs_optimum", "cached_optimum", "to_csr"]
+__all__ = ["objective", "lbfgs_optimum", "cached_optimum", "to_csr", "transpose"]
 
 _MEMORY: dict[str, float] = {}
 
@@ -29,7 +30,16 @@ def to_csr(idx: Tensor, val: Tensor, features: int) -> Tensor:
     rows = torch.arange(n).repeat_interleave(width)
     coo = torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), val.reshape(-1).double(),
                                   (n, features), check_invariants=True).coalesce()
-    return coo.to_sparse_csr()
+    with warnings.catch_warnings():          # torch: "Sparse CSR tensor support is in beta state"
+        warnings.filterwarnings("ignore", "Sparse CSR", UserWarning)
+        return coo.to_sparse_csr()
+
+
+def transpose(X: Tensor) -> Tensor:
+    """``X^T`` as a CSR matrix of its own (products with it are then as fast as with ``X``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR", UserWarning)
+        return X.t().to_sparse_csr()
 
 
 def objective(scores: Tensor, y: Tensor, w: Tensor, l2: float) -> Tensor:
@@ -42,7 +52,7 @@ def lbfgs_optimum(X: Tensor, y: Tensor, l2: float, tol: float = 1e-8,
     """(F*, w*, b*) for the CSR matrix ``X`` (float64) and 0/1 labels ``y``. The gradient is
     written by hand (``X^T (sigmoid(z) - y) / N + l2 w``, with ``X^T`` kept as a second CSR
     matrix): autograd through a CSR product is ten times slower."""
-    XT, y = X.t().to_sparse_csr(), y.double().unsqueeze(1)
+    XT, y = transpose(X), y.double().unsqueeze(1)
     w = torch.zeros(X.shape[1], 1, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, history_size=20, tolerance_grad=tol,
