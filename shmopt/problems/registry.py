@@ -1,5 +1,5 @@
 """Every built-in problem by name: generated data (builtin.py, embedding.py) and real data shipped in packages
-(real.py, movielens.py), images read from files or packages (images.py)."""
+(real.py, movielens.py, skipgram.py), images read from files or packages (images.py)."""
 from __future__ import annotations
 
 from .builtin import SYNTHETIC_PROBLEMS
@@ -7,6 +7,7 @@ from .embedding import EMBEDDING_PROBLEMS
 from .images import IMAGE_PROBLEMS
 from .movielens import MOVIELENS_PROBLEMS
 from .real import REAL_PROBLEMS
+from .skipgram import SKIPGRAM_PROBLEMS
 
 BUILTIN_PROBLEMS = {**SYNTHETIC_PROBLEMS, **EMBEDDING_PROBLEMS, **REAL_PROBLEMS, **IMAGE_PROBLEMS,
-                    **MOVIELENS_PROBLEMS}
+                    **MOVIELENS_PROBLEMS, **SKIPGRAM_PROBLEMS}
