@@ -14,6 +14,13 @@ pair ``(c, o)`` with ``k`` negatives ``n_1..n_k`` drawn from the unigram distrib
 over the batch. Negatives are drawn in the loss with the worker's torch generator (the engine seeds
 it from ``--seed`` and the worker's rank); the eval loss draws them from a fixed seed.
 
+``pool`` (default 64): instead of ``k`` noise words per pair, the batch draws ``M = pool`` noise
+words and every pair is scored against all of them, each noise term weighted ``k / M``:
+``-log s(U_o . V_c) - (k / M) sum_{m=1..M} log s(-U_{n_m} . V_c)``. Its expectation is the SGNS
+objective with ``k`` negatives; the noise scores are one ``(B x d) (d x M)`` matrix product and the
+output table's gradient has ``B + M`` rows instead of ``B (1 + k)`` (about 4x the pairs per second on
+one core). ``pool=0`` draws ``k`` negatives per pair, as word2vec does.
+
 Metrics (:mod:`.word_tests`, on the input vectors ``V``): ``wordsim_spearman`` (WordSim-353),
 ``simlex_spearman`` (SimLex-999), ``analogy_accuracy`` (3CosAdd), with their coverage
 ``wordsim_pairs``, ``simlex_pairs``, ``analogy_questions``; the test files come from
@@ -52,14 +59,16 @@ class SkipGram(nn.Module):
         nn.init.uniform_(self.inp.weight, -0.5 / dim, 0.5 / dim)
         nn.init.zeros_(self.out.weight)
 
-    def forward(self, pairs: Tensor, negatives: Tensor) -> Tensor:
-        """The SGNS loss of each pair, ``(B,)``."""
-        v = self.inp(pairs[:, 0])                                   # (B, d)
-        words = torch.cat([pairs[:, 1:], negatives], dim=1)          # (B, 1 + k)
-        dots = torch.bmm(self.out(words), v.unsqueeze(2)).squeeze(2)  # (B, 1 + k)
-        sign = torch.ones_like(dots)
-        sign[:, 1:] = -1
-        return -F.logsigmoid(sign * dots).sum(1)
+    def forward(self, pairs: Tensor, negatives: Tensor, weight: float = 1.0) -> Tensor:
+        """The SGNS loss of each pair, ``(B,)``: ``negatives`` ``(B, k)`` per pair, or ``(M,)`` a pool
+        shared by the batch (every pair against every noise word, each term times ``weight``)."""
+        v = self.inp(pairs[:, 0])                                        # (B, d)
+        pos = F.logsigmoid((self.out(pairs[:, 1]) * v).sum(1))
+        if negatives.dim() == 1:
+            noise = F.logsigmoid(-(v @ self.out(negatives).T))             # (B, M): one matrix product
+        else:
+            noise = F.logsigmoid(-torch.bmm(self.out(negatives), v.unsqueeze(2)).squeeze(2))   # (B, k)
+        return -(pos + weight * noise.sum(1))
 
     def vectors(self) -> Tensor:
         """The word vectors (the input table)."""
@@ -72,11 +81,15 @@ def draw_negatives(cdf: Tensor, n: int, k: int, generator: torch.Generator | Non
     return torch.searchsorted(cdf, u).clamp_max(len(cdf) - 1).reshape(n, k)
 
 
-def sgns_loss(model: SkipGram, batch: tuple[Tensor, ...], cdf: Tensor, negatives: int = 5) -> Tensor:
-    """Mean SGNS loss of a batch of ``(centre, context)`` pairs, ``negatives`` noise words per pair
-    drawn from ``cdf`` (module docstring)."""
+def sgns_loss(model: SkipGram, batch: tuple[Tensor, ...], cdf: Tensor, negatives: int = 5,
+              pool: int = 0) -> Tensor:
+    """Mean SGNS loss of a batch of ``(centre, context)`` pairs: ``negatives`` noise words per pair
+    drawn from ``cdf``, or (``pool`` > 0) ``pool`` noise words shared by the batch, each term
+    weighted ``negatives / pool`` (module docstring)."""
     (pairs,) = batch
     gen = None if model.training else torch.Generator().manual_seed(0)
+    if pool:
+        return model(pairs, draw_negatives(cdf, 1, pool, gen)[0], negatives / pool).mean()
     return model(pairs, draw_negatives(cdf, len(pairs), negatives, gen)).mean()
 
 
@@ -125,14 +138,16 @@ def load_word_tests(data_dir: str | None, index: dict[str, int]) -> dict[str, Te
 
 
 def skipgram(corpus: str = "janeausten", dim: int = 100, window: int = 5, negatives: int = 5,
-             min_count: int = 5, subsample: float = 1e-3, dynamic: bool = True, seed: int = 0,
-             batch_size: int = 1024, data_dir: str | None = None, path: str | None = None) -> Problem:
+             min_count: int = 5, subsample: float = 1e-3, dynamic: bool = True, pool: int = 64,
+             seed: int = 0, batch_size: int = 1024, data_dir: str | None = None,
+             path: str | None = None) -> Problem:
     """The ``skipgram`` problem (see the module docstring)."""
     with option_checks("skipgram"):
         corpus = choice("corpus", corpus, CORPORA)
         dim, window = integer("dim", dim, 1), integer("window", window, 1)
         negatives, min_count = integer("negatives", negatives, 1), integer("min_count", min_count, 1)
         subsample, dynamic = number("subsample", subsample, ge=0), flag("dynamic", dynamic)
+        pool = integer("pool", pool, 0)
         seed, batch_size = integer("seed", seed, 0), integer("batch_size", batch_size, 1)
     docs = load_corpus(corpus, data_dir, path)
     vocab = corpora.build_vocab(docs, min_count)
@@ -151,14 +166,15 @@ def skipgram(corpus: str = "janeausten", dim: int = 100, window: int = 5, negati
     return Problem(
         name="skipgram",
         model=partial(SkipGram, len(vocab), dim),
-        loss=partial(sgns_loss, cdf=cdf, negatives=negatives),
+        loss=partial(sgns_loss, cdf=cdf, negatives=negatives, pool=pool),
         metrics=partial(word_tests.word_metrics, tests=tests),
         train=(pairs.contiguous(),),
         eval=(held.contiguous(),),
         batch_size=min(batch_size, len(pairs)),
         lr={"sgd": 25.0, "amsgrad": 0.01, "adam": 0.01},   # sgd: word2vec's 0.025 per pair x batch 1024
         description=f"skip-gram, negative sampling: {corpus} ({words:,} words, {len(vocab):,} in the "
-                    f"vocabulary, {len(pairs):,} pairs), dim={dim}, window={window}, negatives={negatives}",
+                    f"vocabulary, {len(pairs):,} pairs), dim={dim}, window={window}, negatives={negatives}"
+                    + (f" from a pool of {pool} per batch" if pool else " per pair"),
     )
 
 

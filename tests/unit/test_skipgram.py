@@ -21,6 +21,7 @@ from test_movielens_data import XDR, write_lazyload
 import shmopt
 from shmopt.errors import DataError, ProblemError
 from shmopt.problems import corpora, load_problem, packages, word_tests
+from shmopt.problems.skipgram import SkipGram, draw_negatives
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "skipgram_own_loop.py"
 WORDS = ["king", "queen", "man", "woman", "paris", "france", "rome", "italy", "the", "a", "of"]
@@ -149,7 +150,26 @@ def test_3cosadd_and_similarity_on_hand_vectors():
     assert word_tests.similarity_spearman(v, pairs, torch.tensor([1.0, 5.0, 9.0])) == pytest.approx(-1.0)
 
 
-# ------------------------------------------------------------------ the problem and the engine
+# ------------------------------------------------------------------ the model, the problem, the engine
+def test_the_sgns_loss_per_pair_and_with_a_shared_pool():
+    torch.manual_seed(0)
+    m = SkipGram(6, 3)
+    torch.nn.init.normal_(m.out.weight)
+    pairs, neg = torch.tensor([[0, 1], [2, 3]]), torch.tensor([[4, 5], [5, 5]])
+    v, u = m.inp.weight, m.out.weight
+    ls = torch.nn.functional.logsigmoid
+    want = torch.stack([-ls(u[c] @ v[a]) - sum(ls(-u[n] @ v[a]) for n in ns) for (a, c), ns in zip(pairs, neg)])
+    assert torch.allclose(m(pairs, neg), want)
+    pool = torch.tensor([4, 5, 5, 1])                              # every pair against all, weight k / M
+    want = torch.stack([-ls(u[c] @ v[a]) - 0.5 * sum(ls(-u[n] @ v[a]) for n in pool) for a, c in pairs])
+    assert torch.allclose(m(pairs, pool, 0.5), want)
+    m(pairs, pool, 0.5).mean().backward()
+    assert m.out.weight.grad.is_sparse and m.out.weight.grad.coalesce().indices().tolist() == [[1, 3, 4, 5]]
+    cdf = torch.from_numpy(corpora.unigram_cdf(np.array([1000, 1, 1, 1, 1, 1])))
+    draws = draw_negatives(cdf, 200, 5, torch.Generator().manual_seed(0))
+    assert draws.shape == (200, 5) and 0.9 < (draws == 0).double().mean() < 0.99   # 178 / 183 expected
+
+
 def test_skipgram_problem_on_a_small_corpus(data):
     p = load_problem("skipgram", corpus="brown", data_dir=str(data), dim=8, min_count=1, batch_size=64)
     p.validate()
