@@ -2,6 +2,10 @@
 training loop is C, Hogwild threads over shared arrays), given the same token lists, window, dim,
 negatives, min_count, subsampling and epochs as shmopt's ``skipgram`` problem.
 
+gensim drops the words of a "sentence" after its first 10,000 (``MAX_WORDS_IN_BATCH``), and a
+novel is one token stream of 100,000+ words: the documents are given to it cut in pieces of
+10,000 words (shmopt's windows cross those cuts: 0.02% of the pairs).
+
 Its vectors are scored by shmopt's own metric code (shmopt/problems/word_tests.py), after every
 epoch (from a callback: the copy of the vectors is the only work added to the training time).
 """
@@ -31,7 +35,9 @@ def train_gensim(docs: list[list[str]], *, dim: int, window: int, negatives: int
     ``seconds`` is the training time (the vocabulary scan, gensim's start-up, is ``startup_s``)."""
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
+    from gensim.models.word2vec import MAX_WORDS_IN_BATCH
 
+    docs = [d[i:i + MAX_WORDS_IN_BATCH] for d in docs for i in range(0, len(d), MAX_WORDS_IN_BATCH)]
     marks: list[tuple[float, torch.Tensor]] = []
 
     class Mark(CallbackAny2Vec):

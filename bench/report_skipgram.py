@@ -45,7 +45,8 @@ def _quality_rows(e: dict) -> list[str]:
         elif label == "shmopt 2":
             t = e["shmopt_time_to_target_s"]
             when = "not reached" if t is None else f"{t:.1f} s ({_met(t < e['gensim_time_s'])})"
-        out.append(f"| {_head(e)} | {label} | {_range(r['wordsim_spearman'], '.3f')} | "
+        run = f"{label} ({r['epochs']:.2f} epochs)" if label.startswith("shmopt") else label
+        out.append(f"| {_head(e)} | {run} | {_range(r['wordsim_spearman'], '.3f')} | "
                    f"{_range(r['simlex_spearman'], '.3f')} | {_range(r['analogy_accuracy'], '.3f')} | {when} |")
     gap = e["spearman_gap"]
     out.append(f"| {_head(e)} | shmopt 2 - gensim 2 (goal: within 0.03; {int(e['wordsim_pairs'])} WordSim pairs) | "
