@@ -7,7 +7,8 @@ novel is one token stream of 100,000+ words: the documents are given to it cut i
 10,000 words (shmopt's windows cross those cuts: 0.02% of the pairs).
 
 Its vectors are scored by shmopt's own metric code (shmopt/problems/word_tests.py), after every
-epoch (from a callback: the copy of the vectors is the only work added to the training time).
+epoch and before the first (from a callback: the copy of the vectors is the only work added to
+the training time).
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def train_gensim(docs: list[list[str]], *, dim: int, window: int, negatives: int
     marks: list[tuple[float, torch.Tensor]] = []
 
     class Mark(CallbackAny2Vec):
+        def on_train_begin(self, model) -> None:
+            self.on_epoch_end(model)
+
         def on_epoch_end(self, model) -> None:
             marks.append((time.perf_counter(), torch.from_numpy(model.wv.vectors.copy())))
 
@@ -53,7 +57,7 @@ def train_gensim(docs: list[list[str]], *, dim: int, window: int, negatives: int
     seconds = marks[-1][0] - t1
     index = {w: i for i, w in enumerate(model.wv.index_to_key)}
     tests = load_word_tests(data_dir, index)
-    history = [{"t": t - t1, "epoch": e + 1, **word_tests.word_metrics(_Vectors(v), (), tests)}
+    history = [{"t": t - t1, "epoch": e, **word_tests.word_metrics(_Vectors(v), (), tests)}
                for e, (t, v) in enumerate(marks)]
     words = epochs * sum(len(d) for d in docs)
     return {"seconds": seconds, "startup_s": t1 - t0, "words": words, "words_per_s": words / seconds,

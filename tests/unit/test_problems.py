@@ -20,7 +20,7 @@ from shmopt.problems.builtin import least_squares_loss, logreg, logreg_optimum, 
 from shmopt.problems.loader import user_module_name
 
 #: image problems that read users' files (tested on generated files in test_image_data.py)
-FROM_FILES = {"cifar10", "fashion-mnist", "movielens-mf"}   # movielens-mf: tests/unit/test_movielens_data.py
+FROM_FILES = {"cifar10", "fashion-mnist", "movielens-mf", "skipgram"}   # movielens-mf, skipgram: their own test files
 BUILT_IN = sorted(set(BUILTIN_PROBLEMS) - FROM_FILES)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_module.py"
 
@@ -384,7 +384,7 @@ _BAD_FILES = {
 
 @pytest.mark.parametrize("spec, options, parts", [
     ("nosuch", {}, ["unknown problem 'nosuch': choose a built-in (breast-cancer, cifar10, digits, embedding-bag, "
-                    "fashion-mnist, logreg, mlp, mnist, movielens-mf, quadratic), a .py file or module:function"]),
+                    "fashion-mnist, logreg, mlp, mnist, movielens-mf, quadratic, skipgram), a .py file or module:function"]),
     ("{tmp}/missing.py", {}, ["problem file", "missing.py does not exist"]),
     ("{tmp}/raises.py", {}, ["problem file", "raises.py raised on import: ValueError: boom"]),
     ("{tmp}/noproblem.py", {}, ["noproblem.py has no problem() function"]),
