@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shmopt.checks import choice, flag, integer, number
+from shmopt.checks import choice, integer, number
 from shmopt.errors import DataError, ProblemError
 from shmopt.problems import corpora, word_tests
 from shmopt.problems.base import Problem, option_checks
@@ -138,7 +138,7 @@ def load_word_tests(data_dir: str | None, index: dict[str, int]) -> dict[str, Te
 
 
 def skipgram(corpus: str = "janeausten", dim: int = 100, window: int = 5, negatives: int = 5,
-             min_count: int = 5, subsample: float = 1e-3, dynamic: bool = True, pool: int = 64,
+             min_count: int = 5, subsample: float = 1e-3, dynamic: int = 1, pool: int = 64,
              seed: int = 0, batch_size: int = 1024, data_dir: str | None = None,
              path: str | None = None) -> Problem:
     """The ``skipgram`` problem (see the module docstring)."""
@@ -146,7 +146,8 @@ def skipgram(corpus: str = "janeausten", dim: int = 100, window: int = 5, negati
         corpus = choice("corpus", corpus, CORPORA)
         dim, window = integer("dim", dim, 1), integer("window", window, 1)
         negatives, min_count = integer("negatives", negatives, 1), integer("min_count", min_count, 1)
-        subsample, dynamic = number("subsample", subsample, ge=0), flag("dynamic", dynamic)
+        subsample = number("subsample", subsample, ge=0)
+        dynamic = bool(integer("dynamic", int(dynamic) if isinstance(dynamic, bool) else dynamic, 0, 1))
         pool = integer("pool", pool, 0)
         seed, batch_size = integer("seed", seed, 0), integer("batch_size", batch_size, 1)
     docs = load_corpus(corpus, data_dir, path)

@@ -183,8 +183,13 @@ def test_skipgram_problem_on_a_small_corpus(data):
     m.eval()
     with torch.no_grad():
         assert float(p.loss(m, p.eval)) == float(p.loss(m, p.eval))   # eval negatives are fixed
-    again = load_problem("skipgram", corpus="brown", data_dir=str(data), dim=8, min_count=1, batch_size=64)
-    assert torch.equal(again.train[0], p.train[0])                    # pairs drawn from the seed
+    again = load_problem("skipgram", corpus="brown", data_dir=str(data), dim=8, min_count=1, batch_size=64,
+                         pool=0, dynamic=0)
+    assert again.train[0].shape[0] > p.train[0].shape[0]             # a fixed window gives more pairs
+    with torch.no_grad():
+        assert torch.isfinite(again.loss(m, again.eval))              # k negatives per pair
+    same = load_problem("skipgram", corpus="brown", data_dir=str(data), dim=8, min_count=1, batch_size=64)
+    assert torch.equal(same.train[0], p.train[0])                     # pairs drawn from the seed
 
 
 def test_missing_data_and_bad_options_say_one_line(data, capsys):
