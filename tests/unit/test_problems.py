@@ -22,7 +22,8 @@ from shmopt.problems.loader import user_module_name
 #: image problems that read users' files (tested on generated files in test_image_data.py)
 FROM_FILES = {"cifar10", "fashion-mnist", "movielens-mf",   # movielens-mf: tests/unit/test_movielens_data.py
               "wordnet-kg",                                # wordnet-kg: tests/unit/test_wordnet_kg.py
-              "spam-logreg"}                               # spam-logreg: tests/unit/test_spam_logreg.py
+              "spam-logreg",                               # spam-logreg: tests/unit/test_spam_logreg.py
+              "skipgram"}                                  # skipgram: tests/unit/test_skipgram.py
 BUILT_IN = sorted(set(BUILTIN_PROBLEMS) - FROM_FILES)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_module.py"
 
@@ -386,7 +387,7 @@ _BAD_FILES = {
 
 @pytest.mark.parametrize("spec, options, parts", [
     ("nosuch", {}, ["unknown problem 'nosuch': choose a built-in (breast-cancer, cifar10, digits, embedding-bag, "
-                    "fashion-mnist, logreg, mlp, mnist, movielens-mf, quadratic, spam-logreg, wordnet-kg), a .py file or "
+                    "fashion-mnist, logreg, mlp, mnist, movielens-mf, quadratic, skipgram, spam-logreg, wordnet-kg), a .py file or "
                     "module:function"]),
     ("{tmp}/missing.py", {}, ["problem file", "missing.py does not exist"]),
     ("{tmp}/raises.py", {}, ["problem file", "raises.py raised on import: ValueError: boom"]),
