@@ -22,6 +22,7 @@ from report_nodes import TABLES as NODE_TABLES
 from report_nodes import of_kind
 from report_real import REAL_TABLES
 from report_rows import TABLES as ROW_TABLES
+from report_schedules import TABLES as SCHEDULE_TABLES
 from report_skipgram import TABLES as SKIPGRAM_TABLES
 from report_spam_logreg import TABLES as SPAM_TABLES
 from report_tables import TABLES as TABLE_TABLES
@@ -304,7 +305,7 @@ TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leade
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
           "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,
           **NODE_TABLES, **GPU_TABLES, **REAL_TABLES, **ADAPTIVE_TABLES, **ROW_TABLES, **TABLE_TABLES,
-          **MOVIELENS_TABLES, **WORDNET_KG_TABLES, **SPAM_TABLES, **SKIPGRAM_TABLES}
+          **MOVIELENS_TABLES, **WORDNET_KG_TABLES, **SPAM_TABLES, **SKIPGRAM_TABLES, **SCHEDULE_TABLES}
 
 
 def doc_files(root: str) -> list[str]:

@@ -248,6 +248,8 @@ def _summary(st: dict) -> None:
                                          for t in st["tables"])))
     if st.get("final_accuracy") is not None:
         rows.append(("accuracy", f"{st['final_accuracy']:.4f}"))
+    if others := {k: v for k, v in (st.get("final_metrics") or {}).items() if k != "accuracy"}:
+        rows.append(("metrics", "  ".join(f"{k} {v:.4g}" for k, v in others.items())))
     if st.get("optimum") is not None:
         rows.append(("optimum", f"{st['optimum']:.6g}"))
     if st.get("k") == "adaptive":

@@ -39,6 +39,15 @@ def test_cli_without_the_data_exits_2_naming_the_fetch(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "invalid model='rotate'" in err
 
 
+def test_the_cli_summary_prints_the_ranking_metrics(tmp_path, capsys):
+    folder = write_wndb(tmp_path, chain_graph(40))
+    opts = [x for k, v in SMALL.items() for x in ("-o", f"{k}={v}")]
+    code, out, _ = run_main(["run", "wordnet-kg", "-o", f"path={folder}", *opts, "--algo", "hogwild", "-w", "1",
+                             "--steps", "20"], capsys)
+    line = next(row for row in out.splitlines() if row.strip().startswith("metrics"))
+    assert code == 0 and "mrr " in line and "hits@10 " in line
+
+
 def test_the_own_loop_example_trains_with_shared_optimizers(tmp_path):
     folder = write_wndb(tmp_path, chain_graph(40))
     proc = subprocess.run([sys.executable, str(EXAMPLE), "--path", str(folder), "--steps", "20",
