@@ -15,7 +15,8 @@ Goals (the issue's):
 Each round runs gensim 1, gensim 2, shmopt 1, shmopt 2 workers (the order alternates round to
 round); the table gives medians and spreads over rounds. shmopt runs ``EPOCHS`` epochs of the pairs
 (``steps = epochs x pairs / batch``) with its default rule (hogwild, row SGD) and the problem's
-learning rate, evaluated every EVAL_S seconds by the supervisor (its analogy test scores every
+learning rate decaying linearly over the steps to FLOOR of it (``--lr-schedule linear:0.004``, as
+word2vec's rate decays), evaluated every EVAL_S seconds by the supervisor (its analogy test scores every
 question against the whole vocabulary: on 2 cores that CPU is taken from the workers, and counted
 in shmopt's words/s); the metrics are computed by the same code (shmopt/problems/word_tests.py) on both
 tools' vectors. The metric against training time of the last round is written to
@@ -49,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PLOTS = os.path.join(os.path.dirname(HERE), "docs", "results")
 OPTIONS = {"dim": 100, "window": 5, "negatives": 5, "min_count": 5, "subsample": 1e-3}
 METRIC = "wordsim_spearman"
+FLOOR = 0.004       # word2vec's min_alpha / alpha
 EVAL_S = 15.0       # seconds between shmopt's evaluations (the analogy test takes CPU from the workers)
 
 
@@ -62,7 +64,9 @@ def _settings(quick: bool) -> dict:
 def _shmopt(problem, workers: int, epochs: int, seconds: float | None) -> dict:
     steps = math.ceil(epochs * problem.num_train / problem.batch_size)
     eval_every = seconds / 4 if seconds else EVAL_S
-    opts = {"time_limit": seconds} if seconds else {"steps": steps}
+    # on a step budget the rate decays linearly to 0.4% of itself, as word2vec's (gensim: alpha 0.025
+    # down to min_alpha 0.0001); a time-limited (quick) run keeps it constant
+    opts = {"time_limit": seconds} if seconds else {"steps": steps, "lr_schedule": f"linear:{FLOOR}"}
     res = shmopt.train(problem, algo="hogwild", workers=workers, eval_interval=eval_every, **opts)
     st = res.stats
     return {"seconds": st["wall_s"], "startup_s": st["startup_s"], "epochs": st["epochs"],
