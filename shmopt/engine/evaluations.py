@@ -16,13 +16,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .model_view import the_model
 from .record import Sample
-
-if TYPE_CHECKING:
-    from .supervisor import Engine
 
 EVAL_SHARE = 0.5
 
@@ -58,9 +55,10 @@ class EvalJob:
 
 
 class Evaluations:
-    """The engine's evaluations (see the module docstring); ``log`` is an open file or None."""
+    """The engine's evaluations (see the module docstring); ``engine`` is the supervisor's
+    :class:`~shmopt.engine.supervisor.Engine`, ``log`` an open file or None."""
 
-    def __init__(self, engine: "Engine", log=None) -> None:
+    def __init__(self, engine: Any, log=None) -> None:
         self.eng, self.log = engine, log
         self.job: EvalJob | None = None
         self.next_at = 0.0

@@ -51,7 +51,8 @@ def _wait_workers(proc, n, timeout=60):
 
 
 @pytest.mark.timeout_s(120)
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130),
+                                      pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_sigint_and_sigterm_stop_cleanly_with_a_checkpoint(tmp_path, sig, code):
     proc = _start_cli("--workers", "2", "--checkpoint", "final.ckpt", tmp_path=tmp_path)
     kids, segs = _wait_workers(proc, 2)

