@@ -68,8 +68,9 @@ def test_the_engine_follows_the_global_update_count(algo):
     r = shmopt.train("logreg", algo=algo, workers=2, steps=steps, lr=lr, lr_schedule="linear:0.5",
                      eval_interval=10.0)
     st = r.stats
-    assert st["lr_schedule"] == "linear:0.5" and st["updates"] == steps
-    assert st["lr_last"] == pytest.approx(lr * (1 - 0.5 * (steps - 1) / steps))
+    # replicas may overshoot the budget by one update per other worker (each checks, then steps)
+    assert st["lr_schedule"] == "linear:0.5" and steps <= st["updates"] <= steps + 1
+    assert st["lr_last"] == pytest.approx(lr * (1 - 0.5 * min(1.0, (st["updates"] - 1) / steps)))
     # a worker's own count would stop half-way down (about 0.75 lr); the global one reaches 0.5 lr
     assert st["lr_min"] == pytest.approx(st["lr_last"], rel=0.02)
     assert st["lr_max"] == pytest.approx(lr, rel=0.01)
