@@ -98,6 +98,7 @@ def test_ctrl_c_on_a_relays_node_stops_every_node(tmp_path):
     no_segment_of(procs)
 
 
+@pytest.mark.slow           # resuming across nodes: the direct protocol's test is in the default run
 def test_a_checkpointed_job_resumes_from_the_global_applier_state(tmp_path):
     ck = str(tmp_path / "ck.pt")
     ok(finish(launch("apam", "--protocol", "server", "--steps", "300", "--checkpoint", ck)))
