@@ -140,16 +140,8 @@ def hogwild(problem: Problem, processes: int, seconds: float, threads: int,
         for p in procs:
             p.join(10.0)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(5.0)
-        for q in (ready, results):
-            q.close()
-            q.join_thread()
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"hogwild baseline: a process exited with {bad[0]}")
+        reap(procs, (ready, results))
+    check_exits(procs, "hogwild baseline")
     steps = sum(o[1] for o in out)
     rate = sum(o[1] * problem.batch_size / o[2] for o in out)
     return {"processes": processes, "steps": steps, "seconds": max(o[2] for o in out),
@@ -164,6 +156,24 @@ def _busy_cpu_s() -> float:
     import psutil
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def reap(procs: list, queues: tuple) -> None:
+    """Terminate the processes still alive and close the queues (a baseline's cleanup)."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(5.0)
+    for q in queues:
+        q.close()
+        q.join_thread()
+
+
+def check_exits(procs: list, what: str) -> None:
+    """RuntimeError naming the first process of ``what`` that did not exit 0."""
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"{what}: a process exited with {bad[0]}")
 
 
 def _get(q, procs, timeout: float):

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 import torch.multiprocessing as mp
-from baselines import START_TIMEOUT_S, _get
+from baselines import START_TIMEOUT_S, _get, check_exits, reap
 
 from shmopt.problems import Problem
 from shmopt.problems.kg_models import KGModel, corruptions, logistic_loss
@@ -106,16 +106,8 @@ def pbg_train(problem: Problem, processes: int, seconds: float, lr: float = 0.1,
         for p in procs:
             p.join(10.0)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(5.0)
-        for q in (ready, results):
-            q.close()
-            q.join_thread()
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"PBG pattern: a process exited with {bad[0]}")
+        reap(procs, (ready, results))
+    check_exits(procs, "PBG pattern")
     steps = sum(o[1] for o in out)
     rate = sum(o[1] * problem.batch_size / o[2] for o in out)
     return {"processes": processes, "steps": steps, "seconds": max(o[2] for o in out),

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from shmopt.problems.spam_optimum import objective, to_csr, transpose
+from shmopt.problems.spam_optimum import objective, to_csr, transpose, value_and_grad
 
 __all__ = ["lbfgs_run", "sklearn_run", "has_sklearn"]
 
@@ -44,12 +44,7 @@ def lbfgs_run(problem, optimum: float, max_s: float, threads: int = 1) -> dict:
     t0 = time.perf_counter()
 
     def closure() -> torch.Tensor:
-        with torch.no_grad():
-            z = X @ w + b
-            value = objective(z, yy, w, l2)
-            r = (torch.sigmoid(z) - yy) / len(yy)
-            w.grad = XT @ r + l2 * w
-            b.grad = r.sum().reshape(1)
+        value = value_and_grad(X, XT, yy, w, b, l2)
         trace.append((time.perf_counter() - t0, float(value) - optimum))
         if trace[-1][0] > max_s:
             raise TimeoutError

@@ -47,8 +47,11 @@ class EvalJob:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def get(self) -> Any:
+    def wait(self) -> None:
         self._thread.join()
+
+    def get(self) -> Any:
+        self.wait()
         if self.error is not None:
             raise self.error
         return self.result
@@ -72,8 +75,7 @@ class Evaluations:
     def poll(self) -> Sample | None:
         """Start an evaluation when one is due; the sample of one that has finished, else None."""
         if self.job is not None and self.job.done():
-            job, self.job = self.job, None
-            return self._record(job.meta, job.get(), job.seconds)
+            return self.drain()
         if self.job is None and time.monotonic() >= self.next_at:
             meta, views = self._read(None)
             self.job = EvalJob(lambda: self._measure(views), meta)
@@ -89,7 +91,7 @@ class Evaluations:
     def abandon(self) -> None:
         """Wait for the evaluation in flight, dropping its result (the engine is closing)."""
         if self.job is not None:
-            self.job._thread.join()
+            self.job.wait()
             self.job = None
 
     def _read(self, t: float | None) -> tuple[tuple, tuple]:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from shmopt.checks import integer, number
 from shmopt.errors import DataError, ProblemError
 from shmopt.problems.base import Problem, option_checks, seeded
-from shmopt.problems.packages import package_dir
+from shmopt.problems.packages import fetched, users_path
 from shmopt.problems.rdata import data_frame, read_lazyload
 
 __all__ = ["BiasedMF", "movielens_mf", "load_ratings", "MOVIELENS_PROBLEMS"]
@@ -69,17 +69,9 @@ def mf_rmse(model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float]:
 
 def _rdb_path(data_dir: str | None, path: str | None) -> Path:
     if path is not None:
-        rdb = Path(str(path)).expanduser()
-        if not rdb.is_file():
-            raise ProblemError(f"problem 'movielens-mf': path {rdb} is not a file (an R lazy-load "
-                               f"database, Rdata.rdb, with Rdata.rdx next to it)")
-        return rdb
-    folder = package_dir("movielens", data_dir)
-    rdb = folder / "Rdata.rdb"
-    if not (rdb.is_file() and rdb.with_suffix(".rdx").is_file()):
-        raise ProblemError(f"movielens data not found in {folder}: run `shmopt data fetch movielens` "
-                           f"(or -o path=...)")
-    return rdb
+        return users_path("movielens-mf", path, "a file (an R lazy-load database, Rdata.rdb, with "
+                          "Rdata.rdx next to it)", folder=False)
+    return fetched("movielens", data_dir) / "Rdata.rdb"
 
 
 def load_ratings(rdb: str | Path) -> dict[str, np.ndarray]:

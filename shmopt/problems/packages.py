@@ -22,9 +22,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from shmopt.errors import DataError
+from shmopt.errors import DataError, ProblemError
 
-__all__ = ["DataPackage", "PACKAGES", "data_root", "package_dir", "is_present", "fetch", "get_package"]
+__all__ = ["DataPackage", "PACKAGES", "data_root", "package_dir", "is_present", "fetch", "get_package",
+           "fetched", "users_path"]
 
 ENV_VAR = "SHMOPT_DATA_DIR"
 SOURCES = ("debian", "pip", "npm")
@@ -108,6 +109,25 @@ def is_present(name: str, data_dir: str | os.PathLike | None = None) -> bool:
     folder = package_dir(name, data_dir)
     return folder.is_dir() and all((folder / Path(f).name).is_file()
                                    for f in get_package(name).files if not f.endswith("/"))
+
+
+def fetched(name: str, data_dir: str | os.PathLike | None = None, *, own_path: bool = True) -> Path:
+    """Package ``name``'s folder, or a ProblemError naming ``shmopt data fetch NAME`` (and, with
+    ``own_path``, the problem's ``-o path=...``) when it is not there."""
+    folder = package_dir(name, data_dir)
+    if not is_present(name, data_dir):
+        raise ProblemError(f"{name} data not found in {folder}: run `shmopt data fetch {name}`"
+                           + (" (or -o path=...)" if own_path else ""))
+    return folder
+
+
+def users_path(problem: str, path: str | os.PathLike, want: str, folder: bool) -> Path:
+    """A user's own copy of a problem's data (``-o path=...``): a folder (``folder``) or a file,
+    else a ProblemError saying what it must be (``want``)."""
+    p = Path(str(path)).expanduser()
+    if not (p.is_dir() if folder else p.is_file()):
+        raise ProblemError(f"problem {problem!r}: path {p} is not {want}")
+    return p
 
 
 def _sha256(path: Path) -> str:

@@ -40,7 +40,7 @@ from shmopt.checks import choice, integer, number
 from shmopt.errors import DataError, ProblemError
 from shmopt.problems import corpora, word_tests
 from shmopt.problems.base import Problem, option_checks
-from shmopt.problems.packages import package_dir
+from shmopt.problems.packages import fetched, users_path
 
 __all__ = ["SkipGram", "draw_negatives", "sgns_loss", "skipgram", "load_corpus", "load_word_tests",
            "SKIPGRAM_PROBLEMS"]
@@ -97,17 +97,10 @@ def _corpus_path(corpus: str, data_dir: str | None, path: str | None) -> Path:
     """janeausten: the ``Rdata.rdb`` file; brown: the folder of ``ca01`` .. ``cr09``."""
     rdb = corpus == "janeausten"
     if path is not None:
-        p = Path(str(path)).expanduser()
-        if not (p.is_file() if rdb else p.is_dir()):
-            want = "an R lazy-load database (Rdata.rdb)" if rdb else "a folder of ca01 .. cr09"
-            raise ProblemError(f"problem 'skipgram': path {p} is not {want}")
-        return p
-    folder = package_dir(corpus, data_dir)
-    needed = [folder / "Rdata.rdb", folder / "Rdata.rdx"] if rdb else [folder / "ca01"]
-    if not all(f.is_file() for f in needed):
-        raise ProblemError(f"{corpus} data not found in {folder}: run `shmopt data fetch {corpus}` "
-                           f"(or -o path=...)")
-    return needed[0] if rdb else folder
+        want = "an R lazy-load database (Rdata.rdb)" if rdb else "a folder of ca01 .. cr09"
+        return users_path("skipgram", path, want, folder=not rdb)
+    folder = fetched(corpus, data_dir)
+    return folder / "Rdata.rdb" if rdb else folder
 
 
 def load_corpus(corpus: str, data_dir: str | None = None, path: str | None = None) -> list[list[str]]:
@@ -121,10 +114,8 @@ def load_corpus(corpus: str, data_dir: str | None = None, path: str | None = Non
 
 def load_word_tests(data_dir: str | None, index: dict[str, int]) -> dict[str, Tensor]:
     """The word tests of the ``word-tests`` package as index tensors over ``index``."""
-    folder = package_dir("word-tests", data_dir)
+    folder = fetched("word-tests", data_dir, own_path=False)
     files = {"wordsim": "wordsim353.tsv", "simlex": "simlex999.txt", "analogy": "questions-words.txt"}
-    if not all((folder / f).is_file() for f in files.values()):
-        raise ProblemError(f"word-tests data not found in {folder}: run `shmopt data fetch word-tests`")
     tests: dict[str, Tensor] = {}
     try:
         for name in ("wordsim", "simlex"):

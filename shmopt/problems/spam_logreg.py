@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from shmopt.checks import choice, integer, number
 from shmopt.errors import ProblemError
 from shmopt.problems.base import Problem, option_checks, seeded
-from shmopt.problems.packages import package_dir
+from shmopt.problems.packages import fetched, users_path
 from shmopt.problems.spam_data import WEIGHTS, hashed_bags, list_messages, read_texts
 from shmopt.problems.spam_optimum import cached_optimum, objective
 
@@ -79,16 +79,9 @@ def spam_metrics(model: nn.Module, batch: tuple[Tensor, ...], train: tuple[Tenso
 
 def _folder(data_dir: str | None, path: str | None) -> Path:
     if path is not None:
-        folder = Path(str(path)).expanduser()
-        if not folder.is_dir():
-            raise ProblemError(f"problem 'spam-logreg': path {folder} is not a folder (of spam-*/ and "
-                               f"ham folders of .txt messages)")
-        return folder
-    folder = package_dir("spam-assassin", data_dir)
-    if not (folder / "file_list.json").is_file():
-        raise ProblemError(f"spam-assassin data not found in {folder}: run `shmopt data fetch spam-assassin` "
-                           f"(or -o path=...)")
-    return folder
+        return users_path("spam-logreg", path, "a folder (of spam-*/ and ham folders of .txt messages)",
+                          folder=True)
+    return fetched("spam-assassin", data_dir)
 
 
 def _entries(idx: Tensor, val: Tensor) -> tuple[Tensor, Tensor, Tensor]:

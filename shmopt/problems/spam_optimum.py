@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["objective", "lbfgs_optimum", "cached_optimum", "to_csr", "transpose"]
+__all__ = ["objective", "value_and_grad", "lbfgs_optimum", "cached_optimum", "to_csr", "transpose"]
 
 _MEMORY: dict[str, float] = {}
 
@@ -47,6 +47,18 @@ def objective(scores: Tensor, y: Tensor, w: Tensor, l2: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(scores, y.to(scores.dtype)) + 0.5 * l2 * w.pow(2).sum()
 
 
+def value_and_grad(X: Tensor, XT: Tensor, y: Tensor, w: Tensor, b: Tensor, l2: float) -> Tensor:
+    """``F(w, b)``, with ``w.grad = X^T (sigmoid(z) - y) / N + l2 w`` and ``b.grad`` its bias part
+    set by hand (an L-BFGS closure's body; ``y`` as an ``N x 1`` float64 column)."""
+    with torch.no_grad():
+        z = X @ w + b
+        value = objective(z, y, w, l2)
+        r = (torch.sigmoid(z) - y) / len(y)
+        w.grad = XT @ r + l2 * w
+        b.grad = r.sum().reshape(1)
+    return value
+
+
 def lbfgs_optimum(X: Tensor, y: Tensor, l2: float, tol: float = 1e-8,
                   max_rounds: int = 20) -> tuple[float, Tensor, float]:
     """(F*, w*, b*) for the CSR matrix ``X`` (float64) and 0/1 labels ``y``. The gradient is
@@ -59,13 +71,7 @@ def lbfgs_optimum(X: Tensor, y: Tensor, l2: float, tol: float = 1e-8,
                             tolerance_change=1e-15, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
-        with torch.no_grad():
-            z = X @ w + b
-            value = objective(z, y, w, l2)
-            r = (torch.sigmoid(z) - y) / len(y)
-            w.grad = XT @ r + l2 * w
-            b.grad = r.sum().reshape(1)
-        return value
+        return value_and_grad(X, XT, y, w, b, l2)
 
     last = float("inf")
     for _ in range(max_rounds):       # LBFGS.step stops after max_iter; go on until converged

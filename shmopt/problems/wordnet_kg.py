@@ -28,7 +28,7 @@ from shmopt.errors import DataError, ProblemError
 from shmopt.problems.base import Problem, option_checks, seeded
 from shmopt.problems.kg_models import KG_MODELS, KGModel, kg_loss
 from shmopt.problems.kg_rank import FilteredRanking
-from shmopt.problems.packages import package_dir
+from shmopt.problems.packages import fetched, users_path
 from shmopt.problems.wordnet import WORDNET_FILES, WordNetGraph, held_out_split, read_wordnet
 
 __all__ = ["wordnet_kg", "load_wordnet", "WORDNET_PROBLEMS"]
@@ -38,16 +38,9 @@ _NAME = "wordnet-kg"
 
 def _folder(data_dir: str | None, path: str | None) -> Path:
     if path is not None:
-        folder = Path(str(path)).expanduser()
-        if not folder.is_dir():
-            raise ProblemError(f"problem {_NAME!r}: path {folder} is not a folder (one holding WordNet's "
-                               f"{', '.join(WORDNET_FILES)})")
-        return folder
-    folder = package_dir("wordnet", data_dir)
-    if not all((folder / f).is_file() for f in WORDNET_FILES):
-        raise ProblemError(f"wordnet data not found in {folder}: run `shmopt data fetch wordnet` "
-                           f"(or -o path=...)")
-    return folder
+        return users_path(_NAME, path, f"a folder (one holding WordNet's {', '.join(WORDNET_FILES)})",
+                          folder=True)
+    return fetched("wordnet", data_dir)
 
 
 def load_wordnet(folder: str | Path) -> WordNetGraph:

@@ -66,10 +66,6 @@ class LrSchedule:
             return scale * (1 - (1 - self.a) * p)
         return scale * self.a ** p                               # exp
 
-    def __call__(self, lr: float, k: int) -> float:
-        """The base rate of update ``k`` for the base rate ``lr``."""
-        return lr * self.factor(k)
-
 
 def _numbers(spec: str, parts: list[str]) -> list[float]:
     try:
