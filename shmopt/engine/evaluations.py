@@ -7,9 +7,11 @@ while it runs: a run stops on time whatever the evaluation set's size. The sampl
 the supervisor when the thread is done (adaptive K, targets, the log and ``on_sample`` all see it
 there), stamped with the time its parameters were read.
 
-Budget: evaluations take at most ``EVAL_SHARE`` of one core: after one that took E seconds the
-next starts no sooner than ``max(eval_interval, E·(1/EVAL_SHARE − 1))`` later. The first sample
-(before the go) and the last (after the stop) are measured in the supervisor's own thread.
+Budget: evaluations take at most ``EVAL_SHARE`` of one core: one that took E seconds is followed
+by the next ``E / EVAL_SHARE`` after its start at the soonest; otherwise evaluations keep to
+the grid of ``eval_interval`` from the go (so two runs' curves are sampled at the same
+times). The first sample (before the go) and the last (after the stop) are measured in the
+supervisor's own thread.
 """
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ from .record import Sample
 EVAL_SHARE = 0.5
 
 
+def next_due(due: float, started: float, seconds: float, interval: float) -> float:
+    """When the evaluation after one due at ``due``, started at ``started`` and ``seconds`` long,
+    is due: on the grid (``due + interval``) unless that leaves it more than ``EVAL_SHARE`` of a
+    core, then ``seconds / EVAL_SHARE`` after this one's start."""
+    return max(due + interval, started + seconds / EVAL_SHARE)
+
+
 class EvalJob:
     """One call of ``fn`` in a daemon thread; :meth:`get` returns its result or raises its error."""
 
@@ -32,17 +41,17 @@ class EvalJob:
         self.result: Any = None
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="shmopt-eval", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        t0 = time.monotonic()
         try:
             self.result = self._fn()
         except BaseException as exc:  # noqa: BLE001  (raised again in the supervisor's thread)
             self.error = exc
         finally:
-            self.seconds = time.monotonic() - t0
+            self.seconds = time.monotonic() - self.started
 
     def done(self) -> bool:
         return not self._thread.is_alive()
@@ -69,8 +78,13 @@ class Evaluations:
     def now(self, t: float | None = None) -> Sample:
         """Evaluate in this thread (after any evaluation in flight); stamped ``t`` or now."""
         self.drain()
+        started = time.monotonic()
         meta, views = self._read(t)
-        return self._record(meta, self._measure(views), 0.0)
+        return self._record(meta, self._measure(views), started, 0.0)
+
+    def go(self) -> None:
+        """The workers start now: the grid of evaluations starts here."""
+        self.next_at = time.monotonic() + self.eng.plan.supervisor.eval_interval
 
     def poll(self) -> Sample | None:
         """Start an evaluation when one is due; the sample of one that has finished, else None."""
@@ -86,7 +100,7 @@ class Evaluations:
         if self.job is None:
             return None
         job, self.job = self.job, None
-        return self._record(job.meta, job.get(), job.seconds)
+        return self._record(job.meta, job.get(), job.started, job.seconds)
 
     def abandon(self) -> None:
         """Wait for the evaluation in flight, dropping its result (the engine is closing)."""
@@ -117,7 +131,7 @@ class Evaluations:
         replicas = [ev.loss(X[r], XB[r] if XB is not None else None) for r in range(X.shape[0])]
         return loss, metrics, average, replicas
 
-    def _record(self, meta: tuple, measured: tuple, seconds: float) -> Sample:
+    def _record(self, meta: tuple, measured: tuple, started: float, seconds: float) -> Sample:
         eng = self.eng
         (t, leader, st), (loss, metrics, average, replicas) = meta, measured
         s = Sample(round(max(t - eng.record.t_go, 0.0), 4), st["updates"], loss, st["samples_per_s"],
@@ -131,8 +145,7 @@ class Evaluations:
         if average is not None:
             s.loss_average, s.loss_replicas = average, replicas
         eng.record.history.append(s)
-        gap = max(eng.plan.supervisor.eval_interval, seconds * (1 / EVAL_SHARE - 1))
-        self.next_at = time.monotonic() + gap
+        self.next_at = next_due(self.next_at or started, started, seconds, eng.plan.supervisor.eval_interval)
         if self.log:
             self.log.write(json.dumps(s.to_dict()) + "\n")
             self.log.flush()

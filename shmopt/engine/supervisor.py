@@ -184,6 +184,7 @@ class Engine:
         self.record.t_go = time.time()
         self._evals.now()                  # the initial parameters: the curve's first point
         self.record.t_go = b.glob["t_go"] = time.time()
+        self._evals.go()
         group.wakeups.start()
 
     # ---------------------------------------------------------------- watch

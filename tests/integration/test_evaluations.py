@@ -60,3 +60,13 @@ def test_loss_and_metrics_share_one_forward_pass_and_values_are_unchanged():
         ref.load_state_dict(model.state_dict())
         assert loss == float(_loss(ref, (x, y))) and metrics == _metrics(ref, (x, y))
     assert "forward" not in vars(model)           # the model is left as it was
+
+
+def test_evaluations_keep_to_their_grid_within_their_budget():
+    from shmopt.engine.evaluations import EVAL_SHARE, next_due
+    # quick evaluations started a little late stay on the grid: no drift by their lateness or length
+    assert next_due(10.0, 10.02, 0.1, 0.5) == 10.5
+    # one that took longer than EVAL_SHARE of the interval pushes the next out to keep the budget
+    assert next_due(10.0, 10.0, 0.4, 0.5) == 10.0 + 0.4 / EVAL_SHARE
+    # far behind the grid (the supervisor was busy): the budget from this start, not a burst
+    assert next_due(10.0, 13.0, 0.1, 0.5) == 13.0 + 0.1 / EVAL_SHARE
