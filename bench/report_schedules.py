@@ -1,5 +1,6 @@
-"""The docs table of bench/test_schedules.py (learning-rate schedules on breast-cancer: the gap to
-the optimum at a step budget)."""
+"""The docs tables of bench/test_schedules.py (learning-rate schedules on breast-cancer: the gap to
+the optimum at a step budget) and bench/test_time_to_accuracy.py (the time to target accuracy per
+algorithm and schedule, against the mnist_hogwild pattern)."""
 from __future__ import annotations
 
 from report_nodes import of_kind
@@ -25,4 +26,35 @@ def schedules(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
-TABLES = {"schedules": schedules}
+def _target(value: float) -> str:
+    return f"within {-value:g}% of the optimum" if value < 0 else f"accuracy {value:g}"
+
+
+def _reached(cell: dict) -> str:
+    if cell["median"] is None:
+        return f"not reached ({cell['missed']} missed)" if cell["min"] is None else \
+            f"median not reached ({cell['min']:.2f} - {cell['max']:.2f} s; {cell['missed']} missed)"
+    missed = f"; {cell['missed']} missed" if cell["missed"] else ""
+    return f"{cell['median']:.2f} s ({cell['min']:.2f} - {cell['max']:.2f}{missed})"
+
+
+def time_to_accuracy(benchmarks: list[dict]) -> list[str]:
+    found = of_kind(benchmarks, "time_to_accuracy")
+    out: list[str] = []
+    for e in found:
+        targets = e["targets"]
+        steps = ", ".join(f"{a} {n:,}" for a, n in sorted(e["steps"].items()))
+        out += [f"**{e['problem']}**, 2 workers, {e['seconds']:g} s ({steps} updates), copies every "
+                f"{e['every']:g} s, {e['rounds']} rounds:", "",
+                "| | `--lr-schedule` | samples/s | " + " | ".join(f"time to {_target(g)}" for g in targets) + " |",
+                "|---|---|---:|" + "---:|" * len(targets)]
+        for r in e["rows"]:
+            out.append(f"| {r['label']} | {r['schedule'] if r['label'] != 'mnist_hogwild pattern' else '(its own)'} | "
+                       f"{r['samples_per_s']:,.0f} | " + " | ".join(_reached(r[str(g)]) for g in targets) + " |")
+        if e.get("quick"):
+            out += ["", "**Smoke run (SHMOPT_BENCH_QUICK=1): not the measurement.**"]
+        out.append("")
+    return out[:-1]
+
+
+TABLES = {"schedules": schedules, "time_to_accuracy": time_to_accuracy}
