@@ -26,6 +26,7 @@ import click
 
 from . import checks
 from .problems import Problem, load_problem, parse_options
+from .strategies.algorithms import ALGORITHMS
 from .strategies.delays import DELAY_FORMS, parse_delay
 from .strategies.k_ranking import (
     check_max_staleness,
@@ -34,6 +35,7 @@ from .strategies.k_ranking import (
     rank_variants,
     time_model,
 )
+from .strategies.schedules import recommend as recommend_schedule
 
 __all__ = ["advise", "calibrate", "advise_command", "format_advice"]
 
@@ -110,6 +112,7 @@ def advise(problem: str | Problem, workers: int, delay: str = "none", *,
     out["notes"] = ([f"{p} workers on {cores} cores: the compute time measured alone will grow "
                      "when the workers share the cores"] if p > cores else [])
     out["tables"] = table_notes(prob, p, out["notes"])
+    out["schedule"] = recommend_schedule(ALGORITHMS[out["recommended"]["algo"]].rule)
     return out
 
 
@@ -161,6 +164,9 @@ def format_advice(a: dict[str, Any]) -> str:
               f"reason: {a['reason']}",
               f"ranking: by expected time per update E[T]; staleness bound {a['max_staleness']:g} "
               f"(--max-staleness)"]
+    sched = a["schedule"]
+    lines.append(f"schedule: --lr-schedule {sched['target']} to reach a target soonest; "
+                 f"--lr-schedule {sched['budget']} for a fixed --steps budget ({sched['why']})")
     lines += [f"note: {n}" for n in a["notes"]]
     return "\n".join(lines)
 

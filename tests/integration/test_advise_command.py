@@ -28,6 +28,7 @@ def test_advised_variants_run_as_printed_and_exact_staleness_holds(capsys) -> No
     rows = a["rows"]
     best, worst = rows[0], rows[-1]
     assert (a["recommended"]["algo"], a["recommended"]["k"]) == (best["algo"], best["k"])
+    assert a["schedule"]["target"] == "constant"      # the K-variants run sgd (docs/algorithms.md)
     times = [r["time_per_update_s"] for r in rows]
     assert times == sorted(times)
     for row, steps in ((best, 150), (worst, 50)):

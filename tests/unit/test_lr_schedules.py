@@ -100,3 +100,12 @@ def test_global_step_lr_follows_every_process_steps():
         model.close()
     with pytest.raises(shmopt.shared.SharingError, match="needs a shmopt shared optimizer"):
         shmopt.GlobalStepLR(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+
+
+@pytest.mark.parametrize("rule,budget", [("amsgrad", "cosine"), ("adam", "cosine"), ("sgd", "constant")])
+def test_recommended_schedules_are_valid_schedules(rule, budget):
+    from shmopt.strategies.schedules import recommend
+    rec = recommend(rule)
+    assert rec["target"] == "constant" and rec["budget"] == budget and rule in rec["why"]
+    for name in (rec["target"], rec["budget"]):
+        assert parse_schedule(name, budget=1000).name == name
