@@ -12,6 +12,7 @@ and every ROOT/docs/*.md (a table lives on the page about its subject); ``--read
 from __future__ import annotations
 
 import json
+import statistics
 import platform
 import sys
 
@@ -243,6 +244,39 @@ def latency(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
+def apam_spread(benchmarks: list[dict]) -> list[str]:
+    found = of_kind(benchmarks, "apam_spread")
+    if not found:
+        return []
+    e = found[0]
+    rows = [f"| mlp, {e['seconds']:g} s per run, round | apam 2/1 | hogwild 2/1 | apam 2 workers: samples/s, "
+            "staleness | apam: update phase ms, 1 / 2 workers | apam: read + forward + backward ms, 1 / 2 |",
+            "|---:|---:|---:|---:|---:|---:|"]
+    for i, r in enumerate(e["runs"], 1):
+        a1, a2 = r["apam1"], r["apam2"]
+        rows.append(f"| {i} | {r['apam_speedup']:.2f}x | {r['hogwild_speedup']:.2f}x | {a2['samples_per_s']:,.0f}, "
+                    f"{a2['staleness_mean']:.2f} | {a1['apply_ms']:.3f} / {a2['apply_ms']:.3f} | "
+                    f"{a1['compute_ms']:.3f} / {a2['compute_ms']:.3f} |")
+    rows += ["", f"APAM's 2/1 within 5% of hogwild's in the same round: {e['within_5_percent']} of {e['rounds']} rounds."]
+    return rows
+
+
+def time_limit(benchmarks: list[dict]) -> list[str]:
+    found = of_kind(benchmarks, "time_limit")
+    if not found:
+        return []
+    e = found[0]
+    per = ", ".join(f"{r['overrun_s']:+.3f} s" for r in e["runs"])
+    return ["| a time-limited run whose evaluations take seconds | median | max | over rounds |",
+            "|---|---:|---:|---:|",
+            f"| lsgd, 4 workers, {e['limit_s']:g} s limit, {e['rows']:,} eval rows (6 models each): "
+            f"training stopped after the limit by | {e['overrun_s'] * 1e3:.0f} ms | {e['overrun_max_s'] * 1e3:.0f} ms "
+            f"| {e['rounds']} ({per}) |",
+            f"| same: the call returned after the limit by (the evaluation in flight at the stop, then the "
+            f"final one) | {statistics.median(r['returned_after_s'] for r in e['runs']):.1f} s | "
+            f"{max(r['returned_after_s'] for r in e['runs']):.1f} s | {e['rounds']} |"]
+
+
 def nodes(benchmarks: list[dict]) -> list[str]:
     found = of_kind(benchmarks, "nodes")
     if not found:
@@ -300,7 +334,7 @@ def targets(benchmarks: list[dict]) -> list[str]:
     return rows if len(rows) > 2 else []
 
 
-TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
+TABLES = {"apam_spread": apam_spread, "time_limit": time_limit, "scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
           "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
           "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,

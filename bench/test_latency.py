@@ -8,6 +8,7 @@ the numbers go into ``benchmark.extra_info`` and the README's latency table.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import statistics
@@ -119,3 +120,29 @@ def test_latencies(benchmark, quick, quad):
     benchmark.extra_info.update(kind="latency", rounds=rounds, **med,
                                 max={k: max(r[k] for r in runs) for k in runs[0]}, runs=runs)
     assert all(v > 0 for v in med.values())
+
+
+@pytest.mark.timeout_s(900)
+def test_time_limit_with_a_slow_evaluation(benchmark, quick):
+    """A LIMIT s lsgd run (4 workers: each evaluation scores the leader, the replicas' mean and the 4
+    replicas) whose evaluation set is 2**20 rows of ``mlp``: about a second of one core per model.
+    The training stops on time, whatever is being evaluated (#25: within 0.3 s of a 25 s limit);
+    the final evaluation of the stopped model comes after it."""
+    limit, rounds = (5.0, 1) if quick else (25.0, 3)
+    prob = load_problem("mlp")
+    big = tuple(t.repeat(64, *([1] * (t.dim() - 1))) for t in prob.eval)
+    prob = dataclasses.replace(prob, eval=big)
+    runs: list[dict] = []
+
+    def one_round():
+        t0 = time.time()
+        r = shmopt.train(prob, algo="lsgd", workers=4, time_limit=limit, eval_samples=len(big[0]))
+        last_during = [s["t"] for s in r.history][-2]          # the last one is after the stop
+        runs.append({"overrun_s": r.stats["wall_s"] - limit, "last_sample_s": last_during,
+                     "returned_after_s": time.time() - t0 - r.stats["startup_s"] - limit,
+                     "evaluations": len(r.history)})
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+    benchmark.extra_info.update(kind="time_limit", limit_s=limit, rows=len(big[0]), rounds=rounds,
+                                overrun_s=statistics.median(r["overrun_s"] for r in runs),
+                                overrun_max_s=max(r["overrun_s"] for r in runs), runs=runs)
+    assert all(r["evaluations"] >= 2 for r in runs)
