@@ -12,8 +12,8 @@ and every ROOT/docs/*.md (a table lives on the page about its subject); ``--read
 from __future__ import annotations
 
 import json
-import statistics
 import platform
+import statistics
 import sys
 
 from report_adaptive import TABLES as ADAPTIVE_TABLES
