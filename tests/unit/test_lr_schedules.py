@@ -102,7 +102,8 @@ def test_global_step_lr_follows_every_process_steps():
         shmopt.GlobalStepLR(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
 
 
-@pytest.mark.parametrize("rule,budget", [("amsgrad", "cosine"), ("adam", "cosine"), ("sgd", "constant")])
+@pytest.mark.parametrize("rule,budget", [("amsgrad", "cosine"), ("adam", "cosine"), ("sgd", "constant"),
+                                         ("adagrad", "constant")])
 def test_recommended_schedules_are_valid_schedules(rule, budget):
     from shmopt.strategies.schedules import recommend
     rec = recommend(rule)
