@@ -70,7 +70,8 @@ class LrSchedule:
 #: The schedule to run by rule, from bench/test_time_to_accuracy.py (time to a target accuracy,
 #: every algorithm at the problem's rate) and bench/test_schedules.py (the gap at a step budget):
 #: to reach a target soonest, the constant rate (the default) was first or within the spread for
-#: every algorithm on fashion-mnist, mlp, digits and breast-cancer; with a fixed budget, an
+#: hogwild and sync everywhere and for apam on 2 of 4 problems (cosine at the same rate was sooner
+#: on mlp and digits, later on fashion-mnist's 0.88, and needs the budget); with a fixed budget, an
 #: adaptive rule at about 10x the rate decayed by cosine ended closest to the optimum (apam 0.14%
 #: against 1.53% constant), while a cosine decay made hogwild's SGD end further away.
 ADAPTIVE_RULES = ("amsgrad", "adam")
