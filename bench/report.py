@@ -334,8 +334,8 @@ def targets(benchmarks: list[dict]) -> list[str]:
     return rows if len(rows) > 2 else []
 
 
-TABLES = {"apam_spread": apam_spread, "time_limit": time_limit, "scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
-          "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
+TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leaders,
+          "apam_spread": apam_spread, "time_limit": time_limit, "targets": targets, "kernel": kernel, "scaling_n": scaling_n, "baselines": baselines,
           "step_profile": step_profile, "memory": memory, "memory_steps": memory_steps,
           "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,
           **NODE_TABLES, **GPU_TABLES, **REAL_TABLES, **ADAPTIVE_TABLES, **ROW_TABLES, **TABLE_TABLES,

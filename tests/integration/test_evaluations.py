@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import shmopt
+from shmopt.engine.evaluations import EVAL_SHARE, next_due
 from shmopt.engine.evaluator import Evaluator
 from shmopt.problems import Problem
 
@@ -63,7 +64,6 @@ def test_loss_and_metrics_share_one_forward_pass_and_values_are_unchanged():
 
 
 def test_evaluations_keep_to_their_grid_within_their_budget():
-    from shmopt.engine.evaluations import EVAL_SHARE, next_due
     # quick evaluations started a little late stay on the grid: no drift by their lateness or length
     assert next_due(10.0, 10.02, 0.1, 0.5) == 10.5
     # one that took longer than EVAL_SHARE of the interval pushes the next out to keep the budget
