@@ -13,6 +13,9 @@ A block that cannot run as written on one CPU machine has a marker comment on th
   .ci/run runs exactly these commands, in this order (pip's ``-q`` aside), since CI runs them.
 * ``<!-- docs-test: cuda -->``: needs a CUDA device. Run where one is visible, else skipped with
   that reason (a skip, never a pass).
+* ``<!-- docs-test: slow -->``: a block that fetches data and trains a real workload (10-20 s):
+  run with pytest's ``slow`` marker (``python -m pytest -m slow``, which CI runs too), so that the
+  default run stays under its time budget.
 
 Development notes: docs/development.md.
 """
@@ -34,7 +37,7 @@ from shmopt.memory.shm import list_segments, owner_pid
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
-MARKERS = ("ci", "cuda")
+MARKERS = ("ci", "cuda", "slow")
 BLOCK = re.compile(r"(?:<!-- docs-test: (?P<marker>[a-z-]+) -->\n)?^```(?P<lang>[^\n`]*)\n(?P<body>.*?)^```$",
                    re.S | re.M)
 BLOCK_TIMEOUT_S = 60
@@ -51,7 +54,8 @@ def _blocks():
 
 
 BLOCKS = _blocks()
-RUN = [b for b in BLOCKS if b[2] in ("python", "bash") and b[3] != "ci"]
+RUN = [pytest.param(*b, id=f"{b[0]}:{b[1]}", marks=[pytest.mark.slow] if b[3] == "slow" else [])
+       for b in BLOCKS if b[2] in ("python", "bash") and b[3] != "ci"]
 
 
 def _cuda() -> bool:
@@ -107,7 +111,7 @@ def _run(argv: list[str], cwd: pathlib.Path, label: str) -> None:
 
 
 @pytest.mark.timeout_s(90)
-@pytest.mark.parametrize("path,line,lang,marker,body", RUN, ids=[f"{b[0]}:{b[1]}" for b in RUN])
+@pytest.mark.parametrize("path,line,lang,marker,body", RUN)
 def test_block_runs(path, line, lang, marker, body, tmp_path):
     if marker == "cuda" and not _cuda():
         pytest.skip("needs a CUDA device; none is visible here")
