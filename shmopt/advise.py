@@ -65,13 +65,13 @@ def calibrate(problem: Problem, calibration_s: float = 2.0, calibration_batches:
             torch.manual_seed(seed)
             model = problem.model()
             gen = torch.Generator().manual_seed(seed)
-            n, b, data = problem.num_train, problem.batch_size, problem.train
+            n, b, rows = problem.num_train, problem.batch_size, problem.rows
             deadline = t_start + calibration_s
             i = 0
             while len(times) < calibration_batches:
                 t0 = time.perf_counter()
                 idx = torch.randint(n, (b,), generator=gen)
-                batch = tuple(t.index_select(0, idx) for t in data)
+                batch = rows.take(idx)
                 model.zero_grad(set_to_none=True)   # a sparse gradient must not accumulate
                 loss = problem.loss(model, batch)
                 loss.backward()

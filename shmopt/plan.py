@@ -150,7 +150,7 @@ def _supervisor_plan(c: Config) -> SupervisorPlan:
 
 
 def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
-    n = len(problem.train[0])
+    n = problem.num_train
     batch = checks.integer("batch-size", problem.batch_size if c.batch_size is None else c.batch_size, 1)
     if batch > n:
         raise checks.invalid("batch-size", batch, f"larger than the training data ({n} rows)")

@@ -8,12 +8,12 @@ dropped on resume), the layout, the configuration, a signature of the model and 
 digest of the data. Writing goes to a temporary file in the same directory, is fsync'ed and then
 renamed over the target, so a crash leaves either the old or the new checkpoint, never half of one.
 
-Resuming refuses a checkpoint whose algorithm, rule, worker count, model or layout differ from the
-run's (with a message naming the difference); data that differs is refused too.
+Resuming refuses a checkpoint whose algorithm, rule, model or layout differ from the run's (with a
+message naming the difference); data that differs (its fingerprint: sources.Rows.fingerprint) is
+refused too. Another worker count is resumed by :mod:`.reshard` (direct and server protocols).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from typing import Any
@@ -25,16 +25,9 @@ from ..memory import Arena, Layout
 from .control import RUN_FIELDS
 
 FORMAT = "shmopt-checkpoint"
-VERSION = 2         # 2: one control slot per process (engine.roles), replica methods' buffers
+VERSION = 3         # 2: one control slot per process (engine.roles), replica methods' buffers;
+                    # 3: each learner's data position (its order and offsets)
 PER_PROCESS = ("pid", "status", "heartbeat", "t_ready")   # control fields a new run re-creates
-
-
-def data_digest(tensors: tuple[torch.Tensor, ...]) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def model_signature(model: torch.nn.Module) -> list[list]:

@@ -49,7 +49,7 @@ class Context:
         self.rank = args.rank
         if args.problem_source:
             import_problem_source(args.problem_source)
-        model_fn, self.loss_fn, self.augment, plan, fixed = pickle.loads(args.payload)
+        model_fn, self.loss_fn, self.augment, plan, fixed, rows = pickle.loads(args.payload)
         self.plan: Plan = plan
         wp = plan.worker
         seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
@@ -84,9 +84,11 @@ class Context:
         if plan.tables:                     # built on the meta device, the tables attached: no private copy
             views = {t.name: v for t, v in zip(plan.tables, self.tables)}
             self._model_fn = partial(build_attached, model_fn, views, fixed)
-        self.n_rows = len(b.data[0])
+        self.rows = rows.attach(b.data)
+        self.n_rows = self.rows.n
+        order = b.order[self.rank] if b.order is not None and learner else None
         self.sampler = Sampler(wp.sampling, self.n_rows, plan.batch_size, wp.rank_offset + self.rank,
-                               wp.learners, self.generator)
+                               wp.learners, self.generator, order, self.counters.slot) if learner else None
         if learner:                         # learners draw their straggler delays
             self.delay = wp.delay.sampler(seed, wp.slow.get(self.rank, 1.0))
         # across nodes the learners of direct and replica protocols stop on the node's vote; the
@@ -194,7 +196,9 @@ class Context:
         idx = self.sampler.next()
         if self.device.type != "cpu":
             idx = idx.to(self.device, non_blocking=True)
-        batch = tuple(t.index_select(0, idx) for t in self.buffers.data)
+        batch = self.rows.take(idx)
+        if self.device.type != "cpu" and batch[0].device != self.device:     # mapped or a dataset
+            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
         if self.remote:
             batch = tuple(t.to(self.compute) for t in batch)
         return batch if self.augment is None else tuple(self.augment(batch, self.generator))

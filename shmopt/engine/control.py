@@ -63,6 +63,9 @@ SLOT = _padded([
     ("lr_sum", "f8"),           # learning rates actually used: sum, min, max
     ("lr_min", "f8"),
     ("lr_max", "f8"),
+    ("s_epoch", "i8"),          # --sampling shuffle/shard: permutations begun, rows in this learner's
+    ("s_len", "i8"),            #   order (layout.ORDER), rows of it handed out (strategies.sampling)
+    ("s_off", "i8"),
     ("stale_hist", "i8", (HIST_BINS,)),
     ("losses", "f8", (LOSS_WINDOW,)),
 ], 512)

@@ -51,7 +51,7 @@ class Evaluator:
     def __init__(self, problem: Problem, model: torch.nn.Module, n_params: int, eval_samples: int,
                  tables: tuple = ()) -> None:
         self._loss, self._metrics = problem.loss, problem.metrics
-        self._data = tuple(t[:eval_samples] for t in problem.eval_data())
+        self._data = problem.eval_rows.head(eval_samples)
         self._x = torch.empty(n_params)
         self._specs = tables                        # the model's tables (table_plan.Table)
         self._tables: list[str] = []                # names of the tables now views of the arena

@@ -12,11 +12,13 @@ import torch
 from ..memory import Arena, Layout
 from ..memory.layout import HOST
 from ..plan import Plan
+from ..strategies.sampling import order_capacity
 from ..table_plan import table_numel, table_views
 from . import control, mailbox, roles, row_slots
 
 DATA_PREFIX = "data"
 SNAPSHOTS = "snap"
+ORDER = "order"             # --sampling shuffle/shard: each learner's current permutation of rows
 #: buffers that are per-gradient scratch: never part of a checkpoint (nor is the problem's data,
 #: nor what a replica method calls scratch)
 SCRATCH = (SNAPSHOTS, *mailbox.SCRATCH)
@@ -36,7 +38,16 @@ def checkpoint_skip(plan: Plan, n_data: int) -> tuple[str, ...]:
             + tuple(table_name(i, MARK) for i in range(len(plan.tables)) if marks_rows(plan)))
 
 
-def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers: int = 0) -> Layout:
+def order_spec(plan: Plan, carried: int = 0) -> list[tuple]:
+    """The learners' orders (strategies.sampling): a permutation each, or the rows a resume at another
+    worker count carried over when they are more (``carried``); int32 while row numbers fit."""
+    wp = plan.worker
+    cap = max(order_capacity(wp.sampling, wp.rows, wp.learners), carried)
+    return [(ORDER, (plan.workers, cap), "int32" if wp.rows < 2 ** 31 else "int64")] if cap else []
+
+
+def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers: int = 0,
+                 carried: int = 0) -> Layout:
     """The arena of a plan with ``n`` dense parameters; ``x`` holds them followed by the tables
     (each a contiguous ``rows x dim`` block), so a replica, a centre and a checkpoint hold the whole
     model. ``n_buffers`` floating-point module buffers (BatchNorm statistics) are shared like the
@@ -64,6 +75,7 @@ def build_layout(plan: Plan, n: int, train: tuple[torch.Tensor, ...], n_buffers:
                   for key, shape in plan.table_rule.state_specs(table.rows, table.dim).items()]
         if marks_rows(plan):                      # across nodes: the exchange each row was updated at
             specs.append((table_name(i, MARK), (table.rows,), "int32", HOST))
+    specs += order_spec(plan, carried)
     for name, t in zip(data_names(len(train)), train):
         specs.append((name, tuple(t.shape), t.numpy().dtype))
     return Layout.build(specs, plan.worker.device)
@@ -95,6 +107,7 @@ class Buffers:
     extra: dict[str, torch.Tensor]      # the replica method's own buffers, by name
     snapshots: torch.Tensor | None      # one private read copy per learner
     data: tuple[torch.Tensor, ...]
+    order: torch.Tensor | None          # the learners' current permutations (layout.ORDER)
     tables: tuple[torch.Tensor, ...] = ()              # plan.tables, views of x: (P x) rows x dim
     table_state: tuple[dict[str, torch.Tensor], ...] = ()  # their row rule's state, by its names
     marks: tuple[torch.Tensor, ...] = ()                # across nodes: each row's last exchange count
@@ -112,6 +125,7 @@ class Buffers:
                    {name: arena.tensor(name) for name, _ in extra},
                    arena.tensor(SNAPSHOTS) if SNAPSHOTS in arena else None,
                    tuple(arena.tensor(n) for n in names),
+                   arena.tensor(ORDER) if ORDER in arena else None,
                    table_views(plan.tables, x),
                    tuple({key: arena.tensor(table_name(i, key)) for key in plan.table_rule.state_names}
                          for i in range(len(plan.tables))),

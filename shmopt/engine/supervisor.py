@@ -38,7 +38,7 @@ from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
 from ..table_plan import find_tables, with_tables
-from . import checkpoint, roles
+from . import checkpoint, reshard, roles
 from .evaluations import Evaluations
 from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
@@ -85,8 +85,16 @@ class Engine:
         self._fixed = fixed_buffers(self._template) if self.plan.tables else {}
         self._tables = mark_tables(self._template, tuple(t.name for t in self.plan.tables))
         self.n_params = numel(self._template)   # the dense parameters: tables live beside them
-        self._train = tuple(t.contiguous() for t in problem.train)
-        self.layout = build_layout(self.plan, self.n_params, self._train, buffers_numel(self._template))
+        self._rows = problem.rows              # in memory: copied into the arena; mapped or a dataset: not
+        self._train = tuple(t.contiguous() for t in self._rows.in_memory)
+        self._resume_doc = self._reshard = None
+        if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
+            self._resume_doc = doc = checkpoint.load(self.plan.supervisor.resume)
+            reshard.check(doc, self.plan.supervisor.resume, self.plan)
+            self._reshard = doc.get("workers") != self.plan.workers
+        carried = reshard.carried(self._resume_doc, self.plan.workers) if self._reshard else 0
+        self.layout = build_layout(self.plan, self.n_params, self._train, buffers_numel(self._template),
+                                   carried)
         self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples,
                                    self.plan.tables)
         if self.plan.supervisor.target_accuracy is not None and "accuracy" not in problem.metric_names(
@@ -94,13 +102,14 @@ class Engine:
             raise ConfigError(f"--target-accuracy: problem {problem.name!r} reports no accuracy (give it "
                               f"a metrics function returning {{'accuracy': ...}})")
         self._ckpt_skip = checkpoint_skip(self.plan, len(self._train))
-        self._resume_doc = None
-        if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
+        if self._resume_doc is not None:
             path = self.plan.supervisor.resume
-            self._resume_doc = checkpoint.load(path)
             stored_config(self._resume_doc.get("config"), path)   # the same checks as a new run's options
-            checkpoint.check_compatible(self._resume_doc, path, self._ckpt_identity(), self.layout,
-                                        self._ckpt_skip)
+            identity = self._ckpt_identity()
+            if self._reshard:                  # another worker count: what depends on it is rebuilt
+                identity.pop("workers")
+            checkpoint.check_compatible(self._resume_doc, path, identity, self.layout,
+                                        self._ckpt_skip + (reshard.PER_WORKER if self._reshard else ()))
 
     @property
     def history(self) -> list[Sample]:
@@ -133,7 +142,12 @@ class Engine:
         return {"algo": p.algo, "rule": p.rule.name, "protocol": p.protocol, "variant": p.variant,
                 "k": p.k, "workers": p.workers, "parameters": self.n_params,
                 "model": checkpoint.model_signature(self._template),
-                "data": checkpoint.data_digest(self._train)}
+                "data": self._data_fingerprint()}
+
+    def _data_fingerprint(self) -> str:
+        if not hasattr(self, "_fingerprint"):    # a data file is sampled, a dataset's items are read once
+            self._fingerprint = self._rows.fingerprint()
+        return self._fingerprint
 
     def _start(self) -> None:
         plan, sp = self.plan, self.plan.supervisor
@@ -145,11 +159,15 @@ class Engine:
         glob = arena.array("glob")
         self.group = group = ProcessGroup(arena.export, b.ctrl, glob,
                                           pickle.dumps((self.problem.model, self.problem.loss,
-                                                        self.problem.augment, plan, self._fixed)),
+                                                        self.problem.augment, plan, self._fixed,
+                                                        self._rows.for_workers())),
                                           self.source, plan)
         self._finalizer = weakref.finalize(self, _release, arena, glob, group)
         if self._resume_doc is not None:
-            checkpoint.restore(self._resume_doc, arena)
+            if self._reshard:
+                reshard.restore(self._resume_doc, arena, plan)
+            else:
+                checkpoint.restore(self._resume_doc, arena)
             if self.mailbox is not None:       # gradients in flight at the checkpoint are dropped
                 self.mailbox.reset()
             self._resume_doc = None

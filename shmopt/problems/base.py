@@ -22,12 +22,13 @@ from shmopt import checks
 from shmopt.errors import ProblemError
 from shmopt.memory.shm import fmt_bytes
 from shmopt.memory.tables import meta_nbytes, on_meta
-from shmopt.problems.dataset import is_dataset, materialise
+from shmopt.problems.dataset import EAGER_BELOW, is_dataset, materialise
+from shmopt.problems.sources import STORED_DTYPES, DatasetRows, Rows, TensorRows, batch_dtype
 
 __all__ = ["Problem", "describe_exception", "option_checks", "seeded"]
 
-#: dtypes accepted for data tensors (float32 inputs; float32 or int64 targets).
-DATA_DTYPES = (torch.float32, torch.int64)
+#: dtypes accepted for data tensors, stored as given and converted per batch (sources.batch_dtype)
+DATA_DTYPES = STORED_DTYPES
 
 _MAX_DETAIL = 300
 
@@ -74,7 +75,10 @@ class Problem:
         loss: picklable ``loss(model, batch) -> Tensor`` returning the scalar mean loss of the
             batch *including* any regulariser, i.e. the objective being minimised.
         train: training tensors with a common first dimension ``N`` (e.g. ``(X, y)``);
-            contiguous CPU tensors, float32 inputs, float32 or int64 targets.
+            contiguous CPU tensors of float32, float16, float64, uint8 or int8-int64, kept at that
+            dtype and converted per batch (floating and uint8 to float32, integers to int64). A
+            tensor that is a view of a file map (``np.load(path, mmap_mode="r")``) is read from
+            the file by every worker, never copied (:mod:`.sources`).
         eval: evaluation tensors in the same layout, or ``None`` to evaluate on ``train``.
         batch_size: mini-batch size, ``1 <= batch_size <= N``.
         lr: suggested learning rate per update-rule name, e.g. ``{"sgd": 0.1, "amsgrad": 0.01}``.
@@ -87,7 +91,8 @@ class Problem:
             worker's own generator; same shapes and dtypes out.
 
     ``train`` and ``eval`` may also be map-style ``torch.utils.data.Dataset`` objects whose items
-    are tensors (or tuples of them): they are read once into tensors (:mod:`.dataset`).
+    are tensors (or tuples of them): one of fewer than 50,000 items is read once into tensors, a
+    longer one per batch in the workers (``eager``: True or False to choose; :mod:`.dataset`).
     """
 
     name: str
@@ -101,6 +106,8 @@ class Problem:
     description: str = ""
     metrics: Callable[[torch.nn.Module, tuple[Tensor, ...]], dict[str, float]] | None = None
     augment: Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]] | None = None
+    #: datasets: True reads every item up front, False per batch, None by length (EAGER_BELOW)
+    eager: bool | None = None
     #: set by :meth:`validate`: (name, shape, rows looked up by the first mini-batch) of every
     #: parameter whose gradient is sparse (tables)
     sparse_parameters: tuple[SparseParameter, ...] = field(default=(), init=False, repr=False)
@@ -111,20 +118,45 @@ class Problem:
             self.train = tuple(self.train)
         if isinstance(self.eval, list):
             self.eval = tuple(self.eval)
-        if is_dataset(self.train):
+        self._rows: dict[str, tuple[object, Rows]] = {}
+        if self.eager not in (None, True, False):
+            raise self._fail(f"eager must be True, False or None (by length), got {self.eager!r}")
+        if is_dataset(self.train) and self._reads_eagerly(self.train):
             self.train = materialise(self.train, str(self.name), "train")
-        if is_dataset(self.eval):
+        if is_dataset(self.eval) and self._reads_eagerly(self.eval):
             self.eval = materialise(self.eval, str(self.name), "eval")
+
+    def _reads_eagerly(self, dataset: object) -> bool:
+        return self.eager if self.eager is not None else len(dataset) < EAGER_BELOW
 
     # ------------------------------------------------------------------ accessors
     def eval_data(self) -> tuple[Tensor, ...]:
         """The evaluation tensors: ``eval`` if given, else ``train``."""
         return self.eval if self.eval is not None else self.train
 
+    def _rows_of(self, which: str, data: object) -> Rows:
+        cached = self._rows.get(which)
+        if cached is None or cached[0] is not data:
+            rows = (DatasetRows(data, str(self.name), which) if is_dataset(data)
+                    else TensorRows.of(tuple(data)))
+            self._rows[which] = cached = (data, rows)
+        return cached[1]
+
+    @property
+    def rows(self) -> Rows:
+        """The training rows (:mod:`.sources`): tensors (in memory or mapped from a file) or a
+        dataset read per batch."""
+        return self._rows_of("train", self.train)
+
+    @property
+    def eval_rows(self) -> Rows:
+        """The evaluation rows: ``eval``'s if given, else the training rows."""
+        return self.rows if self.eval is None else self._rows_of("eval", self.eval)
+
     @property
     def num_train(self) -> int:
         """Number of training samples ``N`` (first dimension of the training tensors)."""
-        return int(self.train[0].shape[0])
+        return self.rows.n
 
     def __repr__(self) -> str:
         def tensors(ts: object) -> str:
@@ -158,8 +190,8 @@ class Problem:
             if t.device.type != "cpu":
                 raise self._fail(f"{where} is on {t.device}; data tensors must be on the CPU")
             if t.dtype not in DATA_DTYPES:
-                raise self._fail(f"{where} has dtype {t.dtype}; accepted are torch.float32 (inputs, "
-                                 "targets) and torch.int64 (class targets)")
+                raise self._fail(f"{where} has dtype {t.dtype}; accepted are float32, float16, float64, "
+                                 "uint8 and int8-int64 (converted per batch to float32 or int64)")
             if t.dim() == 0:
                 raise self._fail(f"{where} is a 0-dim tensor; data tensors need a sample dimension")
             if t.requires_grad:
@@ -201,17 +233,23 @@ class Problem:
         if not isinstance(self.description, str):
             raise self._fail(f"description must be a string, got {type(self.description).__name__}")
 
-        self._check_tensors("train", self.train)
-        if self.eval is not None:
+        if not is_dataset(self.train):
+            self._check_tensors("train", self.train)
+        if self.eval is not None and not is_dataset(self.eval):
             self._check_tensors("eval", self.eval)
-            if len(self.eval) != len(self.train):
-                raise self._fail(f"eval has {len(self.eval)} tensors but train has {len(self.train)}; "
+        if self.eval is not None:
+            train, ev = self.rows, self.eval_rows
+            if len(ev.shapes) != len(train.shapes):
+                raise self._fail(f"eval has {len(ev.shapes)} fields but train has {len(train.shapes)}; "
                                  "they must have the same layout")
-            for i, (a, b) in enumerate(zip(self.train, self.eval)):
-                if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
-                    raise self._fail(f"eval[{i}] is {_shape(b)} {b.dtype} but train[{i}] is "
-                                     f"{_shape(a)} {a.dtype}; only the sample dimension may differ")
+            for i, (sa, da, sb, db) in enumerate(zip(train.shapes, train.dtypes, ev.shapes, ev.dtypes)):
+                if sa != sb or batch_dtype(da) != batch_dtype(db):
+                    raise self._fail(f"eval[{i}] rows are {sb} {batch_dtype(db)} but train[{i}] rows "
+                                     f"{sa} {batch_dtype(da)}; only the sample dimension may differ")
         self._check_batch_size(self.batch_size)
+        self.rows.check()
+        if self.eval is not None:
+            self.eval_rows.check()
 
         if not isinstance(self.lr, dict):
             raise self._fail(f"lr must be a dict of rule name -> learning rate, got {type(self.lr).__name__}")
@@ -270,7 +308,7 @@ class Problem:
         if not params:
             raise self._fail("the model has no trainable floating-point parameters")
 
-        batch = self._augmented(tuple(t[: self.batch_size] for t in self.train))
+        batch = self._augmented(self.rows.head(self.batch_size))
         try:
             with torch.enable_grad():
                 value = self.loss(model, batch)
@@ -287,7 +325,7 @@ class Problem:
         self.sparse_parameters = self._sparse_of(model)
 
         if self.eval is not None:
-            ebatch = tuple(t[: self.batch_size] for t in self.eval)
+            ebatch = self.eval_rows.head(self.batch_size)
             try:
                 with torch.no_grad():
                     self._check_loss_value(self.loss(model, ebatch), "eval")
@@ -333,7 +371,7 @@ class Problem:
         finite numbers)."""
         if self.metrics is None:
             return ()
-        ebatch = tuple(t[: self.batch_size] for t in self.eval_data())
+        ebatch = self.eval_rows.head(self.batch_size)
         try:
             with torch.no_grad():
                 out = self.metrics(model, ebatch)

@@ -1,9 +1,13 @@
 """A map-style ``torch.utils.data.Dataset`` as the tuple of tensors a :class:`Problem` trains on.
 
-The engine samples mini-batches by index from tensors in shared memory, so a dataset is read once,
-item by item (``dataset[i]`` for ``i < len(dataset)``), and stacked: item ``i`` becomes row ``i``
-of each tensor. An item is a tensor or a tuple/list of tensors and numbers. Floating-point and
-``uint8`` values become float32 (values unchanged), other integers int64 (class labels).
+A dataset of fewer than :data:`EAGER_BELOW` items is read once, item by item (``dataset[i]`` for
+``i < len(dataset)``), and stacked: item ``i`` becomes row ``i`` of each tensor, which the engine
+shares. A larger one is read per batch in the workers (:class:`~.sources.DatasetRows`): training
+starts at once, whatever its length. ``Problem(eager=True/False)`` chooses either way.
+
+An item is a tensor or a tuple/list of tensors and numbers. Values keep their dtype when it is one
+the engine stores (float32, float16, uint8, int8-int64: an image of uint8 stays one byte a pixel)
+and are converted per batch; float64 and numbers become float32 or int64.
 """
 from __future__ import annotations
 
@@ -15,8 +19,13 @@ import torch
 from torch import Tensor
 
 from ..errors import ProblemError
+from .sources import STORED_DTYPES, as_batch_tensor, fields_of
 
-__all__ = ["materialise", "is_dataset"]
+__all__ = ["materialise", "is_dataset", "EAGER_BELOW"]
+
+#: map-style datasets shorter than this are read up front (about 1 s of cheap items), longer ones
+#: per batch
+EAGER_BELOW = 50_000
 
 #: datasets at least this long print progress (to a terminal) while they are read
 PROGRESS_FROM = 10_000
@@ -28,22 +37,11 @@ def is_dataset(obj: object) -> bool:
 
 
 def _as_tensor(value: Any, where: str) -> Tensor:
-    if isinstance(value, Tensor):
-        t = value.detach()
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProblemError(f"{where} is a {type(value).__name__}; dataset items must hold tensors "
-                           f"or numbers")
-    else:
-        t = torch.tensor(value)
-    if t.is_floating_point() or t.dtype == torch.uint8:
-        return t.to(torch.float32)
-    if t.dtype.is_complex or t.dtype == torch.bool:
-        raise ProblemError(f"{where} has dtype {t.dtype}; accepted are floating, uint8 and integer values")
-    return t.to(torch.int64)
-
-
-def _fields(item: Any) -> tuple:
-    return tuple(item) if isinstance(item, (tuple, list)) else (item,)
+    """An item's field at the dtype it is stored in (its own when the engine stores it and no wider
+    than the batch's: float64 becomes float32)."""
+    if isinstance(value, Tensor) and value.dtype in STORED_DTYPES and value.dtype != torch.float64:
+        return value.detach()
+    return as_batch_tensor(value, where)
 
 
 def materialise(dataset: Any, name: str, which: str) -> tuple[Tensor, ...]:
@@ -52,12 +50,12 @@ def materialise(dataset: Any, name: str, which: str) -> tuple[Tensor, ...]:
     if n == 0:
         raise ProblemError(f"problem {name!r}: the {which} dataset is empty")
     first = tuple(_as_tensor(v, f"problem {name!r}: {which} item 0 field {j}")
-                  for j, v in enumerate(_fields(dataset[0])))
+                  for j, v in enumerate(fields_of(dataset[0])))
     out = [torch.empty((n, *t.shape), dtype=t.dtype) for t in first]
     show = n >= PROGRESS_FROM and sys.stderr.isatty()
     t0, next_show = time.monotonic(), 0.0
     for i in range(n):
-        fields = _fields(dataset[i]) if i else first
+        fields = fields_of(dataset[i]) if i else first
         if len(fields) != len(out):
             raise ProblemError(f"problem {name!r}: {which} item {i} has {len(fields)} fields, item 0 "
                                f"has {len(out)}")

@@ -32,21 +32,55 @@ def check_sampling(mode: str, n: int, batch: int, learners: int) -> None:
                           f"{n // learners} rows, fewer than the batch size {batch}")
 
 
+def order_capacity(mode: str, n: int, learners: int) -> int:
+    """Rows of a learner's order (its current permutation): N, a shard, or 0 under ``replace``."""
+    if mode == "replace":
+        return 0
+    return n if mode == "shuffle" else -(-n // learners)
+
+
 class Sampler:
+    """A learner's mini-batches. Under ``shuffle`` and ``shard`` its current permutation lives in
+    ``order`` (absolute row numbers) and its position in ``state`` (``s_epoch``: permutations begun,
+    ``s_len``: rows in ``order``, ``s_off``: rows handed out): both are shared, so a checkpoint holds
+    them and a resumed or restarted learner goes on where it was, each row of an epoch seen once.
+    ``order`` may start with rows left over from another worker count (``s_len`` of them): they are
+    handed out first, then the learner's own permutations begin."""
+
     def __init__(self, mode: str, n: int, batch: int, learner: int, learners: int,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, order: torch.Tensor | None = None, state=None) -> None:
         self.mode, self.batch, self.g = mode, batch, generator
         self.start, stop = shard_of(n, learner, learners) if mode == "shard" else (0, n)
         self.rows = stop - self.start
-        self._order = torch.empty(0, dtype=torch.long)
-        self.epochs = 0                       # permutations begun (shuffle, shard)
+        if mode != "replace" and order is None:        # a private one (tests, a single process)
+            order = torch.empty(self.rows, dtype=torch.int64)
+        if mode != "replace" and order.numel() < self.rows:
+            raise ValueError(f"--sampling {mode} needs an order of at least {self.rows} rows")
+        self.order = order
+        self.state = state if state is not None else {"s_epoch": 0, "s_off": 0, "s_len": 0}
+
+    @property
+    def epochs(self) -> int:
+        """Permutations begun (shuffle, shard)."""
+        return int(self.state["s_epoch"])
+
+    def _new_epoch(self) -> None:
+        self.order[:self.rows] = torch.randperm(self.rows, generator=self.g) + self.start
+        st = self.state
+        st["s_off"], st["s_len"] = 0, self.rows
+        st["s_epoch"] = int(st["s_epoch"]) + 1
 
     def next(self) -> torch.Tensor:
-        """The row indices of the next mini-batch."""
+        """The row indices of the next mini-batch (the rows left in one epoch carry into the next)."""
         if self.mode == "replace":
             return torch.randint(self.rows, (self.batch,), generator=self.g)
-        while self._order.numel() < self.batch:
-            self._order = torch.cat([self._order, torch.randperm(self.rows, generator=self.g)])
-            self.epochs += 1
-        idx, self._order = self._order[:self.batch], self._order[self.batch:]
-        return idx + self.start
+        st, parts, need = self.state, [], self.batch
+        while need:
+            off, length = int(st["s_off"]), int(st["s_len"])
+            if off >= length:
+                self._new_epoch()
+                continue
+            take = min(need, length - off)
+            parts.append(self.order[off:off + take].to(torch.int64, copy=True))
+            st["s_off"], need = off + take, need - take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -107,7 +107,6 @@ def test_resume_continues_counting(quad, tmp_path):
 
 @pytest.mark.parametrize("change,needle", [
     (dict(algo="hogwild"), "algo is 'apam' in the checkpoint but 'hogwild' here"),
-    (dict(workers=3), "workers is 2 in the checkpoint but 3 here"),
     (dict(problem_options={"d": 4}), "does not fit this run"),
     (dict(problem_options={"seed": 7}), "data is"),              # same shapes, other data
     (dict(rule="adam"), "rule is 'amsgrad' in the checkpoint but 'adam' here"),

@@ -255,7 +255,7 @@ _Y = torch.randn(64, generator=_G)
     (dict(train=()), ["non-empty tuple"]),
     (dict(train=(_X[:0], _Y[:0])), ["empty"]),
     (dict(train=(_X.numpy(), _Y)), ["train[0]", "torch.Tensor"]),
-    (dict(train=(_X.double(), _Y)), ["train[0]", "float64", "float32"]),
+    (dict(train=(_X.bfloat16(), _Y)), ["train[0]", "bfloat16", "float32, float16, float64, uint8"]),
     (dict(train=(_X.t(), _Y)), ["train[0]", "contiguous"]),
     (dict(eval=(_X[:, :3].contiguous(), _Y)), ["eval[0]", "only the sample dimension"]),
     (dict(batch_size=65), ["batch_size 65", "64 training samples", "1..64"]),
