@@ -12,9 +12,10 @@ from .api import Result, train
 from .config import Config
 from .engine.record import Sample
 from .engine.supervisor import Engine
-from .engine.worker_info import WorkerInfo, worker_info
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
 from .problems import Problem, load_problem
+from .problems.streams import shard_stream
+from .problems.worker_info import WorkerInfo, worker_info
 from .shared import (
     GlobalStepLR,
     SharedAdagrad,
@@ -34,4 +35,5 @@ __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Prob
            "load_problem", "ShmoptError", "ConfigError", "ProblemError", "ShmSpaceError",
            "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
            "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "SharedModel", "share",
-           "push_gradients", "pull_parameters", "GlobalStepLR", "worker_info", "WorkerInfo"]
+           "push_gradients", "pull_parameters", "GlobalStepLR", "worker_info", "WorkerInfo",
+           "shard_stream"]

@@ -70,8 +70,7 @@ def calibrate(problem: Problem, calibration_s: float = 2.0, calibration_batches:
             i = 0
             while len(times) < calibration_batches:
                 t0 = time.perf_counter()
-                idx = torch.randint(n, (b,), generator=gen)
-                batch = rows.take(idx)
+                batch = rows.first(b) if n is None else rows.take(torch.randint(n, (b,), generator=gen))
                 model.zero_grad(set_to_none=True)   # a sparse gradient must not accumulate
                 loss = problem.loss(model, batch)
                 loss.backward()

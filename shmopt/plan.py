@@ -152,10 +152,16 @@ def _supervisor_plan(c: Config) -> SupervisorPlan:
 def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:
     n = problem.num_train
     batch = checks.integer("batch-size", problem.batch_size if c.batch_size is None else c.batch_size, 1)
-    if batch > n:
-        raise checks.invalid("batch-size", batch, f"larger than the training data ({n} rows)")
     learners = c.workers * nnodes_of(c)
-    check_sampling(c.sampling, n, batch, learners)
+    if n is None:                         # a stream: read in order, B items a batch
+        if c.sampling != "replace":
+            raise checks.invalid("sampling", c.sampling, "a stream is read in order; --sampling applies "
+                                 "to tensors and map-style datasets")
+        n = 0
+    elif batch > n:
+        raise checks.invalid("batch-size", batch, f"larger than the training data ({n} rows)")
+    else:
+        check_sampling(c.sampling, n, batch, learners)
     delay = parse_delay(c.delay)
     return WorkerPlan(c.seed, c.threads or default_threads(c.workers), bool(c.pin), batch,
                       bool(c.check_finite), c.on_nonfinite == "stop", delay, parse_slow(c.slow, c.workers),

@@ -19,11 +19,12 @@ from ..memory.flat import bind_buffers
 from ..memory.tables import build_attached
 from ..plan import Plan
 from ..problems import import_problem_source
+from ..problems.streams import StreamReader, StreamRows
+from ..problems.worker_info import WorkerInfo, set_worker_info
 from ..strategies.sampling import Sampler
 from . import roles
 from .control import PAUSED, READY, Counters
 from .layout import Buffers
-from .worker_info import WorkerInfo, set_worker_info
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Stopped(Exception):
 class Context:
     def __init__(self, args: ProcessArgs) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the supervisor's to handle
+        # processes this one starts (a DataLoader's workers in a stream) use the platform's default
+        # method, not the one this process was started with (which spawn's preparation made the
+        # default): forked, they see the problem file's module, imported here under its own name
+        multiprocessing.set_start_method(None, force=True)
         self.args = args
         self.rank = args.rank
         if args.problem_source:
@@ -54,7 +59,8 @@ class Context:
         wp = plan.worker
         seed = wp.seed + wp.rank_offset + self.rank         # across nodes: distinct for every worker
         group = plan.replicas.group_of(self.rank) if plan.replicas is not None else 0
-        set_worker_info(WorkerInfo(self.rank, plan.workers, group, seed, wp.device))
+        set_worker_info(WorkerInfo(self.rank, plan.workers, group, seed, wp.device,
+                                   wp.rank_offset + self.rank, wp.learners))
         torch.set_num_threads(wp.threads)
         if wp.pin:
             import psutil
@@ -85,10 +91,13 @@ class Context:
             views = {t.name: v for t, v in zip(plan.tables, self.tables)}
             self._model_fn = partial(build_attached, model_fn, views, fixed)
         self.rows = rows.attach(b.data)
-        self.n_rows = self.rows.n
-        order = b.order[self.rank] if b.order is not None and learner else None
-        self.sampler = Sampler(wp.sampling, self.n_rows, plan.batch_size, wp.rank_offset + self.rank,
-                               wp.learners, self.generator, order, self.counters.slot) if learner else None
+        self.sampler = self.stream = None
+        if learner and isinstance(self.rows, StreamRows):       # read in order
+            self.stream = StreamReader(self.rows, plan.batch_size, self.counters.slot)
+        elif learner:
+            order = b.order[self.rank] if b.order is not None else None
+            self.sampler = Sampler(wp.sampling, self.rows.n, plan.batch_size, wp.rank_offset + self.rank,
+                                   wp.learners, self.generator, order, self.counters.slot)
         if learner:                         # learners draw their straggler delays
             self.delay = wp.delay.sampler(seed, wp.slow.get(self.rank, 1.0))
         # across nodes the learners of direct and replica protocols stop on the node's vote; the
@@ -193,10 +202,13 @@ class Context:
             time.sleep(min(left, 0.1))
 
     def sample(self) -> tuple[torch.Tensor, ...]:
-        idx = self.sampler.next()
-        if self.device.type != "cpu":
-            idx = idx.to(self.device, non_blocking=True)
-        batch = self.rows.take(idx)
+        if self.stream is not None:
+            batch = self.stream.next()
+        else:
+            idx = self.sampler.next()
+            if self.device.type != "cpu":
+                idx = idx.to(self.device, non_blocking=True)
+            batch = self.rows.take(idx)
         if self.device.type != "cpu" and batch[0].device != self.device:     # mapped or a dataset
             batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
         if self.remote:

@@ -95,8 +95,11 @@ class ProcessGroup:
         self._spawns[rank] += 1
         args = ProcessArgs(rank, self._arena(), self._payload, self._source, os.getpid(),
                            self._report_path(rank))
+        # not daemonic, so a worker may start processes of its own (a DataLoader with num_workers > 0
+        # inside a stream); none outlives the run all the same: shutdown() joins, terminates and
+        # kills every rank, and a rank whose supervisor is gone stops at its next check
         p = self._ctx.Process(target=process_main, name=f"shmopt-{self.role(rank).replace(' ', '-')}",
-                              args=(args, self.wakeups), daemon=True)
+                              args=(args, self.wakeups), daemon=False)
         p.start()
         return p
 

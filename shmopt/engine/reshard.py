@@ -43,6 +43,8 @@ def refusal(plan: Plan, saved_workers: object) -> str | None:
         return "replica methods keep one model per worker"
     if plan.nodes is not None:
         return "another worker count is resumed on one node only"
+    if not plan.worker.rows:
+        return "each worker reads its own share of a stream, and the shares change with the count"
     return None
 
 

@@ -24,6 +24,7 @@ from shmopt.memory.shm import fmt_bytes
 from shmopt.memory.tables import meta_nbytes, on_meta
 from shmopt.problems.dataset import EAGER_BELOW, is_dataset, materialise
 from shmopt.problems.sources import STORED_DTYPES, DatasetRows, Rows, TensorRows, batch_dtype
+from shmopt.problems.streams import StreamRows, is_stream
 
 __all__ = ["Problem", "describe_exception", "option_checks", "seeded"]
 
@@ -93,6 +94,9 @@ class Problem:
     ``train`` and ``eval`` may also be map-style ``torch.utils.data.Dataset`` objects whose items
     are tensors (or tuples of them): one of fewer than 50,000 items is read once into tensors, a
     longer one per batch in the workers (``eager``: True or False to choose; :mod:`.dataset`).
+    ``train`` may be a stream too: an ``IterableDataset`` or a function returning an iterator,
+    read in order by every worker, which takes its share with ``shmopt.shard_stream``
+    (:mod:`.streams`).
     """
 
     name: str
@@ -137,7 +141,8 @@ class Problem:
     def _rows_of(self, which: str, data: object) -> Rows:
         cached = self._rows.get(which)
         if cached is None or cached[0] is not data:
-            rows = (DatasetRows(data, str(self.name), which) if is_dataset(data)
+            rows = (StreamRows(data, str(self.name), which) if is_stream(data)
+                    else DatasetRows(data, str(self.name), which) if is_dataset(data)
                     else TensorRows.of(tuple(data)))
             self._rows[which] = cached = (data, rows)
         return cached[1]
@@ -154,8 +159,9 @@ class Problem:
         return self.rows if self.eval is None else self._rows_of("eval", self.eval)
 
     @property
-    def num_train(self) -> int:
-        """Number of training samples ``N`` (first dimension of the training tensors)."""
+    def num_train(self) -> int | None:
+        """Number of training samples ``N`` (first dimension of the training tensors); None for a
+        stream."""
         return self.rows.n
 
     def __repr__(self) -> str:
@@ -176,6 +182,8 @@ class Problem:
         if not _is_int(b):
             raise self._fail(f"batch_size must be an integer, got {b!r}")
         n = self.num_train
+        if n is None:                     # a stream: its first batch is read by the checks
+            n = b if b >= 1 else 1
         if b < 1 or b > n:
             raise self._fail(f"batch_size {b} does not fit the {n} training samples; choose 1..{n}")
 
@@ -233,9 +241,9 @@ class Problem:
         if not isinstance(self.description, str):
             raise self._fail(f"description must be a string, got {type(self.description).__name__}")
 
-        if not is_dataset(self.train):
+        if not is_dataset(self.train) and not is_stream(self.train):
             self._check_tensors("train", self.train)
-        if self.eval is not None and not is_dataset(self.eval):
+        if self.eval is not None and not is_dataset(self.eval) and not is_stream(self.eval):
             self._check_tensors("eval", self.eval)
         if self.eval is not None:
             train, ev = self.rows, self.eval_rows
@@ -308,7 +316,7 @@ class Problem:
         if not params:
             raise self._fail("the model has no trainable floating-point parameters")
 
-        batch = self._augmented(self.rows.head(self.batch_size))
+        batch = self._augmented(self.rows.first(self.batch_size))
         try:
             with torch.enable_grad():
                 value = self.loss(model, batch)

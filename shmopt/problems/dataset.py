@@ -33,7 +33,8 @@ PROGRESS_FROM = 10_000
 
 def is_dataset(obj: object) -> bool:
     """A map-style dataset: a ``torch.utils.data.Dataset`` with ``__len__`` (not a tuple of tensors)."""
-    return isinstance(obj, torch.utils.data.Dataset) and hasattr(obj, "__len__")
+    return (isinstance(obj, torch.utils.data.Dataset) and hasattr(obj, "__len__")
+            and not isinstance(obj, torch.utils.data.IterableDataset))
 
 
 def _as_tensor(value: Any, where: str) -> Tensor:

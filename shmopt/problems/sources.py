@@ -94,6 +94,10 @@ class Rows:
         """The first ``min(k, n)`` rows, converted."""
         return self.take(torch.arange(min(k, self.n)))
 
+    def first(self, batch: int) -> tuple[Tensor, ...]:
+        """The first mini-batch (the checks before training run the loss on it)."""
+        return self.head(batch)
+
     def fingerprint(self) -> str:
         raise NotImplementedError
 

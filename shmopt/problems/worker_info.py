@@ -1,5 +1,6 @@
 """``shmopt.worker_info()``: which engine process the calling code runs in, for user code (a model
-factory, a loss) in the spirit of ``torch.utils.data.get_worker_info()``."""
+factory, a loss, a stream that shards itself) in the spirit of ``torch.utils.data.get_worker_info()``.
+The engine sets it in each process it starts."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,8 @@ class WorkerInfo:
     group: int          # lsgd: the rank's group (multi-leader); 0 otherwise
     seed: int           # the seed this process was given (seed + rank)
     device: str
+    learner: int = 0    # this learner over all nodes (node rank x workers + rank): a stream's share
+    learners: int = 1   # learners over all nodes
 
 
 _INFO: WorkerInfo | None = None
