@@ -13,6 +13,7 @@ from .config import Config
 from .engine.record import Sample
 from .engine.supervisor import Engine
 from .errors import ConfigError, ProblemError, ShmoptError, ShmSpaceError, WorkerError
+from .launch import Launched, launch
 from .problems import Problem, load_problem
 from .problems.streams import shard_stream
 from .problems.worker_info import WorkerInfo, worker_info
@@ -36,4 +37,4 @@ __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Prob
            "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
            "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "SharedModel", "share",
            "push_gradients", "pull_parameters", "GlobalStepLR", "worker_info", "WorkerInfo",
-           "shard_stream"]
+           "shard_stream", "launch", "Launched"]

@@ -46,8 +46,12 @@ def save(path: str, arena: Arena, meta: dict[str, Any], skip: tuple[str, ...]) -
         if e.name in skip:
             continue
         buffers[e.name] = arena.raw(e.name).to("cpu", copy=True)
-    doc = {"format": FORMAT, "version": VERSION, "layout": _layout_rows(arena.layout),
-           "buffers": buffers, **meta}
+    write_atomic(path, {"format": FORMAT, "version": VERSION, "layout": _layout_rows(arena.layout),
+                        "buffers": buffers, **meta})
+
+
+def write_atomic(path: str, doc: dict[str, Any]) -> None:
+    """``torch.save(doc)`` to a temporary file beside ``path``, fsync'ed, renamed over it."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".shmopt-ckpt-", dir=directory)
     try:
