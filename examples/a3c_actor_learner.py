@@ -1,10 +1,12 @@
 """Asynchronous actor-critic (A3C-style) with shmopt.shared on a synthetic contextual bandit.
 
-Written the way A3C code is usually written: ``torch.multiprocessing`` (spawn), one global model
-and one optimizer shared by every learner process, each learner holding a local copy of the
-model and looping pull -> rollout -> loss -> step.  Only three lines are shmopt's: ``share()``
-the global model, build ``SharedAdam`` on it, and ``opt.step_from(local)`` instead of the old
-``ensure_shared_grads(...); optimizer.step()`` (see examples/MIGRATING.md).
+Written the way A3C code is usually written: one global model and one optimizer shared by every
+learner process, each learner holding a local copy of the model and looping pull -> rollout ->
+loss -> step. shmopt's part: ``share()`` the global model, build ``SharedAdam`` on it,
+``opt.step_from(local)`` instead of the old ``ensure_shared_grads(...); optimizer.step()``, and
+``shmopt.launch`` instead of starting, watching and joining the processes by hand: a learner that
+raises or dies is named at once, Ctrl-C leaves nothing behind, ``shmopt top`` shows the run (see
+examples/MIGRATING.md).
 
 The task: ``CONTEXTS`` contexts (fixed random feature vectors) and ``ARMS`` arms; pulling arm
 ``a`` in context ``k`` pays ``MEANS[k, a]`` plus Gaussian noise, with one arm per context paying
@@ -19,15 +21,14 @@ Run::
 from __future__ import annotations
 
 import argparse
-import queue
 import sys
 import time
 
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+import shmopt
 from shmopt.shared import SharedAdam, pull_parameters, share
 
 CONTEXTS, ARMS, FEATURES, BATCH = 16, 6, 8, 32
@@ -62,9 +63,8 @@ def expected_reward(model: nn.Module, features: torch.Tensor, means: torch.Tenso
     return float((F.softmax(logits, -1) * means).sum(-1).mean())
 
 
-def learner(rank: int, shared, opt, steps: int, seed: int, progress) -> None:
-    torch.set_num_threads(1)
-    torch.manual_seed(seed + rank)
+def learner(rank: int, shared, opt, steps: int, seed: int) -> None:
+    # shmopt.launch seeds torch with seed + rank and gives each process one thread
     features, means = make_env(seed)
     local = ActorCritic()
     recent: list[float] = []
@@ -84,9 +84,9 @@ def learner(rank: int, shared, opt, steps: int, seed: int, progress) -> None:
         opt.step_from(local)                                 # 4. this step's own gradient
         recent.append(float(reward.mean()))
         if step % 50 == 0 or step == steps:
-            progress.put(("progress", rank, step, sum(recent) / len(recent), opt.staleness))
+            print(f"  learner {rank} step {step:4d}: mean reward {sum(recent) / len(recent):.3f} "
+                  f"(staleness {opt.staleness}), global step {opt.step_count}", flush=True)
             recent.clear()
-    progress.put(("done", rank, steps, 0.0, 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,44 +100,21 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     features, means = make_env(args.seed)
-    ctx = mp.get_context("spawn")
     t0 = time.time()
     with share(ActorCritic()) as shared, \
             SharedAdam(shared.parameters(), lr=args.lr, lr_policy=args.lr_policy) as opt:
         initial = expected_reward(shared, features, means)
         print(f"expected reward: random policy {float(means.mean()):.3f}, initial {initial:.3f}, "
               f"optimal {float(means.max(-1).values.mean()):.3f}")
-        progress = ctx.Queue()
-        procs = [ctx.Process(target=learner, args=(r, shared, opt, args.steps, args.seed, progress))
-                 for r in range(args.processes)]
-        for p in procs:
-            p.start()
-        try:
-            done = 0
-            while done < len(procs):
-                try:
-                    kind, rank, step, reward, tau = progress.get(timeout=60)
-                except queue.Empty:
-                    print("no progress for 60 s: giving up", file=sys.stderr)
-                    return 1
-                if kind == "done":
-                    done += 1
-                else:
-                    print(f"  learner {rank} step {step:4d}: mean reward {reward:.3f} (staleness {tau}), "
-                          f"global step {opt.step_count}")
-        finally:
-            for p in procs:
-                p.join(timeout=60)
-                if p.is_alive():
-                    p.terminate()
-                    p.join(timeout=5)
+        run = shmopt.launch(learner, workers=args.processes, model=shared, optimizer=opt,
+                            args=(args.steps, args.seed), seed=args.seed)
         final = expected_reward(shared, features, means)
         st = opt.stats()
         print(f"global steps {st['steps']} (= {args.processes} x {args.steps}), mean staleness "
               f"{st['staleness_sum'] / max(1, st['steps']):.2f}, max {st['staleness_max']}, "
               f"{time.time() - t0:.1f} s")
         print(f"expected reward: initial {initial:.3f} -> final {final:.3f}")
-        ok = all(p.exitcode == 0 for p in procs) and st["steps"] == args.processes * args.steps
+        ok = run.stats["exitcodes"] == [0] * args.processes and st["steps"] == args.processes * args.steps
         return 0 if ok and final > initial + 0.2 else 1
 
 

@@ -132,3 +132,18 @@ def test_the_mnist_hogwild_example_runs_offline(tmp_path):
                           capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "8 updates of 64 by 2 processes" in proc.stdout and "Test set: average loss" in proc.stdout
+
+
+def test_the_mnist_hogwild_own_loop_runs_under_launch_with_a_dataloader(tmp_path):
+    import subprocess
+    import sys
+    fake_fashion(tmp_path / "f")
+    example = Path(__file__).resolve().parents[2] / "examples" / "mnist_hogwild_own_loop.py"
+    ckpt = tmp_path / "loop.ckpt"
+    proc = subprocess.run([sys.executable, str(example), "--data-dir", str(tmp_path / "f"), "--loader-workers", "1",
+                           "--checkpoint", str(ckpt)], capture_output=True, text=True, timeout=200,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Test set: average loss" in proc.stdout and "by 2 processes" in proc.stdout
+    doc = torch.load(ckpt, weights_only=True)
+    assert doc["steps"] == int(proc.stdout.split("(")[-1].split()[0])     # every update counted
