@@ -53,6 +53,26 @@ def read_idx(path: str) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=head).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def map_idx(path: str) -> np.ndarray:
+    """A copy-on-write map of an uncompressed one-byte (uint8, int8) IDX file: nothing is read, and
+    ``torch.from_numpy`` of it trains without a copy (:mod:`.sources`). Others: :func:`read_idx`."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or head[3] == 0:
+            raise ProblemError(f"{path} is not an uncompressed IDX file (it must start with 0x00 0x00, a "
+                               f"type code and a dimension count; read_idx reads .gz files)")
+        dtype = np.dtype(_IDX_TYPES[head[2]])
+        if dtype.itemsize != 1:
+            raise ProblemError(f"{path} holds {dtype}: map_idx maps uint8 and int8 IDX files (their bytes "
+                               f"need no reordering); read_idx reads the others")
+        shape = tuple(int(s) for s in np.frombuffer(f.read(4 * head[3]), ">u4"))
+    size, start = os.path.getsize(path), 4 + 4 * len(shape)
+    if size != start + int(np.prod(shape)):
+        raise ProblemError(f"{path}: IDX shape {shape} needs {start + int(np.prod(shape))} bytes, the file "
+                           f"has {size}")
+    return np.memmap(path, dtype=dtype, mode="c", offset=start, shape=shape)
+
+
 def write_idx(path: str, array: np.ndarray) -> None:
     """Write ``array`` (uint8, int8, int16, int32, float32 or float64) as IDX (gzipped for .gz)."""
     kind = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}

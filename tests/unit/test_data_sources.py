@@ -119,3 +119,19 @@ def test_rows_carried_over_are_handed_out_first():
     s = Sampler("shard", 20, 2, 1, 2, torch.Generator().manual_seed(0), order, state)
     a, b = s.next().tolist(), s.next().tolist()
     assert a == [17, 4] and b[0] == 9 and 10 <= b[1] < 20 and state["s_epoch"] == 2
+
+
+def test_an_uncompressed_idx_file_is_mapped_not_read(tmp_path):
+    from shmopt.problems.formats import map_idx, read_idx, write_idx
+    images = (np.arange(5 * 28 * 28) % 256).astype(np.uint8).reshape(5, 28, 28)
+    write_idx(str(tmp_path / "x-idx3-ubyte"), images)
+    mapped = map_idx(str(tmp_path / "x-idx3-ubyte"))
+    assert np.array_equal(mapped, read_idx(str(tmp_path / "x-idx3-ubyte")))
+    region = region_of(torch.from_numpy(mapped))
+    assert region is not None and region.offset == 16 and region.shape == (5, 28, 28)
+    write_idx(str(tmp_path / "f-idx1"), np.zeros(3, dtype=np.float32))
+    with pytest.raises(ProblemError, match="map_idx maps uint8 and int8 IDX files"):
+        map_idx(str(tmp_path / "f-idx1"))
+    write_idx(str(tmp_path / "x.gz"), images)
+    with pytest.raises(ProblemError, match="not an uncompressed IDX file"):
+        map_idx(str(tmp_path / "x.gz"))
