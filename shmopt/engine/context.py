@@ -202,15 +202,12 @@ class Context:
             time.sleep(min(left, 0.1))
 
     def sample(self) -> tuple[torch.Tensor, ...]:
-        if self.stream is not None:
-            batch = self.stream.next()
-        else:
-            idx = self.sampler.next()
-            if self.device.type != "cpu":
-                idx = idx.to(self.device, non_blocking=True)
-            batch = self.rows.take(idx)
-        if self.device.type != "cpu" and batch[0].device != self.device:     # mapped or a dataset
-            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+        # a field in the arena is indexed where it lives; one mapped from a file, a dataset's and a
+        # stream's are read on the CPU and then moved to the arena's device
+        batch = self.stream.next() if self.stream is not None else self.rows.take(self.sampler.next())
+        if self.device.type != "cpu":
+            batch = tuple(t if t.device == self.device else t.to(self.device, non_blocking=True)
+                          for t in batch)
         if self.remote:
             batch = tuple(t.to(self.compute) for t in batch)
         return batch if self.augment is None else tuple(self.augment(batch, self.generator))

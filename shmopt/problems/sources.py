@@ -149,7 +149,8 @@ class TensorRows(Rows):
     def take(self, idx: Tensor) -> tuple[Tensor, ...]:
         out = []
         for c, dtype in zip(self.columns, self.dtypes):
-            t = c.take(idx) if isinstance(c, FileRegion) else c.index_select(0, idx.to(c.device))
+            t = (c.take(idx) if isinstance(c, FileRegion)
+                 else c.index_select(0, idx.to(c.device, non_blocking=True)))
             out.append(t.to(batch_dtype(dtype)))
         return tuple(out)
 
