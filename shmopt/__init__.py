@@ -8,6 +8,7 @@ Parameters and optimizer state live in shared memory; worker processes update th
 """
 __version__ = "0.1.0"
 
+from . import weights
 from .api import Result, train
 from .config import Config
 from .engine.record import Sample
@@ -37,4 +38,4 @@ __all__ = ["__version__", "train", "Result", "Config", "Engine", "Sample", "Prob
            "WorkerError", "SharedAdam", "SharedAMSGrad", "SharedSGD", "SharedAdagrad", "SharedSparseAdam",
            "SharedRowwiseAdagrad", "SharedRowwiseAMSGrad", "SharedModel", "share",
            "push_gradients", "pull_parameters", "GlobalStepLR", "worker_info", "WorkerInfo",
-           "shard_stream", "launch", "Launched"]
+           "shard_stream", "launch", "Launched", "weights"]

@@ -53,7 +53,7 @@ CHECKPOINT_FORMAT = "shmopt-launch-checkpoint"
 class Launched:
     """What :func:`launch` returns: the shared model (trained), the optimizer, and the run's figures."""
 
-    model: SharedModel
+    model: SharedModel | None
     optimizer: SharedOptimizer | None
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +69,9 @@ def _check(fn: Callable, workers: object, model: object, optimizer: object, chec
         raise ConfigError(f"fn {getattr(fn, '__qualname__', fn)!s} cannot be sent to a process "
                           f"({type(exc).__name__}); define it at module level (not a lambda or a "
                           f"nested function)") from None
-    if not isinstance(model, (torch.nn.Module, SharedModel)):
+    if model is None and optimizer is None:    # processes that share nothing through launch (actors)
+        pass
+    elif not isinstance(model, (torch.nn.Module, SharedModel)):
         raise ConfigError(f"model must be a torch.nn.Module or a shmopt.SharedModel, got "
                           f"{type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, SharedOptimizer):
@@ -95,14 +97,16 @@ def _describe(fn: Callable, workers: int, optimizer: SharedOptimizer | None) -> 
             "node_rank": None, "nodes": None, "tables": []}
 
 
-def _save(path: str, model: SharedModel, optimizer: SharedOptimizer | None, workers: int, t0: float) -> None:
-    write_atomic(path, {"format": CHECKPOINT_FORMAT, "version": 1, "model": model.state_dict(),
+def _save(path: str, model: SharedModel | None, optimizer: SharedOptimizer | None, workers: int,
+          t0: float) -> None:
+    write_atomic(path, {"format": CHECKPOINT_FORMAT, "version": 1,
+                        "model": model.state_dict() if model is not None else None,
                         "optimizer": optimizer.state_dict() if optimizer is not None else None,
                         "steps": optimizer.step_count if optimizer is not None else None,
                         "workers": workers, "wall_s": time.time() - t0})
 
 
-def _resume(path: str, model: SharedModel, optimizer: SharedOptimizer | None) -> None:
+def _resume(path: str, model: SharedModel | None, optimizer: SharedOptimizer | None) -> None:
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -110,7 +114,8 @@ def _resume(path: str, model: SharedModel, optimizer: SharedOptimizer | None) ->
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path!r} is not a checkpoint of shmopt.launch")
     try:
-        model.load_state_dict(doc["model"])
+        if model is not None and doc.get("model") is not None:
+            model.load_state_dict(doc["model"])
         if optimizer is not None and doc.get("optimizer") is not None:
             optimizer.load_state_dict(doc["optimizer"])
     except (RuntimeError, KeyError, ValueError) as exc:
@@ -144,7 +149,7 @@ def _stop(glob, procs: list) -> None:
             p.join(1.0)
 
 
-def launch(fn: Callable[..., Any], workers: int, model: torch.nn.Module | SharedModel,
+def launch(fn: Callable[..., Any], workers: int, model: torch.nn.Module | SharedModel | None,
            optimizer: SharedOptimizer | None = None, *, args: tuple = (), seed: int = 0,
            threads: int = 1, checkpoint: str | None = None, checkpoint_every: float | None = None,
            resume: str | None = None, start_method: str = "forkserver") -> Launched:
@@ -155,7 +160,7 @@ def launch(fn: Callable[..., Any], workers: int, model: torch.nn.Module | Shared
     """
     workers = _check(fn, workers, model, optimizer, checkpoint, checkpoint_every, resume)
     checks.choice("start_method", start_method, ("forkserver", "spawn"))
-    shared = model if isinstance(model, SharedModel) else share(model)
+    shared = model if model is None or isinstance(model, SharedModel) else share(model)
     if resume is not None:
         _resume(resume, shared, optimizer)
     sweep_stale_segments()

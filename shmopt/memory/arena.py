@@ -62,6 +62,22 @@ class Arena:
     def attach(cls, handle: ArenaHandle) -> "Arena":
         return cls({region: attach_storage(h) for region, h in handle.storages}, handle.layout)
 
+    @classmethod
+    def open(cls, name: str) -> tuple["Arena", dict]:
+        """Attach, writable and untracked, to the host arena named ``name`` that was created with a
+        description, by its name alone (a process that got no handle); (arena, description).
+        FileNotFoundError (no such segment), LookupError (no description), TypeError (a device
+        arena: pass its handle)."""
+        view = ArenaView(name)
+        try:
+            layout, meta = view.layout, view.meta
+        finally:
+            view.close()
+        if any(region != HOST for region, _ in layout.regions):
+            raise TypeError(f"arena {name} has a device region: attach it by its handle, not by name")
+        nbytes = dict(layout.regions)[HOST]
+        return cls.attach(ArenaHandle(((HOST, StorageHandle("shm", name, nbytes)),), layout)), meta
+
     @property
     def handle(self) -> ArenaHandle:
         return ArenaHandle(tuple((r, s.handle) for r, s in self.storages.items()), self.layout)
