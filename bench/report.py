@@ -28,6 +28,7 @@ from report_schedules import TABLES as SCHEDULE_TABLES
 from report_skipgram import TABLES as SKIPGRAM_TABLES
 from report_spam_logreg import TABLES as SPAM_TABLES
 from report_tables import TABLES as TABLE_TABLES
+from report_weights import TABLES as WEIGHTS_TABLES
 from report_wordnet_kg import TABLES as WORDNET_KG_TABLES
 
 
@@ -341,7 +342,7 @@ TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leade
           "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,
           **NODE_TABLES, **GPU_TABLES, **REAL_TABLES, **ADAPTIVE_TABLES, **ROW_TABLES, **TABLE_TABLES,
           **MOVIELENS_TABLES, **WORDNET_KG_TABLES, **SPAM_TABLES, **SKIPGRAM_TABLES, **SCHEDULE_TABLES,
-          **DATA_TABLES}
+          **DATA_TABLES, **WEIGHTS_TABLES}
 
 
 def doc_files(root: str) -> list[str]:
