@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .memory.layout import HOST
 
 __all__ = ["default_tables", "RowLog", "History"]
 
@@ -52,8 +53,9 @@ def check_tables(tables: tuple[str, ...], entries: list[dict[str, Any]]) -> list
 
 def specs(tables: list[dict[str, Any]], slots: int) -> list[tuple]:
     """The logs' arena buffers: per slot and table the rows, and the counts (ALL: every row)."""
-    out = [(f"log{k}_{i}", (t["capacity"],), "int64") for k in range(slots) for i, t in enumerate(tables)]
-    return out + ([("logn", (slots, len(tables)), "int64")] if tables else [])
+    out = [(f"log{k}_{i}", (t["capacity"],), "int64", HOST)
+           for k in range(slots) for i, t in enumerate(tables)]
+    return out + ([("logn", (slots, len(tables)), "int64", HOST)] if tables else [])
 
 
 class RowLog:

@@ -35,7 +35,9 @@ import torch.distributed as dist
 
 from . import checks
 from .errors import ConfigError, ShmoptError
-from .memory import Arena, Layout
+from .memory import Arena, ArenaHandle, Layout
+from .memory.backends import fence_for
+from .memory.describe import read_trailer
 from .memory.layout import HOST
 from .memory.shm import pid_alive
 from .weight_rows import History, RowLog, check_tables, default_tables
@@ -89,6 +91,7 @@ def _state(model: torch.nn.Module, entries: list[dict[str, Any]], what: str) -> 
 class _Weights:
     def _bind(self, arena: Arena, meta: dict) -> None:
         self.arena, self.name, self.entries = arena, arena.name, meta["entries"]
+        self.fence = fence_for(arena.device)        # a GPU's copies are done before a version counts
         self.head = arena.array("head")[0]
         self.slots_ = [_views(arena.tensor(f"w{k}"), self.entries) for k in range(SLOTS)]
         self.tables = meta["tables"]
@@ -109,7 +112,7 @@ class Publisher(_Weights):
     and published there under the same version, so each node's readers read locally."""
 
     def __init__(self, model: torch.nn.Module, group: Any = None, src: int = 0,
-                 tables: tuple[str, ...] | None = None) -> None:
+                 tables: tuple[str, ...] | None = None, device: str = "cpu") -> None:
         self.group, self.src = group, src
         entries = _entries(model)
         tables_ = check_tables(default_tables(model) if tables is None else tuple(tables), entries)
@@ -117,7 +120,7 @@ class Publisher(_Weights):
         specs = [("head", (1,), HEAD, HOST), ("readers", (MAX_READERS,), READER, HOST)]
         specs += [(f"w{k}", (size,), "uint8") for k in range(SLOTS)] + log_specs(tables_, SLOTS)
         meta = {"kind": KIND, "format": FORMAT, "entries": entries, "tables": tables_, "pid": os.getpid()}
-        arena = Arena.create(Layout.build(specs), "w", meta)
+        arena = Arena.create(Layout.build(specs, device), "w", meta)
         self._bind(arena, meta)
         self.history = History(self.tables, SLOTS)
         self.head["publisher_pid"] = os.getpid()
@@ -145,8 +148,10 @@ class Publisher(_Weights):
                         if (idx := copy_rows.get(name)) is None:
                             slot[name].copy_(t)
                         else:
-                            slot[name].index_copy_(0, idx, t.index_select(0, idx))
+                            slot[name].index_copy_(0, idx.to(slot[name].device),
+                                                   t.index_select(0, idx.to(t.device)).to(slot[name].device))
             self.log.write(k, now if self.group is None else {})
+            self.fence()
             if self.group is not None:             # the learner's node's bytes, into every node's slot
                 dist.broadcast(self.arena.tensor(f"w{k}"), self.src, group=self.group)
             head["slot_version"][k] = v
@@ -157,6 +162,11 @@ class Publisher(_Weights):
             head["seq"][k] += 1
         head["version"], head["t_publish"] = v, time.time()
         return v
+
+    @property
+    def handle(self) -> ArenaHandle:
+        """What a reader in another process attaches to when the slots are on a GPU (picklable)."""
+        return self.arena.handle
 
     def _rank(self) -> int:
         return dist.get_rank(self.group)
@@ -189,9 +199,9 @@ def _close(arena: Arena, head: np.void) -> None:
 class Reader(_Weights):
     """An actor's side (see the module text)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str | ArenaHandle) -> None:
         try:
-            arena, meta = Arena.open(name)
+            arena, meta = _open(name)
         except (FileNotFoundError, LookupError) as exc:
             raise PublisherGone(f"no published weights named {name!r} (is the publisher running?)") from exc
         except ValueError:
@@ -242,7 +252,11 @@ class Reader(_Weights):
                 if rows is None or name not in rows:
                     t.copy_(slot[name])
                 elif rows[name].numel():
-                    t.index_copy_(0, rows[name], slot[name].index_select(0, rows[name]))
+                    src = slot[name].index_select(0, rows[name].to(slot[name].device))
+                    t.index_copy_(0, rows[name].to(t.device), src.to(t.device))
+        self.fence()                            # the copies are done before the slot is checked again
+        for device in {t.device for t in state.values() if t.device.type != "cpu"}:
+            fence_for(device)()
         if int(head["seq"][k]) != seq:
             return None
         self.rows_only += rows is not None
@@ -280,6 +294,18 @@ class Reader(_Weights):
         self._finalizer()
 
 
+def _open(name: str | ArenaHandle) -> tuple[Arena, dict]:
+    """The weights' arena by name (host slots) or by handle (slots on a GPU: CUDA IPC)."""
+    if isinstance(name, str):
+        return Arena.open(name)
+    arena = Arena.attach(name)
+    found = read_trailer(arena.storage.host_buffer())
+    if found is None:
+        arena.close(unlink=False)
+        raise LookupError("the handle's arena carries no description")
+    return arena, found[1]
+
+
 def _release(arena: Arena, slot: np.void) -> None:
     try:
         slot["pid"] = 0
@@ -287,19 +313,25 @@ def _release(arena: Arena, slot: np.void) -> None:
         arena.close(unlink=False)
 
 
-def publish(model: torch.nn.Module, group: Any = None, src: int = 0) -> Publisher:
-    """A :class:`Publisher` of ``model``'s weights, with its initial weights as version 1 (across
-    machines, ``group`` and ``src``: every node calls it, and then :meth:`Publisher.publish`,
-    together; version 1 holds rank ``src``'s weights everywhere)."""
+def publish(model: torch.nn.Module, group: Any = None, src: int = 0, tables: tuple[str, ...] | None = None,
+            device: str = "cpu") -> Publisher:
+    """A :class:`Publisher` of ``model``'s weights, with its initial weights as version 1.
+
+    Across machines, ``group`` and ``src``: every node calls it, and then
+    :meth:`Publisher.publish`, together; version 1 holds rank ``src``'s weights everywhere.
+    ``tables``: the state_dict names published by rows (default: sparse embeddings).
+    ``device="cuda"``: the slots on that GPU, read by other processes (other GPUs) through CUDA IPC
+    (attach by ``publisher.handle``)."""
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"publish needs a torch.nn.Module, got {type(model).__name__}")
-    pub = Publisher(model, group, src)
+    pub = Publisher(model, group, src, tables, device)
     pub.publish()
     return pub
 
 
-def attach(name: str) -> Reader:
-    """A :class:`Reader` of the weights published under ``name`` (``publisher.name``)."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"attach needs the publisher's name (publisher.name), got {name!r}")
+def attach(name: str | ArenaHandle) -> Reader:
+    """A :class:`Reader` of the weights published under ``name`` (``publisher.name``; slots on a
+    GPU: ``publisher.handle``, passed to the reader's process)."""
+    if not (isinstance(name, str) and name) and not isinstance(name, ArenaHandle):
+        raise ConfigError(f"attach needs the publisher's name (publisher.name) or handle, got {name!r}")
     return Reader(name)
