@@ -192,6 +192,8 @@ class SharedOptimizer(torch.optim.Optimizer):
                     raise SharingError(f"parameter {j} of param group {gi} was moved out of shared memory "
                                        f"(share_memory_(), .data = ..., .to(), load_state_dict(assign=True) "
                                        f"or SharedModel.close()): its updates would not be shared")
+        grads = [[-x if x is not None and group.get("maximize") else x for x in gs]      # ascend: -g
+                 for group, gs in zip(self.param_groups, grads)]
         counter = self._counter
         t = counter.increment()
         tau = 0 if self._read_at is None else max(0, t - 1 - self._read_at)

@@ -23,6 +23,7 @@ of :mod:`shmopt.rules.rows` (SGD without momentum, Adagrad, SparseAdam / lazy AM
 Adagrad, row-wise AMSGrad: every row rule has its optimizer);
 SharedAdam/SharedAMSGrad refuse them as torch.optim.Adam does.
 
+``maximize=True`` ascends (the gradient negated before the rule, as torch.optim does).
 ``zero_grad()`` zeroes gradients in place by default (see
 :meth:`~shmopt.shared.optimizer_base.SharedOptimizer.zero_grad`), so the classic A3C train loop
 (``ensure_shared_grads`` aliasing) works unchanged.  ``state_dict()`` / ``load_state_dict()``
@@ -65,9 +66,9 @@ class SharedAdam(SharedOptimizer):
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
                  bias_correction: bool = True, max_processes: int = 64,
-                 lr_policy: LrPolicy | str | None = None) -> None:
+                 lr_policy: LrPolicy | str | None = None, maximize: bool = False) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        bias_correction=bias_correction)
+                        bias_correction=bias_correction, maximize=maximize)
         super().__init__(params, defaults, max_processes, lr_policy)
 
 
@@ -79,9 +80,10 @@ class SharedAMSGrad(SharedAdam):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, bias_correction: bool = True,
-                 max_processes: int = 64, lr_policy: LrPolicy | str | None = None) -> None:
+                 max_processes: int = 64, lr_policy: LrPolicy | str | None = None,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, True, bias_correction=bias_correction,
-                         max_processes=max_processes, lr_policy=lr_policy)
+                         max_processes=max_processes, lr_policy=lr_policy, maximize=maximize)
 
 
 class SharedSGD(SharedOptimizer):
@@ -97,9 +99,9 @@ class SharedSGD(SharedOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, max_processes: int = 64,
-                 lr_policy: LrPolicy | str | None = None) -> None:
+                 lr_policy: LrPolicy | str | None = None, maximize: bool = False) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                        weight_decay=weight_decay)
+                        weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults, max_processes, lr_policy)
 
 
@@ -116,9 +118,9 @@ class SharedAdagrad(SharedOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, max_processes: int = 64,
-                 lr_policy: LrPolicy | str | None = None) -> None:
+                 lr_policy: LrPolicy | str | None = None, maximize: bool = False) -> None:
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, eps=eps)
+                        initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
         super().__init__(params, defaults, max_processes, lr_policy)
 
 
@@ -143,8 +145,10 @@ class SharedSparseAdam(SharedOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, *, amsgrad: bool = False, bias_correction: bool = True,
-                 max_processes: int = 64, lr_policy: LrPolicy | str | None = None) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad, bias_correction=bias_correction)
+                 max_processes: int = 64, lr_policy: LrPolicy | str | None = None,
+                 maximize: bool = False) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad, bias_correction=bias_correction,
+                        maximize=maximize)
         super().__init__(params, defaults, max_processes, lr_policy)
 
 
@@ -163,8 +167,9 @@ class SharedRowwiseAdagrad(SharedOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-2, eps: float = 1e-10,
                  initial_accumulator_value: float = 0.0, *, max_processes: int = 64,
-                 lr_policy: LrPolicy | str | None = None) -> None:
-        defaults = dict(lr=lr, eps=eps, initial_accumulator_value=initial_accumulator_value)
+                 lr_policy: LrPolicy | str | None = None, maximize: bool = False) -> None:
+        defaults = dict(lr=lr, eps=eps, initial_accumulator_value=initial_accumulator_value,
+                        maximize=maximize)
         super().__init__(params, defaults, max_processes, lr_policy)
 
 
@@ -187,6 +192,7 @@ class SharedRowwiseAMSGrad(SharedOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, *, bias_correction: bool = True, max_processes: int = 64,
-                 lr_policy: LrPolicy | str | None = None) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, bias_correction=bias_correction)
+                 lr_policy: LrPolicy | str | None = None, maximize: bool = False) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, bias_correction=bias_correction,
+                        maximize=maximize)
         super().__init__(params, defaults, max_processes, lr_policy)
