@@ -293,10 +293,14 @@ def info() -> None:
 @click.option("--all", "all_owners", is_flag=True,
               help="Also remove segments of running shmopt processes (stops their runs).")
 def clean(all_owners: bool) -> None:
-    """Remove shmopt shared-memory segments left by dead processes."""
-    from .memory.shm import sweep_stale_segments
+    """Remove shmopt shared-memory segments left by dead processes, and multiprocessing's named
+    semaphores (/dev/shm/sem.mp-*) that no live process maps, older than a minute."""
+    from .memory import sweep_stale_segments, sweep_stale_semaphores
     removed = sweep_stale_segments(all_owners=all_owners)
     click.echo(f"removed {len(removed)} segment(s)" + (": " + ", ".join(removed) if removed else ""))
+    sems = sweep_stale_semaphores()
+    click.echo(f"removed {len(sems)} semaphore(s) left by killed processes"
+               + (": " + ", ".join(sems) if sems else ""))
 
 
 def _register_bench() -> None:

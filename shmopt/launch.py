@@ -39,7 +39,7 @@ from .engine.group import signal_name, start_context
 from .engine.run_view import FORMAT, KIND
 from .errors import ConfigError, WorkerError
 from .launch_worker import LaunchArgs, launched_main
-from .memory import Arena, Layout, sweep_stale_segments
+from .memory import Arena, Layout, sweep_stale_segments, sweep_stale_semaphores
 from .shared import SharedModel, share
 from .shared.optimizer_base import SharedOptimizer
 
@@ -164,6 +164,7 @@ def launch(fn: Callable[..., Any], workers: int, model: torch.nn.Module | Shared
     if resume is not None:
         _resume(resume, shared, optimizer)
     sweep_stale_segments()
+    sweep_stale_semaphores()
     control = Arena.create(Layout.build(specs(workers)), "", _describe(fn, workers, optimizer))
     reports = tempfile.mkdtemp(prefix="shmopt-reports-")
     ctx, procs = start_context(start_method), []

@@ -30,7 +30,7 @@ from ..config import Config
 from ..config_rules import stored_config
 from ..devices import resolve_device
 from ..errors import ConfigError, ShmoptError, WorkerError
-from ..memory import Arena, sweep_stale_segments
+from ..memory import Arena, sweep_stale_segments, sweep_stale_semaphores
 from ..memory.flat import buffers_numel, numel
 from ..memory.shm import check_shm_space
 from ..memory.tables import fixed_buffers, mark_tables, meta_nbytes
@@ -152,6 +152,7 @@ class Engine:
     def _start(self) -> None:
         plan, sp = self.plan, self.plan.supervisor
         sweep_stale_segments()
+        sweep_stale_semaphores()                # multiprocessing's, of runs killed as a whole
         self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "",
                                           describe(plan, self.problem.name, self.source))   # for top
         self.buffers = b = Buffers.of(arena, plan)
