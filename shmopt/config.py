@@ -214,6 +214,8 @@ class Config:
                                  "updates.", scope=RUN, check=checks.text)
     checkpoint_every: int | None = opt(None, "Updates between checkpoints.", type=int, scope=RUN,
                                        check=_int(1))
+    keep: int = opt(1, "Checkpoints kept: the newest at --checkpoint, older ones at PATH.1 ... PATH.N-1, "
+                    "each with a PATH.json sidecar.", type=int, scope=RUN, check=_int(1))
     resume: str | None = opt(None, "Continue from this checkpoint (same problem, algorithm, workers).",
                              scope=RUN, check=checks.text)
     nnodes: int | None = opt(None, "Nodes (machines) in the job, one shmopt run per node [default: "

@@ -86,6 +86,7 @@ class SupervisorPlan:
     resume: str | None
     log: str | None
     target_accuracy: float | None = None
+    keep: int = 1                   # checkpoints kept (engine.checkpoint_files)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _supervisor_plan(c: Config) -> SupervisorPlan:
     return SupervisorPlan(c.time_limit, c.target_loss, c.eval_interval, c.eval_samples,
                           c.heartbeat_timeout, c.startup_timeout, c.start_method,
                           c.on_worker_failure == "restart", c.max_restarts, c.checkpoint,
-                          c.checkpoint_every, c.resume, c.log, c.target_accuracy)
+                          c.checkpoint_every, c.resume, c.log, c.target_accuracy, c.keep)
 
 
 def _worker_plan(c: Config, problem: Problem) -> WorkerPlan:

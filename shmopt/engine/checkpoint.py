@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..memory import Arena, Layout
+from .checkpoint_files import TEMP_PREFIX, check_digest
 from .control import RUN_FIELDS
 
 FORMAT = "shmopt-checkpoint"
@@ -53,7 +54,7 @@ def save(path: str, arena: Arena, meta: dict[str, Any], skip: tuple[str, ...]) -
 def write_atomic(path: str, doc: dict[str, Any]) -> None:
     """``torch.save(doc)`` to a temporary file beside ``path``, fsync'ed, renamed over it."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".shmopt-ckpt-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(doc, f)
@@ -75,6 +76,7 @@ def load(path: str) -> dict[str, Any]:
     """Read and sanity-check a checkpoint (ConfigError for a missing, corrupt or foreign file)."""
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint {path!r} does not exist")
+    check_digest(path)                          # its sidecar's digest: a corrupted file that unpickles
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -68,6 +68,7 @@ class RunRecord:
     final_loss: float | None = None
     history: list[Sample] = field(default_factory=list)
     checkpoints: int = 0
+    checkpoint_failures: int = 0              # checkpoints that could not be written (a full disk)
     leader: int | None = None
     leader_changes: int = 0
     k_tracker: KTracker | None = None         # --k adaptive: the schedule's state
@@ -135,7 +136,7 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "final_metrics": rec.history[-1].metrics if rec.history else None,
         "final_accuracy": (rec.history[-1].metrics or {}).get("accuracy") if rec.history else None,
         "stop_reason": rec.stop_reason,
-        "checkpoints": rec.checkpoints,
+        "checkpoints": rec.checkpoints, "checkpoint_failures": rec.checkpoint_failures,
     })
     if plan.tables:
         st.update(table_rule=plan.table_rule.label, table_lr=plan.table_rule.lr,

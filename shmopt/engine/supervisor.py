@@ -39,6 +39,8 @@ from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
 from ..table_plan import find_tables, with_tables
 from . import checkpoint, reshard, roles
+from .checkpoint_files import CheckpointFiles, check_space, size_of
+from .checkpointing import Checkpointing
 from .evaluations import Evaluations
 from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
@@ -53,7 +55,7 @@ from .run_view import describe
 POLL_S = 0.01
 
 
-class Engine:
+class Engine(Checkpointing):
     """Run one training job; a context manager.
 
     >>> with Engine(problem, Config(algo="apam", workers=2, steps=1000)) as eng:
@@ -102,6 +104,11 @@ class Engine:
             raise ConfigError(f"--target-accuracy: problem {problem.name!r} reports no accuracy (give it "
                               f"a metrics function returning {{'accuracy': ...}})")
         self._ckpt_skip = checkpoint_skip(self.plan, len(self._train))
+        self._ckpt_files = None
+        if self.plan.supervisor.checkpoint:    # room for this run's checkpoints, before any start
+            sp = self.plan.supervisor
+            check_space(sp.checkpoint, size_of(self.layout, self._ckpt_skip), sp.keep)
+            self._ckpt_files = CheckpointFiles(sp.checkpoint, sp.keep)
         if self._resume_doc is not None:
             path = self.plan.supervisor.resume
             stored_config(self._resume_doc.get("config"), path)   # the same checks as a new run's options
@@ -136,23 +143,12 @@ class Engine:
             raise
         return self
 
-    def _ckpt_identity(self) -> dict:
-        """What a checkpoint must share with this run to be resumed by it."""
-        p = self.plan
-        return {"algo": p.algo, "rule": p.rule.name, "protocol": p.protocol, "variant": p.variant,
-                "k": p.k, "workers": p.workers, "parameters": self.n_params,
-                "model": checkpoint.model_signature(self._template),
-                "data": self._data_fingerprint()}
-
-    def _data_fingerprint(self) -> str:
-        if not hasattr(self, "_fingerprint"):    # a data file is sampled, a dataset's items are read once
-            self._fingerprint = self._rows.fingerprint()
-        return self._fingerprint
-
     def _start(self) -> None:
         plan, sp = self.plan, self.plan.supervisor
         sweep_stale_segments()
         sweep_stale_semaphores()                # multiprocessing's, of runs killed as a whole
+        if self._ckpt_files is not None:       # a killed run's half-written checkpoint
+            self._ckpt_files.sweep_temporaries()
         self.arena = arena = Arena.create(self.layout, f"n{plan.nodes.rank}" if plan.nodes else "",
                                           describe(plan, self.problem.name, self.source))   # for top
         self.buffers = b = Buffers.of(arena, plan)
@@ -292,24 +288,6 @@ class Engine:
         finally:
             self.close()
 
-    # ---------------------------------------------------------------- checkpoints
-    def write_checkpoint(self, pause: bool = True, path: str | None = None) -> str:
-        """Write the whole shared state. With ``pause`` the processes first stop at a consistent
-        point (between updates) and wait until the file is written."""
-        path = path or self.plan.supervisor.checkpoint
-        glob = self.buffers.glob
-        if pause:
-            glob["pause"] = 1
-            self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
-        try:
-            meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
-                        updates=self.updates())
-            checkpoint.save(path, self.arena, meta, skip=self._ckpt_skip)
-            self.record.checkpoints += 1
-        finally:
-            glob["pause"] = 0
-        return path
-
     @contextmanager
     def _quiesced(self) -> Iterator[None]:
         """Read a CUDA arena only while every process is paused or idle with its device work done
@@ -356,7 +334,7 @@ class Engine:
                 if self.group is not None:
                     self.group.close()
                 if self.plan.supervisor.checkpoint and self.record.t_go:
-                    self.write_checkpoint(pause=False)     # quiescent: every process has stopped
+                    self.write_checkpoint(pause=False, final=True)   # quiescent: every process stopped
                 self._final_stats = self.stats()
                 self.model = self.evaluator.final_model(*the_model(self.plan, self.buffers, self.leader()))
         finally:

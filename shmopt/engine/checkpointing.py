@@ -1,0 +1,54 @@
+"""The engine's checkpoints (a part of :class:`~shmopt.engine.supervisor.Engine`): what a
+checkpoint must share with a run to be resumed by it, and writing one (paused or quiescent), to
+the run's checkpoint files (:mod:`.checkpoint_files`) or to a given path."""
+from __future__ import annotations
+
+from . import checkpoint
+
+
+class Checkpointing:
+    """Mixed into the Engine, whose fields it reads (plan, buffers, group, arena, record, ...)."""
+
+    def _ckpt_identity(self) -> dict:
+        """What a checkpoint must share with this run to be resumed by it."""
+        p = self.plan
+        return {"algo": p.algo, "rule": p.rule.name, "protocol": p.protocol, "variant": p.variant,
+                "k": p.k, "workers": p.workers, "parameters": self.n_params,
+                "model": checkpoint.model_signature(self._template),
+                "data": self._data_fingerprint()}
+
+    def _data_fingerprint(self) -> str:
+        if not hasattr(self, "_fingerprint"):    # a data file is sampled, a dataset's items are read once
+            self._fingerprint = self._rows.fingerprint()
+        return self._fingerprint
+
+    def write_checkpoint(self, pause: bool = True, path: str | None = None,
+                         final: bool = False) -> str | None:
+        """Write the whole shared state (to ``path``, else the run's checkpoint files: rotated, with
+        a sidecar; a failed write is a warning and training goes on). With ``pause`` the processes
+        first stop at a consistent point (between updates) and wait until the file is written.
+        The path written, or None when the run's checkpoint could not be written."""
+        glob = self.buffers.glob
+        if pause:
+            glob["pause"] = 1
+            self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
+        try:
+            meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
+                        updates=self.updates())
+            if path is not None or self._ckpt_files is None:
+                path = path or self.plan.supervisor.checkpoint
+                checkpoint.save(path, self.arena, meta, skip=self._ckpt_skip)
+            else:
+                last = self.record.history[-1].loss if self.record.history else None
+                ok = self._ckpt_files.write(lambda target: checkpoint.save(target, self.arena, meta,
+                                                                           skip=self._ckpt_skip),
+                                            {**meta, "loss": last}, final=final)
+                self.record.checkpoint_failures = self._ckpt_files.failures
+                path = self._ckpt_files.path if ok else None
+                if not ok:
+                    return None
+            self.record.checkpoints += 1
+        finally:
+            glob["pause"] = 0
+        return path
+

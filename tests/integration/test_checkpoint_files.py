@@ -1,0 +1,98 @@
+"""Checkpoint files a user can trust: free space checked before the first step, the last N kept
+with a JSON sidecar each, a digest that catches a corrupted file that still unpickles, and a full
+disk mid-run survived (the write is made to fail with ENOSPC in the supervisor, where it runs)."""
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from collections import namedtuple
+
+import pytest
+import torch
+from helpers import engine_children, run_main
+
+import shmopt
+from shmopt.engine import checkpoint as ckpt
+from shmopt.engine.checkpoint_files import file_digest
+from shmopt.errors import ConfigError
+from shmopt.memory import list_segments
+from shmopt.problems import load_problem
+
+
+@pytest.fixture
+def quad():
+    return load_problem("quadratic", n=512, d=8)
+
+
+def test_the_last_n_are_kept_each_with_a_sidecar(quad, tmp_path):
+    path = tmp_path / "run.ckpt"
+    r = shmopt.train(quad, algo="hogwild", workers=2, steps=400, checkpoint=str(path), checkpoint_every=100,
+                     keep=3)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["run.ckpt", "run.ckpt.1", "run.ckpt.1.json", "run.ckpt.2", "run.ckpt.2.json",
+                     "run.ckpt.json"]                     # 5 written (4 periodic + final), 3 kept
+    sides = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("run.ckpt", "run.ckpt.1", "run.ckpt.2")]
+    assert sides[0]["updates"] == ckpt.load(str(path))["updates"] >= sides[1]["updates"] > sides[2]["updates"]
+    assert sides[0]["sha256"] == file_digest(str(path)) and sides[0]["bytes"] == path.stat().st_size
+    assert sides[0]["config"]["algo"] == "hogwild" and r.stats["checkpoints"] == 5
+
+
+def test_a_corrupted_checkpoint_that_still_unpickles_is_refused_by_its_digest(quad, tmp_path):
+    path = tmp_path / "run.ckpt"
+    shmopt.train(quad, algo="apam", workers=2, steps=50, checkpoint=str(path))
+    doc = torch.load(path, weights_only=True)
+    doc["buffers"]["x"][0] ^= 0xFF                          # one byte of the parameters flipped
+    torch.save(doc, path)
+    with pytest.raises(ConfigError, match="does not match the digest in .*run.ckpt.json: it is truncated or "
+                                          "corrupted"):
+        shmopt.train(quad, algo="apam", workers=2, steps=100, resume=str(path))
+
+
+def test_too_little_free_space_is_refused_before_the_first_step(tmp_path, capsys, monkeypatch):
+    Usage, real = namedtuple("Usage", "total used free"), shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: Usage(10 ** 9, 10 ** 9 - 4096, 4096)
+                        if str(where).startswith(str(tmp_path)) else real(where))     # a full checkpoint disk
+    code, out, err = run_main(["run", "mlp", "--steps", "10", "--checkpoint", str(tmp_path / "m.ckpt")], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "invalid checkpoint=" in err and "4.0 KiB free" in err
+    assert not engine_children() and not list_segments() and not list(tmp_path.iterdir())
+
+
+def test_keep_zero_is_refused(tmp_path, capsys):
+    code, _, err = run_main(["run", "mlp", "--checkpoint", str(tmp_path / "m.ckpt"), "--keep", "0"], capsys)
+    assert code == 2 and "keep" in err and not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_mid_run_keeps_the_last_good_checkpoint_and_training(quad, tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+    real, calls = ckpt.save, []
+
+    def save(target, *args, **kwargs):
+        calls.append(target)
+        if len(calls) >= 2:                                  # the disk fills after the first
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save", save)
+    with pytest.warns(RuntimeWarning) as seen:
+        r = shmopt.train(quad, algo="hogwild", workers=2, steps=300, checkpoint=str(path), checkpoint_every=100)
+    lines = [str(w.message) for w in seen]
+    assert r.stats["updates"] >= 300 and r.stats["checkpoints"] == 1 and r.stats["checkpoint_failures"] >= 2
+    first = json.loads((tmp_path / "run.ckpt.json").read_text())["updates"]
+    assert any("could not be written" in m and "training goes on" in m for m in lines)
+    assert any(m.startswith("shmopt: the final checkpoint could not be written") and
+               f"the last good one is {path} (update {first})" in m for m in lines)
+    assert ckpt.load(str(path))["updates"] == first            # intact, and it loads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt", "run.ckpt.json"]     # no temporary
+
+
+def test_the_next_run_removes_what_a_killed_writer_left(quad, tmp_path):
+    import os
+    dead = tmp_path / ".shmopt-ckpt-999999999-abcd"          # no such pid
+    live = tmp_path / f".shmopt-ckpt-{os.getpid()}-efgh"      # a writer still alive
+    new = tmp_path / ".run.ckpt.new"
+    for p in (dead, live, new):
+        p.write_bytes(b"half a checkpoint")
+    shmopt.train(quad, algo="hogwild", workers=2, steps=20, checkpoint=str(tmp_path / "run.ckpt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "run.ckpt", "run.ckpt.json"])
