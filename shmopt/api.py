@@ -37,4 +37,5 @@ def train(problem: Problem | str, *, problem_options: dict[str, Any] | None = No
     elif problem_options:
         raise ConfigError("problem_options apply only when problem is given by name or path")
     config = make_config(**options)
-    return Engine(problem, config, source=source, on_sample=on_sample).run()
+    return Engine(problem, config, source=source, on_sample=on_sample,
+                  problem_options=problem_options if source else None).run()

@@ -83,8 +83,9 @@ def run(problem: str, options: tuple[str, ...], as_json: bool, quiet: bool, data
     config = config_from(kw)
     output_path("save", save)          # before training, so no trained model is lost
     check_tensorboard(tb_dir)
-    prob = load_problem(problem, **_problem_options(options, data_dir))
-    engine = Engine(prob, config, source=problem)
+    popts = _problem_options(options, data_dir)
+    prob = load_problem(problem, **popts)
+    engine = Engine(prob, config, source=problem, problem_options=popts)
     bar = None
     if not (quiet or as_json) and sys.stdout.isatty():
         from .progress import Progress
@@ -313,9 +314,11 @@ def _register_bench() -> None:
 _register_bench()
 from .advise import advise_command  # noqa: E402  (the command lives in its own file)
 from .data_cli import data_command  # noqa: E402
+from .export import export_command  # noqa: E402
 
 cli.add_command(advise_command)
 cli.add_command(data_command)
+cli.add_command(export_command)
 
 
 def main(argv: list[str] | None = None) -> None:

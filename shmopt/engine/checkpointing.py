@@ -3,7 +3,13 @@ checkpoint must share with a run to be resumed by it, and writing one (paused or
 the run's checkpoint files (:mod:`.checkpoint_files`) or to a given path."""
 from __future__ import annotations
 
-from . import checkpoint
+import numpy as np
+import torch
+
+from ..memory import Arena
+from . import checkpoint, reshard
+from .layout import Buffers
+from .model_view import the_model
 
 
 class Checkpointing:
@@ -34,7 +40,8 @@ class Checkpointing:
             self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
         try:
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
-                        updates=self.updates())
+                        updates=self.updates(),
+                        problem={"source": self.source, "options": self.problem_options})
             if path is not None or self._ckpt_files is None:
                 path = path or self.plan.supervisor.checkpoint
                 checkpoint.save(path, self.arena, meta, skip=self._ckpt_skip)
@@ -52,3 +59,26 @@ class Checkpointing:
             glob["pause"] = 0
         return path
 
+
+    def restored(self) -> tuple[torch.nn.Module, dict[str, np.ndarray], int]:
+        """The checkpoint this engine was made to resume (``resume=``), without starting a process:
+        (the model it holds, as the run would hand it back; the rule's state of the dense
+        parameters by the rule's names, private copies; the update count)."""
+        if self._resume_doc is None:
+            raise RuntimeError("restored() needs an engine made with resume=CHECKPOINT")
+        arena = Arena.create(self.layout)
+        try:
+            b = Buffers.of(arena, self.plan)
+            (reshard.restore(self._resume_doc, arena, self.plan) if self._reshard
+             else checkpoint.restore(self._resume_doc, arena))
+            P, leader = self.plan.workers, None
+            if self.plan.replicas is not None:
+                leader = self.plan.replicas.leader(b.ctrl["losses"][:P], b.ctrl["loss_count"][:P])
+            model = self.evaluator.final_model(*the_model(self.plan, b, leader))
+            row = 0 if self.plan.replicas is not None and leader is None else leader
+            state = {k: (v[row] if self.plan.replicas is not None else v).numpy().copy()
+                     for k, v in b.state.items()}
+            return model, state, int(self._resume_doc.get("updates") or 0)
+        finally:
+            b = None
+            arena.close()

@@ -63,8 +63,10 @@ class Engine(Checkpointing):
     """
 
     def __init__(self, problem: Problem, config: Config | None = None, *, source: str | None = None,
-                 on_sample: Callable[[Sample], None] | None = None) -> None:
+                 on_sample: Callable[[Sample], None] | None = None,
+                 problem_options: dict[str, Any] | None = None) -> None:
         self.config = config = config or Config()
+        self.problem_options = dict(problem_options or {})     # recorded in checkpoints, with source
         if resolve_device(config.device) == "cpu" and (need := meta_nbytes(problem.model)):
             check_shm_space(need)               # before any private build of a table too large
         problem.validate()                      # everything is checked before any process starts

@@ -22,7 +22,7 @@ LAYERS = [
     {"config", "config_rules", "plan", "node_plan", "table_plan", "devices"},
     {"engine"},
     {"api", "cli", "cli_options", "compare", "quickbench", "top", "advise", "progress", "tensorboard",
-     "shared", "data_cli", "launch", "launch_worker", "weights", "weight_rows"},
+     "shared", "data_cli", "launch", "launch_worker", "weights", "weight_rows", "export"},
     {"__init__", "__main__"},
 ]
 
