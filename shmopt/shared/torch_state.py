@@ -47,9 +47,9 @@ def _check_loadable(param_groups: list[dict[str, Any]], saved_groups: list[dict[
         raise ValueError("loaded state dict does not match the optimizer's param groups (number of "
                          "groups or of parameters per group)")
     for saved in saved_groups:
-        if saved.get("maximize") or saved.get("decoupled_weight_decay"):
-            raise ConfigError("cannot load a state dict saved with maximize=True or decoupled weight "
-                              "decay (AdamW): the shared optimizers do not implement them")
+        if saved.get("decoupled_weight_decay"):
+            raise ConfigError("cannot load a state dict saved with decoupled weight decay (AdamW): the "
+                              "shared optimizers do not implement it")
 
 
 @torch.no_grad()
@@ -77,7 +77,7 @@ def import_state(param_groups: list[dict[str, Any]], groups: list[FlatGroup], st
             if "step" in st:
                 steps.append(int(float(st["step"])))
     for group, saved in zip(param_groups, saved_groups):
-        for k in hyper:
+        for k in (*hyper, "maximize"):
             if k in saved:
                 group[k] = tuple(saved[k]) if isinstance(saved[k], list) else saved[k]
     return max(steps) if steps else int(has_state)

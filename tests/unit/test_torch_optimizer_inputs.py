@@ -70,3 +70,20 @@ def test_every_listed_input_exists():
     """The lists above follow torch's inputs: a renamed input must be listed again."""
     for torch_cls, _, inputs in CASES:
         assert MUST_MATCH[torch_cls.__name__] <= {i.desc for i in inputs(device="cpu")}
+
+
+def test_a_maximize_state_dict_of_torch_loads_and_keeps_ascending():
+    reference = _model()
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, maximize=True)
+    _train(reference, ref_opt)
+    mine = shmopt.share(_model())
+    opt = shmopt.SharedSGD(mine.parameters(), lr=0.1, momentum=0.9)        # created without maximize
+    mine.load_state_dict(reference.state_dict())
+    opt.load_state_dict(ref_opt.state_dict())
+    assert opt.param_groups[0]["maximize"] is True
+    _train(reference, ref_opt)
+    _train(mine, opt)
+    for a, b in zip(reference.parameters(), mine.parameters()):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+    opt.close()
+    mine.close()
