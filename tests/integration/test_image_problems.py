@@ -134,6 +134,7 @@ def test_the_mnist_hogwild_example_runs_offline(tmp_path):
     assert "8 updates of 64 by 2 processes" in proc.stdout and "Test set: average loss" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_mnist_hogwild_own_loop_runs_under_launch_with_a_dataloader(tmp_path):
     import subprocess
     import sys

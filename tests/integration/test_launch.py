@@ -100,7 +100,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.timeout_s(120)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
 def test_top_sees_a_launched_run_and_a_stop_leaves_nothing(tmp_path, sig):
     """Ctrl-C: the supervisor stops its processes and frees its memory; killed, its processes end
     themselves (its segments go with multiprocessing's resource tracker or the next run's sweep)."""
