@@ -138,6 +138,10 @@ def render(snap: dict, prev: dict | None = None, width: int = 30) -> str:
                      f"communication {n['comm_s']:.2f} s{share}  node lag mean "
                      f"{n['node_staleness_mean']:.1f} max {n['node_staleness_max']}  "
                      f"updates on all nodes {n['all_nodes_updates']}")
+    if s.get("checkpoint"):
+        c = s["checkpoint"]
+        lines.append(f"checkpoint {c['path']}: update {c['updates']}, {max(s['time'] - c['time'], 0):.0f} s "
+                     f"ago, {(c['bytes'] or 0) / 2 ** 20:,.1f} MiB")
     lines.append("")
     lines.append(" ".join(f"{h:>{w}}" if i != 1 else f"{h:<{w}}" for i, (h, w) in enumerate(COLUMNS)))
     for p, rate, grate in zip(s["processes"], rates(prev, s), rates(prev, s, "gradients")):

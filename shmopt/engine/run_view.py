@@ -12,6 +12,7 @@ nodes, the node link's exchanges and time in collectives. Nothing is ever writte
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -43,7 +44,8 @@ def describe(plan: Plan, problem: str, source: str | None) -> dict[str, Any]:
             "time_limit": plan.supervisor.time_limit,
             "window": rp.window if rp is not None and rp.has_leader else None,
             "node_rank": nodes.rank if nodes else None, "nodes": nodes.nnodes if nodes else None,
-            "tables": [{"name": t.name, "rows": t.rows, "dim": t.dim} for t in plan.tables]}
+            "tables": [{"name": t.name, "rows": t.rows, "dim": t.dim} for t in plan.tables],
+            "checkpoint": os.path.abspath(plan.supervisor.checkpoint) if plan.supervisor.checkpoint else None}
 
 
 def is_run(meta: Any) -> bool:
@@ -91,6 +93,16 @@ def _nodes(glob: np.void, meta: dict, elapsed: float | None) -> dict[str, Any]:
     return out
 
 
+def _last_checkpoint(path: str) -> dict[str, Any] | None:
+    """The sidecar of the run's newest checkpoint (updates, time, bytes), or None: none yet."""
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return {"path": path, "updates": doc.get("updates"), "time": doc.get("time"), "bytes": doc.get("bytes")}
+
+
 def read_run(view: ArenaView, now: float | None = None) -> dict[str, Any]:
     """One read of a described engine arena: the run, its totals and one row per process."""
     meta = view.meta
@@ -126,6 +138,8 @@ def read_run(view: ArenaView, now: float | None = None) -> dict[str, Any]:
     }
     if meta.get("nodes"):
         run["node"] = _nodes(glob, meta, elapsed)
+    if meta.get("checkpoint"):                  # the newest checkpoint, from its JSON sidecar
+        run["checkpoint"] = _last_checkpoint(meta["checkpoint"])
     if meta.get("tables"):                      # table rows updated: total and per second
         rows = int(ctrl["rows"].sum())
         run.update(tables=meta["tables"], rows=rows, rows_per_s=rows / elapsed if elapsed else None)

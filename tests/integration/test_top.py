@@ -241,3 +241,25 @@ def test_top_watches_a_live_run_to_its_end():
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_top_shows_the_newest_checkpoint_from_its_sidecar(tmp_path):
+    path = tmp_path / "run.ckpt"
+    eng = Engine(load_problem("quadratic"), Config(algo="hogwild", workers=2, steps=10 ** 9, checkpoint=str(path),
+                                                   checkpoint_every=200))
+    try:
+        eng.start()
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "run.ckpt.json").exists() and time.monotonic() < deadline:
+            assert eng.poll() is None
+            time.sleep(0.01)
+        before = json.loads((tmp_path / "run.ckpt.json").read_text())["updates"]
+        view = ArenaView(eng.arena.name)
+        snap = read_run(view)
+        view.close()
+        after = json.loads((tmp_path / "run.ckpt.json").read_text())["updates"]   # checkpoints go on
+        seen = snap["checkpoint"]["updates"]
+        assert snap["checkpoint"]["path"] == str(path) and 200 <= before <= seen <= after
+        assert f"checkpoint {path}: update {seen}," in top.render(snap)
+    finally:
+        eng.close()
