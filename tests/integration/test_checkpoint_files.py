@@ -27,15 +27,26 @@ def quad():
 
 def test_the_last_n_are_kept_each_with_a_sidecar(quad, tmp_path):
     path = tmp_path / "run.ckpt"
-    r = shmopt.train(quad, algo="hogwild", workers=2, steps=400, checkpoint=str(path), checkpoint_every=100,
-                     keep=3)
+    eng = shmopt.Engine(quad, shmopt.Config(algo="hogwild", workers=2, steps=10 ** 9, checkpoint=str(path),
+                                            keep=3))
+    written = []
+    try:
+        eng.start()
+        for _ in range(3):                                   # 3 checkpoints, each at a newer update
+            while eng.updates() <= (written[-1] if written else 0):
+                assert eng.poll() is None
+            eng.write_checkpoint()
+            written.append(json.loads((tmp_path / "run.ckpt.json").read_text())["updates"])
+    finally:
+        eng.close()                                          # the final one: 4 written, 3 kept
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["run.ckpt", "run.ckpt.1", "run.ckpt.1.json", "run.ckpt.2", "run.ckpt.2.json",
-                     "run.ckpt.json"]                     # 5 written (4 periodic + final), 3 kept
+                     "run.ckpt.json"]
     sides = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("run.ckpt", "run.ckpt.1", "run.ckpt.2")]
-    assert sides[0]["updates"] == ckpt.load(str(path))["updates"] >= sides[1]["updates"] > sides[2]["updates"]
+    assert [s["updates"] for s in sides[1:]] == written[:0:-1]          # the 3rd and the 2nd, newest first
+    assert sides[0]["updates"] == ckpt.load(str(path))["updates"] >= written[-1]
     assert sides[0]["sha256"] == file_digest(str(path)) and sides[0]["bytes"] == path.stat().st_size
-    assert sides[0]["config"]["algo"] == "hogwild" and r.stats["checkpoints"] == 5
+    assert sides[0]["config"]["algo"] == "hogwild" and eng.stats()["checkpoints"] == 4
 
 
 def test_a_corrupted_checkpoint_that_still_unpickles_is_refused_by_its_digest(quad, tmp_path):
@@ -75,11 +86,20 @@ def test_a_full_disk_mid_run_keeps_the_last_good_checkpoint_and_training(quad, t
         return real(target, *args, **kwargs)
 
     monkeypatch.setattr(ckpt, "save", save)
+    eng = shmopt.Engine(quad, shmopt.Config(algo="hogwild", workers=2, steps=10 ** 9, checkpoint=str(path)))
     with pytest.warns(RuntimeWarning) as seen:
-        r = shmopt.train(quad, algo="hogwild", workers=2, steps=300, checkpoint=str(path), checkpoint_every=100)
+        try:
+            eng.start()
+            assert eng.write_checkpoint() == str(path)
+            first = json.loads((tmp_path / "run.ckpt.json").read_text())["updates"]
+            assert eng.write_checkpoint() is None             # the full disk: a warning, no raise
+            after = eng.updates()
+            while eng.updates() <= after:                     # and training goes on
+                assert eng.poll() is None
+        finally:
+            eng.close()                                      # the final one fails too
     lines = [str(w.message) for w in seen]
-    assert r.stats["updates"] >= 300 and r.stats["checkpoints"] == 1 and r.stats["checkpoint_failures"] >= 2
-    first = json.loads((tmp_path / "run.ckpt.json").read_text())["updates"]
+    assert eng.stats()["checkpoints"] == 1 and eng.stats()["checkpoint_failures"] == 2
     assert any("could not be written" in m and "training goes on" in m for m in lines)
     assert any(m.startswith("shmopt: the final checkpoint could not be written") and
                f"the last good one is {path} (update {first})" in m for m in lines)
