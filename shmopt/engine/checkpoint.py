@@ -14,16 +14,20 @@ refused too. Another worker count is resumed by :mod:`.reshard` (direct and serv
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..memory import Arena, Layout
+from ..strategies.position import read_position
 from .checkpoint_files import TEMP_PREFIX, check_digest
-from .control import RUN_FIELDS
+from .control import RUN_FIELDS, SLOT
+from .layout import ORDER
 
 FORMAT = "shmopt-checkpoint"
 VERSION = 3         # 2: one control slot per process (engine.roles), replica methods' buffers;
@@ -40,24 +44,84 @@ def _layout_rows(layout: Layout) -> list[list]:
             for e in layout.entries]
 
 
-def save(path: str, arena: Arena, meta: dict[str, Any], skip: tuple[str, ...]) -> None:
-    """Write every arena buffer not in ``skip`` plus ``meta``, atomically."""
-    buffers = {}
-    for e in arena.layout.entries:
-        if e.name in skip:
-            continue
-        buffers[e.name] = arena.raw(e.name).to("cpu", copy=True)
-    write_atomic(path, {"format": FORMAT, "version": VERSION, "layout": _layout_rows(arena.layout),
-                        "buffers": buffers, **meta})
+def views(arena: Arena, skip: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Every buffer not in ``skip`` as the shared bytes themselves (:meth:`Arena.own_bytes`): written
+    straight from shared memory, nothing copied. Host arenas; what runs goes on writing them."""
+    return {e.name: arena.own_bytes(e.name) for e in arena.layout.entries if e.name not in skip}
 
 
-def write_atomic(path: str, doc: dict[str, Any]) -> None:
-    """``torch.save(doc)`` to a temporary file beside ``path``, fsync'ed, renamed over it."""
+def live(arena: Arena, skip: tuple[str, ...], learners: int) -> dict[str, torch.Tensor]:
+    """What a checkpoint of a running lock-free run holds: :func:`views` of the shared state, which
+    the learners go on writing while it is written (a torn read, as valid as any Hogwild read),
+    and private copies of the control block and the orders, with each learner's data position read
+    whole (strategies.position)."""
+    out = views(arena, skip + ("ctrl", ORDER))
+    shared = arena.array("ctrl")
+    ctrl = shared.copy()
+    order = arena.tensor(ORDER) if ORDER in arena and ORDER not in skip else None
+    orders = order.clone() if order is not None else None
+    for r in range(learners):
+        copy = (lambda r=r: order[r].clone()) if order is not None else None
+        epoch, length, off, rows = read_position(shared[r], copy)
+        ctrl[r]["s_epoch"], ctrl[r]["s_len"], ctrl[r]["s_off"] = epoch, length, off
+        if rows is not None:
+            orders[r] = rows
+    out["ctrl"] = torch.from_numpy(ctrl.view(np.uint8).reshape(-1))
+    if orders is not None:
+        out[ORDER] = orders.view(torch.uint8).reshape(-1)
+    return out
+
+
+def updates_of(buffers: dict[str, torch.Tensor], learners: int) -> int:
+    """The direct protocol's update count in a checkpoint's control block: its learners' sum."""
+    return int(np.frombuffer(buffers["ctrl"].numpy(), dtype=SLOT)["updates"][:learners].sum())
+
+
+def copies(arena: Arena, skip: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Every buffer not in ``skip`` as a private copy in host memory (a consistent copy taken while
+    the run is paused, or a device arena's bytes)."""
+    return {e.name: arena.raw(e.name).to("cpu", copy=True) for e in arena.layout.entries
+            if e.name not in skip}
+
+
+def save(path: str, buffers: dict[str, torch.Tensor], layout: Layout, meta: dict[str, Any]) -> str:
+    """Write ``buffers`` (name -> the buffer's bytes, :func:`views` or :func:`copies`) and ``meta``
+    atomically; the file's SHA-256."""
+    return write_atomic(path, {"format": FORMAT, "version": VERSION, "layout": _layout_rows(layout),
+                               "buffers": buffers, **meta})
+
+
+class _Hashing:
+    """A file that hashes what goes through it (the digest without reading the file again). Bytes
+    are written from a private copy of at most CHUNK bytes at a time: a live checkpoint's shared
+    bytes change while they are written, and the digest must be of what the file holds."""
+
+    CHUNK = 8 << 20
+
+    def __init__(self, f) -> None:
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        for i in range(0, len(view), self.CHUNK):
+            part = bytes(view[i:i + self.CHUNK])
+            self.sha.update(part)
+            self.f.write(part)
+        return len(view)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_atomic(path: str, doc: dict[str, Any]) -> str:
+    """``torch.save(doc)`` to a temporary file beside ``path``, fsync'ed, renamed over it; the
+    file's SHA-256."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(doc, f)
+            out = _Hashing(f)
+            torch.save(doc, out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,6 +134,7 @@ def write_atomic(path: str, doc: dict[str, Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return out.sha.hexdigest()
 
 
 def load(path: str) -> dict[str, Any]:

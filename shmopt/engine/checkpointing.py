@@ -1,13 +1,18 @@
 """The engine's checkpoints (a part of :class:`~shmopt.engine.supervisor.Engine`): what a
-checkpoint must share with a run to be resumed by it, and writing one (paused or quiescent), to
-the run's checkpoint files (:mod:`.checkpoint_files`) or to a given path."""
+checkpoint must share with a run to be resumed by it, and writing one (live, paused for a copy, or
+quiescent; in the background: :mod:`.checkpoint_writer`), to the run's checkpoint files
+(:mod:`.checkpoint_files`) or to a given path."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import psutil
 import torch
 
 from ..memory import Arena
 from . import checkpoint, reshard
+from .checkpoint_files import size_of
 from .layout import Buffers
 from .model_view import the_model
 
@@ -28,37 +33,96 @@ class Checkpointing:
             self._fingerprint = self._rows.fingerprint()
         return self._fingerprint
 
-    def write_checkpoint(self, pause: bool = True, path: str | None = None,
-                         final: bool = False) -> str | None:
+    def _lock_free(self) -> bool:
+        """Whether a running checkpoint needs no pause: the direct protocol's learners (and node
+        link) write the shared state without locks, so a read of it while they write is as valid
+        as any of theirs. A server's applier and the replica methods change the state in steps
+        that a checkpoint must not cut (parameters of version t with moments of t+1, a replica
+        half pulled to its leader): those pause. A device arena pauses too (its bytes are copied
+        to the host while every process is idle)."""
+        return self.plan.protocol == "direct" and self.arena.device.type == "cpu"
+
+    def _staging_fits(self) -> bool:
+        """Whether a private copy of the checkpoint fits in half the memory available now."""
+        return 2 * size_of(self.layout, self._ckpt_skip) <= psutil.virtual_memory().available
+
+    def write_checkpoint(self, pause: bool = True, path: str | None = None, final: bool = False,
+                         background: bool = False) -> str | None:
         """Write the whole shared state (to ``path``, else the run's checkpoint files: rotated, with
-        a sidecar; a failed write is a warning and training goes on). With ``pause`` the processes
-        first stop at a consistent point (between updates) and wait until the file is written.
-        The path written, or None when the run's checkpoint could not be written."""
+        a sidecar; a failed write is a warning and training goes on).
+
+        ``pause`` says the processes are running. A lock-free run is then read live and not
+        paused; any other pauses at a consistent point (between updates) only while its state is
+        copied to private memory, or for the whole write when that copy would not fit in half the
+        memory available. ``background`` writes the file on the writer's thread and returns at
+        once (the path it will write); otherwise the path written, or None when the run's
+        checkpoint could not be written. Each checkpoint's pause and write times go to the
+        record's ``checkpoint_log``."""
+        self._writer.join()                      # one write at a time
         glob = self.buffers.glob
-        if pause:
+        t0 = time.monotonic()
+        mode = "final" if not pause else "live" if self._lock_free() else "staged"
+        if mode == "staged":
             glob["pause"] = 1
-            self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
         try:
+            if mode == "staged":
+                self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
+                if self.arena.device.type == "cpu" and not self._staging_fits():
+                    mode = "paused"              # written from shared memory while every process waits
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
                         updates=self.updates(),
                         problem={"source": self.source, "options": self.problem_options})
-            if path is not None or self._ckpt_files is None:
-                path = path or self.plan.supervisor.checkpoint
-                checkpoint.save(path, self.arena, meta, skip=self._ckpt_skip)
-            else:
-                last = self.record.history[-1].loss if self.record.history else None
-                ok = self._ckpt_files.write(lambda target: checkpoint.save(target, self.arena, meta,
-                                                                           skip=self._ckpt_skip),
-                                            {**meta, "loss": last}, final=final)
-                self.record.checkpoint_failures = self._ckpt_files.failures
-                path = self._ckpt_files.path if ok else None
-                if not ok:
-                    return None
-            self.record.checkpoints += 1
-        finally:
+            host = self.arena.device.type == "cpu"
+            buffers = (checkpoint.live(self.arena, self._ckpt_skip, self.plan.workers) if mode == "live"
+                       else checkpoint.views(self.arena, self._ckpt_skip) if host and mode != "staged"
+                       else checkpoint.copies(self.arena, self._ckpt_skip))
+            if mode == "live":                  # the update count of the control block it holds
+                meta["updates"] = checkpoint.updates_of(buffers, self.plan.workers)
+        except BaseException:
             glob["pause"] = 0
-        return path
+            raise
+        if mode != "paused":
+            glob["pause"] = 0
+        paused_s = time.monotonic() - t0 if mode == "staged" else 0.0
+        target = path or (self._ckpt_files.path if self._ckpt_files else self.plan.supervisor.checkpoint)
+        entry = {"updates": meta["updates"], "mode": mode, "pause_s": paused_s}
 
+        def job() -> None:
+            t = time.monotonic()
+            try:
+                ok = self._write_doc(path, buffers, meta, final)
+            finally:
+                if mode == "paused":
+                    glob["pause"] = 0
+                    entry["pause_s"] = time.monotonic() - t0
+            entry.update(write_s=time.monotonic() - t, ok=ok is not None)
+            self.record.checkpoint_log.append(entry)
+            if ok is not None:
+                self.record.checkpoints += 1
+            holder["path"] = ok
+
+        holder: dict = {}
+        if background and mode != "paused":
+            self._writer.start(job)
+            return target
+        job()
+        return holder["path"]
+
+    def wait_checkpoint(self) -> None:
+        """Wait for a checkpoint being written in the background; raise what its write raised."""
+        self._writer.join()
+
+    def _write_doc(self, path: str | None, buffers: dict, meta: dict, final: bool) -> str | None:
+        layout = self.arena.layout
+        if path is not None or self._ckpt_files is None:
+            path = path or self.plan.supervisor.checkpoint
+            checkpoint.save(path, buffers, layout, meta)
+            return path
+        last = self.record.history[-1].loss if self.record.history else None
+        ok = self._ckpt_files.write(lambda target: checkpoint.save(target, buffers, layout, meta),
+                                    {**meta, "loss": last}, final=final)
+        self.record.checkpoint_failures = self._ckpt_files.failures
+        return self._ckpt_files.path if ok else None
 
     def restored(self) -> tuple[torch.nn.Module, dict[str, np.ndarray], int]:
         """The checkpoint this engine was made to resume (``resume=``), without starting a process:

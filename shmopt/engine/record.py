@@ -69,6 +69,7 @@ class RunRecord:
     history: list[Sample] = field(default_factory=list)
     checkpoints: int = 0
     checkpoint_failures: int = 0              # checkpoints that could not be written (a full disk)
+    checkpoint_log: list[dict] = field(default_factory=list)   # per checkpoint: mode, pause_s, write_s
     leader: int | None = None
     leader_changes: int = 0
     k_tracker: KTracker | None = None         # --k adaptive: the schedule's state
@@ -137,6 +138,7 @@ def summary(plan: Plan, ctrl: np.ndarray, updates: int, rec: RunRecord, partial:
         "final_accuracy": (rec.history[-1].metrics or {}).get("accuracy") if rec.history else None,
         "stop_reason": rec.stop_reason,
         "checkpoints": rec.checkpoints, "checkpoint_failures": rec.checkpoint_failures,
+        "checkpoint_log": list(rec.checkpoint_log),
     })
     if plan.tables:
         st.update(table_rule=plan.table_rule.label, table_lr=plan.table_rule.lr,

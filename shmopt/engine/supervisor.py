@@ -40,6 +40,7 @@ from ..strategies.adaptive_k import KTracker
 from ..table_plan import find_tables, with_tables
 from . import checkpoint, reshard, roles
 from .checkpoint_files import CheckpointFiles, check_space, size_of
+from .checkpoint_writer import BackgroundWriter
 from .checkpointing import Checkpointing
 from .evaluations import Evaluations
 from .evaluator import Evaluator
@@ -106,7 +107,7 @@ class Engine(Checkpointing):
             raise ConfigError(f"--target-accuracy: problem {problem.name!r} reports no accuracy (give it "
                               f"a metrics function returning {{'accuracy': ...}})")
         self._ckpt_skip = checkpoint_skip(self.plan, len(self._train))
-        self._ckpt_files = None
+        self._ckpt_files, self._writer = None, BackgroundWriter()
         if self.plan.supervisor.checkpoint:    # room for this run's checkpoints, before any start
             sp = self.plan.supervisor
             check_space(sp.checkpoint, size_of(self.layout, self._ckpt_skip), sp.keep)
@@ -245,8 +246,8 @@ class Engine(Checkpointing):
             return "peer"                     # another node ended the job (target, Ctrl-C)
         if self.plan.replicas is not None and self.record.t_go:
             self.record.track_leader(self.leader())
-        if self._next_ckpt is not None and self.updates() >= self._next_ckpt:
-            self.write_checkpoint(pause=True)
+        if self._next_ckpt is not None and self.updates() >= self._next_ckpt and not self._writer.busy:
+            self.write_checkpoint(background=True)     # due: once the one before is written
             self._next_ckpt = (self.updates() // sp.checkpoint_every + 1) * sp.checkpoint_every
         if self.plan.steps is not None and self.updates() >= self.plan.steps:
             return "steps"
@@ -335,6 +336,7 @@ class Engine(Checkpointing):
                 self.buffers.glob["stop"] = 1
                 if self.group is not None:
                     self.group.close()
+                self._writer.join()                        # a checkpoint in flight ends first
                 if self.plan.supervisor.checkpoint and self.record.t_go:
                     self.write_checkpoint(pause=False, final=True)   # quiescent: every process stopped
                 self._final_stats = self.stats()

@@ -113,6 +113,17 @@ class Arena:
         e = self.layout[name]
         return self.storages[e.region].bytes(e.offset, e.nbytes)
 
+    def own_bytes(self, name: str) -> torch.Tensor:
+        """The bytes of a host buffer as a ``torch.uint8`` tensor whose storage is exactly them
+        (shared, not copied): ``torch.save`` writes these bytes straight from shared memory, where
+        it would write the whole block for a :meth:`raw` view. Drop it before :meth:`close`."""
+        e = self.layout[name]
+        if e.region != HOST:
+            raise TypeError(f"arena buffer {name!r} is on {self.layout.device}: copy it with raw()")
+        if not e.nbytes:
+            return torch.empty(0, dtype=torch.uint8)
+        return torch.frombuffer(self.storage.host_buffer()[e.offset:e.offset + e.nbytes], dtype=torch.uint8)
+
     def array(self, name: str) -> np.ndarray:
         """numpy view of a host buffer (structured dtypes included)."""
         arr = self._arrays.get(name)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ProblemError
+from ..strategies.position import new_pass
 from .sources import Rows, as_batch_tensor, fields_of
 from .worker_info import worker_info
 
@@ -99,9 +100,13 @@ class StreamRows(Rows):
         return f"a stream of {type(self.stream).__name__}, read in order"
 
 
+ACTIVE = 1          # s_len within a pass (0 marks a new pass being begun)
+
+
 class StreamReader:
     """A worker's batches from its stream; ``state`` (its control slot) holds ``s_epoch`` (passes
-    begun) and ``s_off`` (items read in this pass)."""
+    begun), ``s_off`` (items read in this pass) and ``s_len`` (ACTIVE within a pass), written as
+    :mod:`shmopt.strategies.position` says so that a live checkpoint reads them whole."""
 
     def __init__(self, rows: StreamRows, batch: int, state) -> None:
         self.rows, self.batch, self.state = rows, batch, state
@@ -116,7 +121,8 @@ class StreamReader:
         st = self.state
         if self._it is None:
             if int(st["s_epoch"]) == 0:
-                st["s_epoch"] = 1
+                new_pass(st, ACTIVE)
+            st["s_len"] = ACTIVE                      # a resumed pass (its s_off is kept)
             self._start(int(st["s_off"]))
         items: list[tuple[Tensor, ...]] = []
         empty_passes = 0
@@ -127,7 +133,7 @@ class StreamReader:
                 if empty_passes > 1:
                     raise ProblemError(f"problem {self.rows.name!r}: this worker's share of the stream "
                                        f"is empty (shard_stream with more learners than items?)")
-                st["s_epoch"], st["s_off"] = int(st["s_epoch"]) + 1, 0
+                new_pass(st, ACTIVE)
                 self._start(0)
                 continue
             items.append(item)

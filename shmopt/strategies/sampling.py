@@ -15,6 +15,7 @@ import torch
 
 from ..checks import choice
 from ..errors import ConfigError
+from .position import new_pass
 
 SAMPLING = ("replace", "shuffle", "shard")
 
@@ -65,10 +66,9 @@ class Sampler:
         return int(self.state["s_epoch"])
 
     def _new_epoch(self) -> None:
-        self.order[:self.rows] = torch.randperm(self.rows, generator=self.g) + self.start
-        st = self.state
-        st["s_off"], st["s_len"] = 0, self.rows
-        st["s_epoch"] = int(st["s_epoch"]) + 1
+        def write_order() -> None:
+            self.order[:self.rows] = torch.randperm(self.rows, generator=self.g) + self.start
+        new_pass(self.state, self.rows, write_order)     # in the order a live checkpoint reads
 
     def next(self) -> torch.Tensor:
         """The row indices of the next mini-batch (the rows left in one epoch carry into the next)."""

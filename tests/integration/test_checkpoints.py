@@ -65,9 +65,11 @@ def _records(doc, name, dtype):
 
 
 @pytest.mark.parametrize("algo,opts", [("apam", {}), ("k-async", {"k": 1, "rule": "amsgrad"})])
-def test_each_periodic_checkpoint_is_a_consistent_paused_state(quad, tmp_path, monkeypatch, algo, opts):
-    """Every periodic checkpoint (written while the workers are paused between updates) has
-    counters that agree exactly with its version and an AMSGrad state that is not torn."""
+def test_each_periodic_checkpoint_is_a_consistent_state(quad, tmp_path, monkeypatch, algo, opts):
+    """Every periodic checkpoint of a server protocol (copied while every process is paused
+    between updates) has counters that agree exactly with its version and an AMSGrad state that
+    is not torn. A lock-free run's (read live, while its learners write) holds the update count of
+    the control block it holds."""
     kept = _keep_every_checkpoint(monkeypatch)
     path = str(tmp_path / "run.ckpt")
     shmopt.train(quad, algo=algo, workers=2, steps=600, checkpoint=path, checkpoint_every=150,
@@ -81,7 +83,9 @@ def test_each_periodic_checkpoint_is_a_consistent_paused_state(quad, tmp_path, m
         glob = _records(doc, "glob", shmopt.engine.control.GLOBAL)[0]
         if algo == "apam":                         # direct: version = sum of the workers' updates
             version = int(ctrl["updates"][:2].sum())
-            assert int(ctrl["applied"].sum()) == version
+            assert doc["updates"] == version >= 150
+            versions.append(version)
+            continue                               # read live: other counters and v, vmax may be torn
         else:                                      # the applier's version, one update per gradient
             version = int(glob["version"])
             assert int(ctrl[2]["updates"]) == int(ctrl["applied"].sum()) == version
