@@ -17,6 +17,7 @@ import statistics
 import sys
 
 from report_adaptive import TABLES as ADAPTIVE_TABLES
+from report_checkpoints import TABLES as CHECKPOINT_TABLES
 from report_data import TABLES as DATA_TABLES
 from report_gpu import TABLES as GPU_TABLES
 from report_movielens import TABLES as MOVIELENS_TABLES
@@ -342,7 +343,7 @@ TABLES = {"scaling": scaling, "theory": theory, "dutta": dutta, "leaders": leade
           "startup": startup, "latency": latency, "nodes": nodes, "nodes_peers": nodes_peers,
           **NODE_TABLES, **GPU_TABLES, **REAL_TABLES, **ADAPTIVE_TABLES, **ROW_TABLES, **TABLE_TABLES,
           **MOVIELENS_TABLES, **WORDNET_KG_TABLES, **SPAM_TABLES, **SKIPGRAM_TABLES, **SCHEDULE_TABLES,
-          **DATA_TABLES, **WEIGHTS_TABLES}
+          **DATA_TABLES, **WEIGHTS_TABLES, **CHECKPOINT_TABLES}
 
 
 def doc_files(root: str) -> list[str]:

@@ -120,8 +120,19 @@ def restore(doc: dict, arena: Arena, plan: Plan) -> None:
         glob[f] = 0
 
 
+def saved_nodes(doc: dict) -> int:
+    """The node count of the run that wrote ``doc`` (recorded, else its options; 1 for one node)."""
+    return int(doc.get("nodes") or (doc.get("config") or {}).get("nnodes") or 1)
+
+
 def check(doc: dict, path: str, plan: Plan) -> None:
-    """ConfigError when the checkpoint's worker count differs and cannot be resumed here."""
+    """ConfigError when the checkpoint's node count differs, or its worker count differs and cannot
+    be resumed here."""
+    nodes, saved = plan.nodes.nnodes if plan.nodes else 1, saved_nodes(doc)
+    if saved != nodes:
+        raise ConfigError(f"checkpoint {path!r} is one node's file of a run across {saved} nodes and this "
+                          f"run has {nodes}: a checkpoint across nodes is resumed with the same node count "
+                          f"(--nnodes {saved}), each node from its own file")
     why = refusal(plan, doc.get("workers"))
     if why is not None:
         raise ConfigError(f"checkpoint {path!r} was written with {doc.get('workers')} workers and this run "

@@ -27,6 +27,10 @@ from loopback_nodes import (
     wait_training,
 )
 
+import shmopt
+from shmopt.errors import ConfigError
+from shmopt.problems import load_problem
+
 
 # ------------------------------------------------------------------ every family
 def test_apam_two_nodes_share_the_steps_and_end_with_one_model(tmp_path):
@@ -140,6 +144,8 @@ def test_a_checkpointed_job_resumes_on_every_node(tmp_path):
     s0, s1 = ok(finish(launch("apam", "--steps", "1200", "--resume", ck)))
     assert s0["updates"] == s1["updates"] == 600 and s0["all_nodes_updates"] == 1200
     assert s0["final_loss"] == s1["final_loss"] < s0["optimum"] + 0.02
+    with pytest.raises(ConfigError, match="one node's file of a run across 2 nodes and this run has 1"):
+        shmopt.train(load_problem("logreg"), algo="apam", resume=str(tmp_path / "ck.node0.pt"))
 
 
 def test_nodes_with_different_options_refuse_to_train():
