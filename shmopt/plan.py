@@ -141,8 +141,8 @@ def _replica_plan(c: Config, variant: str) -> ReplicaMethod:
 def _supervisor_plan(c: Config) -> SupervisorPlan:
     """The supervisor's options; here only what needs the file system is left to check."""
     checks.output_path("checkpoint", c.checkpoint)
-    if c.resume is not None and not os.path.isfile(c.resume):
-        raise checks.invalid("resume", c.resume, "no such checkpoint file")
+    if c.resume is not None and not (os.path.isfile(c.resume) or os.path.isfile(node_path(c.resume, 0))):
+        raise checks.invalid("resume", c.resume, "no such checkpoint file (nor node files of one)")
     checks.output_path("log", c.log)
     return SupervisorPlan(c.time_limit, c.target_loss, c.eval_interval, c.eval_samples,
                           c.heartbeat_timeout, c.startup_timeout, c.start_method,
@@ -212,7 +212,7 @@ def resolve(config: Config, problem: Problem) -> Plan:
     nodes = resolve_nodes(c, family(c.algo, protocol, variant), steps, sub.get("replicas"))
     if nodes is not None:                 # per-node files; each node runs its share of the steps
         c = replace(c, checkpoint=node_path(c.checkpoint, nodes.rank),
-                    resume=node_path(c.resume, nodes.rank), log=node_path(c.log, nodes.rank))
+                    log=node_path(c.log, nodes.rank))     # resume: engine.reshard_nodes finds the files
         worker = replace(worker, rank_offset=nodes.rank * c.workers)
         if steps is not None and protocol != "server":
             steps = split_steps(steps, nodes.nnodes, nodes.rank)

@@ -137,13 +137,14 @@ def write_atomic(path: str, doc: dict[str, Any]) -> str:
     return out.sha.hexdigest()
 
 
-def load(path: str) -> dict[str, Any]:
-    """Read and sanity-check a checkpoint (ConfigError for a missing, corrupt or foreign file)."""
+def load(path: str, mmap: bool = False) -> dict[str, Any]:
+    """Read and sanity-check a checkpoint (ConfigError for a missing, corrupt or foreign file);
+    ``mmap``: its tensors are read from the file as they are used."""
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint {path!r} does not exist")
     check_digest(path)                          # its sidecar's digest: a corrupted file that unpickles
     try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
+        doc = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"checkpoint {path!r} is corrupt or truncated ({type(exc).__name__}: "

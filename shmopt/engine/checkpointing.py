@@ -71,6 +71,7 @@ class Checkpointing:
                     mode = "paused"              # written from shared memory while every process waits
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
                         updates=self.updates(), nodes=self.plan.nodes.nnodes if self.plan.nodes else 1,
+                        node=self.plan.nodes.rank if self.plan.nodes else 0,
                         problem={"source": self.source, "options": self.problem_options})
             host = self.arena.device.type == "cpu"
             buffers = (checkpoint.live(self.arena, self._ckpt_skip, self.plan.workers) if mode == "live"

@@ -38,7 +38,7 @@ from ..plan import Plan, resolve
 from ..problems import Problem
 from ..strategies.adaptive_k import KTracker
 from ..table_plan import find_tables, with_tables
-from . import checkpoint, reshard, roles
+from . import checkpoint, reshard, reshard_nodes, roles
 from .checkpoint_files import CheckpointFiles, check_space, size_of
 from .checkpoint_writer import BackgroundWriter
 from .checkpointing import Checkpointing
@@ -94,10 +94,10 @@ class Engine(Checkpointing):
         self._train = tuple(t.contiguous() for t in self._rows.in_memory)
         self._resume_doc = self._reshard = None
         if self.plan.supervisor.resume:        # refuse a foreign checkpoint before anything starts
-            self._resume_doc = doc = checkpoint.load(self.plan.supervisor.resume)
-            reshard.check(doc, self.plan.supervisor.resume, self.plan)
-            self._reshard = doc.get("workers") != self.plan.workers
-        carried = reshard.carried(self._resume_doc, self.plan.workers) if self._reshard else 0
+            doc, self._resume_path = reshard_nodes.load_for(self.plan.supervisor.resume, self.plan)
+            self._resume_doc = doc
+            self._reshard = reshard_nodes.needs_reshard(self._resume_doc, self.plan)
+        carried = reshard.carried(self._resume_doc, reshard.Seats.of(self.plan)) if self._reshard else 0
         self.layout = build_layout(self.plan, self.n_params, self._train, buffers_numel(self._template),
                                    carried)
         self.evaluator = Evaluator(problem, self._template, self.n_params, self.plan.supervisor.eval_samples,
@@ -113,7 +113,7 @@ class Engine(Checkpointing):
             check_space(sp.checkpoint, size_of(self.layout, self._ckpt_skip), sp.keep)
             self._ckpt_files = CheckpointFiles(sp.checkpoint, sp.keep)
         if self._resume_doc is not None:
-            path = self.plan.supervisor.resume
+            path = self._resume_path
             stored_config(self._resume_doc.get("config"), path)   # the same checks as a new run's options
             identity = self._ckpt_identity()
             if self._reshard:                  # another worker count: what depends on it is rebuilt

@@ -192,3 +192,11 @@ def test_cli_resume_and_checkpoint_errors(tmp_path, capsys):
             main(args)
         err = capsys.readouterr().err.strip()
         assert info.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_a_server_protocol_resumes_at_another_worker_count(quad, tmp_path):
+    """The mailbox's per-learner rings are rebuilt (they start empty at every resume)."""
+    path = str(tmp_path / "run.ckpt")
+    shmopt.train(quad, algo="k-async", workers=2, steps=200, checkpoint=path)
+    r = shmopt.train(quad, algo="k-async", workers=3, k=1, steps=400, resume=path)
+    assert r.history[0]["updates"] == 200 and r.stats["updates"] == 400

@@ -144,8 +144,23 @@ def test_a_checkpointed_job_resumes_on_every_node(tmp_path):
     s0, s1 = ok(finish(launch("apam", "--steps", "1200", "--resume", ck)))
     assert s0["updates"] == s1["updates"] == 600 and s0["all_nodes_updates"] == 1200
     assert s0["final_loss"] == s1["final_loss"] < s0["optimum"] + 0.02
-    with pytest.raises(ConfigError, match="one node's file of a run across 2 nodes and this run has 1"):
+    with pytest.raises(ConfigError, match="is node 0's file of a run across 2 nodes: give --resume the path"):
         shmopt.train(load_problem("logreg"), algo="apam", resume=str(tmp_path / "ck.node0.pt"))
+
+
+@pytest.mark.parametrize("sampling", ["shard", pytest.param("replace", marks=pytest.mark.slow)])
+def test_a_job_across_nodes_resumes_on_one_node_and_on_three(tmp_path, sampling):
+    """Every node's learners go on: 2 nodes x 1 worker resume as 1 node x 2 workers (every
+    learner's counters and data position kept, the global count going on) and as 3 nodes."""
+    ck = str(tmp_path / "ck.pt")
+    ok(finish(launch("apam", "--steps", "600", "--sampling", sampling, "--checkpoint", ck)))
+    r = shmopt.train(load_problem("logreg"), algo="apam", workers=2, steps=900, sampling=sampling,
+                     resume=ck, threads=1)
+    assert r.history[0]["updates"] == 600 and 900 <= r.stats["updates"] <= 902
+    stats = ok(finish(launch("apam", "--steps", "1200", "--sampling", sampling, "--resume", ck, nodes=3,
+                             workers=(1, 1, 1))))
+    assert 1200 <= sum(s["updates"] for s in stats) <= 1206 and stats[0]["all_nodes_updates"] >= 1200
+    assert stats[0]["final_loss"] < stats[0]["optimum"] + 0.05
 
 
 def test_nodes_with_different_options_refuse_to_train():

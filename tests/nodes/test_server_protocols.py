@@ -11,6 +11,9 @@ import signal
 import pytest
 from loopback_nodes import finish, launch, no_segment_of, ok, wait_training
 
+import shmopt
+from shmopt.problems import load_problem
+
 
 @pytest.mark.parametrize("algo, extra", [
     ("k-sync", ["--k", "2"]), pytest.param("k-batch-sync", ["--k", "2"], marks=pytest.mark.slow),
@@ -106,3 +109,12 @@ def test_a_checkpointed_job_resumes_from_the_global_applier_state(tmp_path):
     assert s0["updates"] == s1["updates"] == 600          # 300 more, from the saved version
     assert s0["final_loss"] == s1["final_loss"] < s0["optimum"] + 0.02
     assert sum(r["applied"] for r in s0["per_node"]) == s0["applied"] == 600
+
+
+@pytest.mark.slow           # another node count: the direct protocol's test is in the default run
+def test_a_job_of_the_global_applier_resumes_on_one_node(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    ok(finish(launch("k-async", "--steps", "300", "--checkpoint", ck)))
+    r = shmopt.train(load_problem("logreg"), algo="k-async", workers=2, steps=600, resume=ck, threads=1)
+    assert r.history[0]["updates"] == 300 and r.stats["updates"] == 600   # the applier's version goes on
+    assert r.stats["final_loss"] < r.stats["optimum"] + 0.05
