@@ -121,6 +121,16 @@ class Plan:
     def train_rows(self) -> int:
         return self.worker.rows
 
+    @property
+    def nnodes(self) -> int:
+        """Nodes in the job (1 on a single node)."""
+        return self.nodes.nnodes if self.nodes else 1
+
+    @property
+    def node_rank(self) -> int:
+        """This node's rank (0 on a single node)."""
+        return self.nodes.rank if self.nodes else 0
+
 
 def default_threads(workers: int, cores: int | None = None) -> int:
     """torch threads per worker: ``max(1, (cores - 1) // workers)``.

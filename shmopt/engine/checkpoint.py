@@ -59,7 +59,7 @@ def live(arena: Arena, skip: tuple[str, ...], learners: int) -> dict[str, torch.
     shared = arena.array("ctrl")
     ctrl = shared.copy()
     order = arena.tensor(ORDER) if ORDER in arena and ORDER not in skip else None
-    orders = order.clone() if order is not None else None
+    orders = torch.zeros_like(order) if order is not None else None   # a learner between passes: none
     for r in range(learners):
         copy = (lambda r=r: order[r].clone()) if order is not None else None
         epoch, length, off, rows = read_position(shared[r], copy)

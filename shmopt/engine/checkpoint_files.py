@@ -134,8 +134,8 @@ class CheckpointFiles:
                     os.replace(newer + suffix, older + suffix)
 
     def write(self, save, meta: dict[str, Any], final: bool = False) -> bool:
-        """``save(target)`` writes a checkpoint at ``target`` atomically and returns its SHA-256
-        (or None: the file is read to find it): here a new file beside
+        """``save(target)`` writes a checkpoint at ``target`` atomically and returns its SHA-256:
+        here a new file beside
         PATH, which only then (written whole) moves the older ones along and becomes PATH, followed
         by its sidecar. False (one warning line) when it could not be written: nothing moved."""
         folder, base = os.path.split(os.path.abspath(self.path))
@@ -144,7 +144,7 @@ class CheckpointFiles:
             digest = save(new)
             doc = {"updates": meta.get("updates"), "loss": meta.get("loss"), "time": time.time(),
                    "config": meta.get("config"), "bytes": os.path.getsize(new),
-                   "sha256": digest or file_digest(new),
+                   "sha256": digest,
                    "algo": meta.get("algo"), "workers": meta.get("workers")}
             if self.keep > 1 and os.path.exists(self.path):
                 self._rotate()

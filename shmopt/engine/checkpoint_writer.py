@@ -23,14 +23,14 @@ class BackgroundWriter:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, job: Callable[[], None]) -> None:
+    def start(self, job: Callable[[], object]) -> None:
         """Run ``job`` on the writer's thread (after the write before it)."""
         self.join()
         self._thread = threading.Thread(target=self._run, args=(job,), name="shmopt-checkpoint",
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, job: Callable[[], None]) -> None:
+    def _run(self, job: Callable[[], object]) -> None:
         try:
             job()
         except BaseException as exc:            # raised again in the supervisor by join()

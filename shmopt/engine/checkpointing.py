@@ -60,20 +60,18 @@ class Checkpointing:
         record's ``checkpoint_log``."""
         self._writer.join()                      # one write at a time
         glob = self.buffers.glob
-        t0 = time.monotonic()
+        t0, host = time.monotonic(), self.arena.device.type == "cpu"
         mode = "final" if not pause else "live" if self._lock_free() else "staged"
         if mode == "staged":
             glob["pause"] = 1
         try:
             if mode == "staged":
                 self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
-                if self.arena.device.type == "cpu" and not self._staging_fits():
+                if host and not self._staging_fits():
                     mode = "paused"              # written from shared memory while every process waits
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
-                        updates=self.updates(), nodes=self.plan.nodes.nnodes if self.plan.nodes else 1,
-                        node=self.plan.nodes.rank if self.plan.nodes else 0,
+                        updates=self.updates(), nodes=self.plan.nnodes, node=self.plan.node_rank,
                         problem={"source": self.source, "options": self.problem_options})
-            host = self.arena.device.type == "cpu"
             buffers = (checkpoint.live(self.arena, self._ckpt_skip, self.plan.workers) if mode == "live"
                        else checkpoint.views(self.arena, self._ckpt_skip) if host and mode != "staged"
                        else checkpoint.copies(self.arena, self._ckpt_skip))
@@ -88,7 +86,7 @@ class Checkpointing:
         target = path or (self._ckpt_files.path if self._ckpt_files else self.plan.supervisor.checkpoint)
         entry = {"updates": meta["updates"], "mode": mode, "pause_s": paused_s}
 
-        def job() -> None:
+        def job() -> str | None:
             t = time.monotonic()
             try:
                 ok = self._write_doc(path, buffers, meta, final)
@@ -100,14 +98,12 @@ class Checkpointing:
             self.record.checkpoint_log.append(entry)
             if ok is not None:
                 self.record.checkpoints += 1
-            holder["path"] = ok
+            return ok
 
-        holder: dict = {}
         if background and mode != "paused":
             self._writer.start(job)
             return target
-        job()
-        return holder["path"]
+        return job()
 
     def wait_checkpoint(self) -> None:
         """Wait for a checkpoint being written in the background; raise what its write raised."""

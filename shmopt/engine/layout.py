@@ -115,8 +115,7 @@ class Buffers:
     @classmethod
     def of(cls, arena: Arena, plan: Plan) -> "Buffers":
         names = [e.name for e in arena.layout.entries if e.name.startswith(DATA_PREFIX)]
-        nnodes = plan.nodes.nnodes if plan.nodes else 1
-        extra = plan.replicas.buffers(0, nnodes) if plan.replicas else []     # (their names)
+        extra = plan.replicas.buffers(0, plan.nnodes) if plan.replicas else []     # (their names)
         x = arena.tensor("x")
         dense = x[..., :x.shape[-1] - table_numel(plan.tables)]
         return cls(arena.array("glob")[0], arena.array("ctrl"), x, dense,

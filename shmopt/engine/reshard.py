@@ -53,9 +53,7 @@ class Seats:
 
     @classmethod
     def of(cls, plan: Plan) -> "Seats":
-        nodes = plan.nodes
-        return cls(plan.workers * (nodes.nnodes if nodes else 1), plan.workers * (nodes.rank if nodes else 0),
-                   plan.workers)
+        return cls(plan.workers * plan.nnodes, plan.workers * plan.node_rank, plan.workers)
 
     def local_of(self, learner: int) -> int | None:
         j = learner % self.total - self.first
@@ -167,7 +165,7 @@ def _fold_rows(raw: torch.Tensor, arena: Arena) -> None:
 
 def check(doc: dict, path: str, plan: Plan) -> None:
     """ConfigError when the checkpoint's worker or node count differs and cannot be resumed here."""
-    nodes, saved = plan.nodes.nnodes if plan.nodes else 1, saved_nodes(doc)
+    nodes, saved = plan.nnodes, saved_nodes(doc)
     why = refusal(plan, doc.get("workers"), saved != nodes)
     if why is not None and saved == nodes == 1:
         raise ConfigError(f"checkpoint {path!r} was written with {doc.get('workers')} workers and this run "

@@ -58,7 +58,7 @@ def node_files(path: str) -> list[str]:
 def load_for(path: str, plan: Plan) -> tuple[dict, str]:
     """The checkpoint a run with ``plan`` resumes from ``--resume path``, merged from every node's file
     when the node or worker count changed; and the path to name in messages."""
-    nodes, rank = (plan.nodes.nnodes, plan.nodes.rank) if plan.nodes else (1, 0)
+    nodes, rank = plan.nnodes, plan.node_rank
     files = node_files(path) if nodes > 1 or not os.path.isfile(path) else []
     if not files:                                           # one node's file, on one node or on each
         doc = checkpoint.load(path)
@@ -101,5 +101,4 @@ def merge(docs: list[dict]) -> dict:
 def needs_reshard(doc: dict, plan: Plan) -> bool:
     """Whether the learners' slots must be rebuilt (another worker count over all nodes, or another
     node count)."""
-    nodes = plan.nodes.nnodes if plan.nodes else 1
-    return bool(doc.get("merged")) or doc.get("workers") != plan.workers or saved_nodes(doc) != nodes
+    return bool(doc.get("merged")) or doc.get("workers") != plan.workers or saved_nodes(doc) != plan.nnodes

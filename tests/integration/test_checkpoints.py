@@ -53,9 +53,10 @@ def _keep_every_checkpoint(monkeypatch) -> list[str]:
     kept, save = [], ckpt.save
 
     def keeping(path, *a, **k):
-        save(path, *a, **k)
+        digest = save(path, *a, **k)
         kept.append(f"{path}.{len(kept)}")
         shutil.copyfile(path, kept[-1])
+        return digest
     monkeypatch.setattr(ckpt, "save", keeping)
     return kept
 
