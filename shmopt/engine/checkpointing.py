@@ -60,21 +60,23 @@ class Checkpointing:
         record's ``checkpoint_log``."""
         self._writer.join()                      # one write at a time
         glob = self.buffers.glob
-        t0, host = time.monotonic(), self.arena.device.type == "cpu"
+        host = self.arena.device.type == "cpu"
         mode = "final" if not pause else "live" if self._lock_free() else "staged"
-        if mode == "staged":
+        if mode == "staged" and host and not self._staging_fits():
+            mode = "paused"                      # written from shared memory while every process waits
+        staged = checkpoint.staging(self.arena, self._ckpt_skip) if mode == "staged" else None
+        t0 = time.monotonic()                    # the pause starts: the copy's pages are ready
+        if mode in ("staged", "paused"):
             glob["pause"] = 1
         try:
-            if mode == "staged":
+            if mode in ("staged", "paused"):
                 self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
-                if host and not self._staging_fits():
-                    mode = "paused"              # written from shared memory while every process waits
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
                         updates=self.updates(), nodes=self.plan.nnodes, node=self.plan.node_rank,
                         problem={"source": self.source, "options": self.problem_options})
             buffers = (checkpoint.live(self.arena, self._ckpt_skip, self.plan.workers) if mode == "live"
                        else checkpoint.views(self.arena, self._ckpt_skip) if host and mode != "staged"
-                       else checkpoint.copies(self.arena, self._ckpt_skip))
+                       else checkpoint.copies(self.arena, self._ckpt_skip, into=staged))
             if mode == "live":                  # the update count of the control block it holds
                 meta["updates"] = checkpoint.updates_of(buffers, self.plan.workers)
         except BaseException:

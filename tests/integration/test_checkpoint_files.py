@@ -1,10 +1,12 @@
 """Checkpoint files a user can trust: free space checked before the first step, the last N kept
 with a JSON sidecar each, a digest that catches a corrupted file that still unpickles, and a full
-disk mid-run survived (the write is made to fail with ENOSPC in the supervisor, where it runs)."""
+disk mid-run survived (the file's writes are made to fail with ENOSPC in the supervisor, where it
+runs, so torch.save meets it as it would on a full disk)."""
 from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 from collections import namedtuple
 
@@ -77,15 +79,19 @@ def test_keep_zero_is_refused(tmp_path, capsys):
 
 def test_a_full_disk_mid_run_keeps_the_last_good_checkpoint_and_training(quad, tmp_path, monkeypatch):
     path = tmp_path / "run.ckpt"
-    real, calls = ckpt.save, []
+    real_save, real_write, calls = ckpt.save, os.write, []
 
     def save(target, *args, **kwargs):
         calls.append(target)
-        if len(calls) >= 2:                                  # the disk fills after the first
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(target, *args, **kwargs)
+        return real_save(target, *args, **kwargs)
+
+    def write(fd, data):                                     # the disk fills after the first checkpoint
+        if len(calls) >= 2 and os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, "No space left on device")    # inside torch.save, as on a full disk
+        return real_write(fd, data)
 
     monkeypatch.setattr(ckpt, "save", save)
+    monkeypatch.setattr(os, "write", write)
     eng = shmopt.Engine(quad, shmopt.Config(algo="hogwild", workers=2, steps=10 ** 9, checkpoint=str(path)))
     with pytest.warns(RuntimeWarning) as seen:
         try:
@@ -108,7 +114,6 @@ def test_a_full_disk_mid_run_keeps_the_last_good_checkpoint_and_training(quad, t
 
 
 def test_the_next_run_removes_what_a_killed_writer_left(quad, tmp_path):
-    import os
     dead = tmp_path / ".shmopt-ckpt-999999999-abcd"          # no such pid
     live = tmp_path / f".shmopt-ckpt-{os.getpid()}-efgh"      # a writer still alive
     new = tmp_path / ".run.ckpt.new"
