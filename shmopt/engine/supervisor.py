@@ -108,6 +108,7 @@ class Engine(Checkpointing):
                               f"a metrics function returning {{'accuracy': ...}})")
         self._ckpt_skip = checkpoint_skip(self.plan, len(self._train))
         self._ckpt_files, self._writer = None, BackgroundWriter()
+        self._staged: dict[str, torch.Tensor] | None = None     # a paused checkpoint's private copy
         if self.plan.supervisor.checkpoint:    # room for this run's checkpoints, before any start
             sp = self.plan.supervisor
             check_space(sp.checkpoint, size_of(self.layout, self._ckpt_skip), sp.keep)
@@ -348,7 +349,7 @@ class Engine(Checkpointing):
                 self.group.close()                         # no-op unless the try block failed early
             if self.arena is not None:
                 self.evaluator.release_tables()           # no view outlives the block
-                self.buffers = self.mailbox = None
+                self.buffers = self.mailbox = self._staged = None
                 self.arena.close()
             if self._evals is not None and self._evals.log:
                 self._evals.log.close()

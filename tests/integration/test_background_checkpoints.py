@@ -82,6 +82,26 @@ def test_other_protocols_pause_only_for_the_copy(quad, tmp_path, algo):
     assert doc["algo"] == algo
 
 
+def test_the_private_copy_is_kept_for_the_next_checkpoint_and_dropped_at_close(quad, tmp_path):
+    path = tmp_path / "run.ckpt"
+    eng = Engine(quad, shmopt.Config(algo="k-async", workers=2, steps=10 ** 9, checkpoint=str(path), keep=2))
+    try:
+        eng.start()
+        _until(eng, 50)
+        eng.write_checkpoint(background=True)
+        first = eng._staged
+        _until(eng, eng.updates() + 50)
+        eng.write_checkpoint(background=True)
+        assert first is not None and eng._staged is first        # no new pages faulted in
+        eng.wait_checkpoint()
+        newer, older = ckpt.load(str(path)), ckpt.load(f"{path}.1")
+    finally:
+        eng.close()
+    assert eng._staged is None
+    assert newer["updates"] >= older["updates"] + 50             # the copy holds the newer state
+    assert not torch.equal(newer["buffers"]["x"], older["buffers"]["x"])
+
+
 def test_a_copy_that_would_not_fit_is_written_during_the_pause(quad, tmp_path, monkeypatch):
     monkeypatch.setattr(Engine, "_staging_fits", lambda self: False)
     path = tmp_path / "run.ckpt"
