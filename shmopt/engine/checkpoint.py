@@ -55,9 +55,15 @@ def views(arena: Arena, skip: tuple[str, ...]) -> dict[str, torch.Tensor]:
 def live(arena: Arena, skip: tuple[str, ...], learners: int) -> dict[str, torch.Tensor]:
     """What a checkpoint of a running lock-free run holds: :func:`views` of the shared state, which
     the learners go on writing while it is written (a torn read, as valid as any Hogwild read),
-    and private copies of the control block and the orders, with each learner's data position read
-    whole (strategies.position)."""
-    out = views(arena, skip + ("ctrl", ORDER))
+    and the control block and the orders as :func:`positions` reads them."""
+    return positions(views(arena, skip + ("ctrl", ORDER)), arena, skip, learners)
+
+
+def positions(out: dict[str, torch.Tensor], arena: Arena, skip: tuple[str, ...],
+              learners: int) -> dict[str, torch.Tensor]:
+    """``out`` with private copies of the control block and the orders in which each running
+    learner's data position is read whole (strategies.position): what a checkpoint holds of
+    learners that go on while it is taken."""
     shared = arena.array("ctrl")
     ctrl = shared.copy()
     order = arena.tensor(ORDER) if ORDER in arena and ORDER not in skip else None

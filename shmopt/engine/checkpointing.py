@@ -13,6 +13,7 @@ import torch
 from ..memory import Arena
 from . import checkpoint, reshard
 from .checkpoint_files import size_of
+from .control import PAUSE_ALL, PAUSE_APPLIER
 from .layout import Buffers
 from .model_view import the_model
 
@@ -41,6 +42,15 @@ class Checkpointing:
         half pulled to its leader): those pause. A device arena pauses too (its bytes are copied
         to the host while every process is idle)."""
         return self.plan.protocol == "direct" and self.arena.device.type == "cpu"
+
+    def _applier_alone(self) -> int | None:
+        """The rank that alone must pause for a consistent checkpoint, if one does: the applier
+        of a server protocol on one machine writes the parameters, the rule state and the update
+        count, while its learners write only their gradient slots and mailbox rings (neither is
+        kept: gradients in flight are dropped on resume) and their own counters and data
+        positions (read as a lock-free checkpoint reads them). Across nodes, and for the replica
+        methods, every process pauses."""
+        return self.plan.workers if self.plan.protocol == "server" and self.plan.nnodes == 1 else None
 
     def _staging(self) -> dict[str, torch.Tensor]:
         """The private copy's buffers (:func:`checkpoint.staging`), kept from one checkpoint to the
@@ -74,11 +84,13 @@ class Checkpointing:
             mode = "paused"                      # written from shared memory while every process waits
         staged = self._staging() if mode == "staged" else None
         t0 = time.monotonic()                    # the pause starts: the copy's pages are ready
+        applier = self._applier_alone() if mode in ("staged", "paused") else None
         if mode in ("staged", "paused"):
-            glob["pause"] = 1
+            glob["pause"] = PAUSE_ALL if applier is None else PAUSE_APPLIER
         try:
             if mode in ("staged", "paused"):
-                self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
+                self.group.wait_paused(self.plan.supervisor.heartbeat_timeout,
+                                       ranks=None if applier is None else [applier])
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,
                         updates=self.updates(), nodes=self.plan.nnodes, node=self.plan.node_rank,
                         problem={"source": self.source, "options": self.problem_options})
@@ -87,6 +99,8 @@ class Checkpointing:
                        else checkpoint.copies(self.arena, self._ckpt_skip, into=staged))
             if mode == "live":                  # the update count of the control block it holds
                 meta["updates"] = checkpoint.updates_of(buffers, self.plan.workers)
+            elif applier is not None:           # the learners go on: their positions read whole
+                buffers = checkpoint.positions(buffers, self.arena, self._ckpt_skip, self.plan.workers)
         except BaseException:
             glob["pause"] = 0
             raise

@@ -23,7 +23,7 @@ from ..problems.streams import StreamReader, StreamRows
 from ..problems.worker_info import WorkerInfo, set_worker_info
 from ..strategies.sampling import Sampler
 from . import roles
-from .control import PAUSED, READY, Counters
+from .control import PAUSE_ALL, PAUSED, READY, Counters
 from .layout import Buffers
 
 
@@ -170,7 +170,8 @@ class Context:
         self.check_abort()
         if self._stop_on_finish and self.glob["finish"]:
             raise Stopped
-        if self.glob["pause"]:
+        pause = self.glob["pause"]
+        if pause and (pause == PAUSE_ALL or not roles.is_learner(self.rank, self.plan)):
             self._pause()
 
     def check_abort(self) -> None:

@@ -35,6 +35,7 @@ def _padded(fields: list[tuple], size: int) -> np.dtype:
 
 # status codes
 STARTING, READY, RUNNING, DONE, FAILED, PAUSED = 0, 1, 2, 3, 4, 5
+PAUSE_ALL, PAUSE_APPLIER = 1, 2     # glob['pause']: who waits at its next check
 
 SLOT = _padded([
     ("pid", "i8"),
@@ -75,7 +76,8 @@ GLOBAL = _padded([
     ("version", "i8"),          # server protocols: the applied update count (the applier or relay)
     ("seq", "i8"),              # server protocols: seqlock, odd while the parameters are written
     ("t_go", "f8"),             # supervisor: time.time() when training started
-    ("pause", "i8"),            # supervisor: 1 = every process waits at its next check (checkpoints)
+    ("pause", "i8"),            # supervisor (checkpoints): PAUSE_ALL = every process waits at its next
+                                # check, PAUSE_APPLIER = rank P only (the learners go on)
     # across nodes (written by the node link, or by the applier of sync; ``finish`` also by the
     # supervisor): the learners stop on ``finish``, the link runs the final exchange, then says
     # ``link_done``

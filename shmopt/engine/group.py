@@ -116,14 +116,16 @@ class ProcessGroup:
     def live(self) -> list[int]:
         return [r for r, p in enumerate(self.procs) if p.exitcode is None]
 
-    def wait_paused(self, heartbeat_timeout: float, timeout: float = 30.0) -> None:
-        """Until every live process is paused, done, or idle (waiting with its device work done),
-        after the supervisor set ``pause``."""
+    def wait_paused(self, heartbeat_timeout: float, timeout: float = 30.0,
+                    ranks: list[int] | None = None) -> None:
+        """Until every live process (of ``ranks``, default all) is paused, done, or idle (waiting
+        with its device work done), after the supervisor set ``pause``."""
         ctrl = self._ctrl
         deadline = time.monotonic() + timeout
         while True:
             self.find_failure(heartbeat_timeout)
-            if all(ctrl[r]["status"] in (PAUSED, DONE) or ctrl[r]["idle"] for r in self.live()):
+            if all(ctrl[r]["status"] in (PAUSED, DONE) or ctrl[r]["idle"] for r in self.live()
+                   if ranks is None or r in ranks):
                 return
             if time.monotonic() > deadline:
                 raise WorkerError(f"workers did not pause within {timeout} s (a checkpoint or a read of "

@@ -42,6 +42,7 @@ from . import checkpoint, reshard, reshard_nodes, roles
 from .checkpoint_files import CheckpointFiles, check_space, size_of
 from .checkpoint_writer import BackgroundWriter
 from .checkpointing import Checkpointing
+from .control import PAUSE_ALL
 from .evaluations import Evaluations
 from .evaluator import Evaluator
 from .group import ProcessGroup, shutdown
@@ -300,7 +301,7 @@ class Engine(Checkpointing):
             yield
             return
         glob = self.buffers.glob
-        glob["pause"] = 1
+        glob["pause"] = PAUSE_ALL
         try:
             self.group.wait_paused(self.plan.supervisor.heartbeat_timeout)
             yield

@@ -20,7 +20,7 @@ import torch
 import shmopt
 from shmopt.engine import checkpoint as ckpt
 from shmopt.engine.checkpoint_files import TEMP_PREFIX, file_digest
-from shmopt.engine.control import SLOT
+from shmopt.engine.control import PAUSED, SLOT
 from shmopt.engine.supervisor import Engine
 from shmopt.problems import load_problem
 
@@ -100,6 +100,36 @@ def test_the_private_copy_is_kept_for_the_next_checkpoint_and_dropped_at_close(q
     assert eng._staged is None
     assert newer["updates"] >= older["updates"] + 50             # the copy holds the newer state
     assert not torch.equal(newer["buffers"]["x"], older["buffers"]["x"])
+
+
+def test_a_server_checkpoint_on_one_machine_pauses_the_applier_alone(quad, tmp_path, monkeypatch):
+    """While the copy is taken (made to last 0.5 s), no learner is paused and no update is
+    applied; the checkpoint is consistent and resumes."""
+    seen, real = [], ckpt.copies
+
+    def slow(arena, skip, into=None):
+        ctrl, updates = eng.buffers.ctrl, eng.updates()
+        for _ in range(25):
+            seen.append([int(s) for s in ctrl["status"][:2]])
+            time.sleep(0.02)
+        assert eng.updates() == updates                       # the applier waits
+        return real(arena, skip, into)
+
+    monkeypatch.setattr(ckpt, "copies", slow)
+    path = tmp_path / "run.ckpt"
+    eng = Engine(quad, shmopt.Config(algo="k-async", workers=2, steps=10 ** 9, checkpoint=str(path)))
+    try:
+        eng.start()
+        _until(eng, 50)
+        eng.write_checkpoint(background=True)
+        eng.wait_checkpoint()
+        doc = ckpt.load(str(path))
+    finally:
+        eng.close()
+    assert seen and not any(PAUSED in statuses for statuses in seen)       # the learners went on
+    assert eng.stats()["checkpoint_log"][0]["mode"] == "staged" and doc["updates"] >= 50
+    r = shmopt.train(quad, algo="k-async", workers=2, steps=doc["updates"] + 50, resume=str(path))
+    assert r.stats["updates"] >= doc["updates"] + 50
 
 
 def test_a_copy_that_would_not_fit_is_written_during_the_pause(quad, tmp_path, monkeypatch):
