@@ -17,7 +17,7 @@ def checkpoint_cost(benchmarks: list[dict]) -> list[str]:
     rows = [f"| {first['parameters'] / 1e6:,.0f}M parameters (a {first['parameters'] * 16 / 1e9:.1f} GB "
             f"checkpoint), a checkpoint every {first['every_s']:g} s of {first['run_s']:g} s runs | "
             f"workers | mode | samples/s with / without: median (min - max; {first['rounds']} rounds) | "
-            f"workers paused per checkpoint: median (max) | write: median (max) | the writer's CPU "
+            f"pause per checkpoint (server: the applier alone): median (max) | write: median (max) | the writer's CPU "
             f"per checkpoint | supervisor's extra memory |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     labels = {"apam": "apam (direct, lock-free)", "sync": "sync AMSGrad (server)"}
     for (algo, workers), e in found.items():
@@ -29,7 +29,7 @@ def checkpoint_cost(benchmarks: list[dict]) -> list[str]:
                     f"{_mb(e['extra_memory_max'])} |")
     rows += ["", "Goal: a checkpoint every 30 s of a 2 GB arena costs under 2% of samples/s "
              "(with / without >= 0.98): " + ", ".join(
-                 f"{algo} with {workers} workers {'met' if e['ratio_median'] >= 0.98 else 'not met'} at "
+                 f"{algo} with {workers} worker{'s' if workers > 1 else ''} {'met' if e['ratio_median'] >= 0.98 else 'not met'} at "
                  f"the median" for (algo, workers), e in found.items()) + "."]
     if first.get("quick"):
         rows += ["", "**Smoke run (SHMOPT_BENCH_QUICK=1: a small model, 1 round): not the measurement.**"]

@@ -48,9 +48,12 @@ class Checkpointing:
         of a server protocol on one machine writes the parameters, the rule state and the update
         count, while its learners write only their gradient slots and mailbox rings (neither is
         kept: gradients in flight are dropped on resume) and their own counters and data
-        positions (read as a lock-free checkpoint reads them). Across nodes, and for the replica
-        methods, every process pauses."""
-        return self.plan.workers if self.plan.protocol == "server" and self.plan.nnodes == 1 else None
+        positions (read as a lock-free checkpoint reads them). Across nodes, for the replica
+        methods and for a device arena (read only while every process is quiesced), every
+        process pauses."""
+        alone = (self.plan.protocol == "server" and self.plan.nnodes == 1
+                 and self.arena.device.type == "cpu")
+        return self.plan.workers if alone else None
 
     def _staging(self) -> dict[str, torch.Tensor]:
         """The private copy's buffers (:func:`checkpoint.staging`), kept from one checkpoint to the
