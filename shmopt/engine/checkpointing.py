@@ -86,12 +86,12 @@ class Checkpointing:
         if mode == "staged" and host and self._staged is None and not self._staging_fits():
             mode = "paused"                      # written from shared memory while every process waits
         staged = self._staging() if mode == "staged" else None
+        pausing = mode in ("staged", "paused")
+        applier = self._applier_alone() if pausing else None
         t0 = time.monotonic()                    # the pause starts: the copy's pages are ready
-        applier = self._applier_alone() if mode in ("staged", "paused") else None
-        if mode in ("staged", "paused"):
-            glob["pause"] = PAUSE_ALL if applier is None else PAUSE_APPLIER
         try:
-            if mode in ("staged", "paused"):
+            if pausing:
+                glob["pause"] = PAUSE_ALL if applier is None else PAUSE_APPLIER
                 self.group.wait_paused(self.plan.supervisor.heartbeat_timeout,
                                        ranks=None if applier is None else [applier])
             meta = dict(self._ckpt_identity(), config=self.plan.options, seed=self.plan.worker.seed,

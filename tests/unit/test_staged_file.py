@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import tempfile
 import zipfile
@@ -14,12 +13,8 @@ import torch
 
 from shmopt.engine import staged_file
 from shmopt.engine.checkpoint import write_atomic
+from shmopt.engine.checkpoint_files import file_digest
 from shmopt.engine.staged_file import ALIGN, CHUNK, StagedFile
-
-
-def _file_sha(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _pieces() -> list[bytes]:
@@ -47,7 +42,7 @@ def test_the_file_holds_every_byte_written_and_its_digest_is_the_files(tmp_path)
     path, digest, _ = _write(tmp_path, pieces)
     with open(path, "rb") as f:
         assert f.read() == b"".join(pieces)
-    assert digest == _file_sha(path)
+    assert digest == file_digest(path)
 
 
 @pytest.mark.parametrize("size", [0, 1, ALIGN, CHUNK, CHUNK + 1, 3 * CHUNK - ALIGN + 5])
@@ -55,7 +50,7 @@ def test_a_checkpoint_of_any_size_loads_back_and_matches_its_digest(tmp_path, si
     t = torch.arange(size, dtype=torch.int64).to(torch.uint8)
     path = str(tmp_path / "x.ckpt")
     digest = write_atomic(path, {"x": t, "meta": {"size": size}})
-    assert digest == _file_sha(path)
+    assert digest == file_digest(path)
     back = torch.load(path, weights_only=True)
     assert torch.equal(back["x"], t) and back["meta"] == {"size": size}
     assert os.listdir(tmp_path) == ["x.ckpt"]
@@ -75,7 +70,7 @@ def test_a_refused_direct_write_goes_on_through_the_page_cache(tmp_path, monkeyp
     path, digest, out = _write(tmp_path, pieces)
     with open(path, "rb") as f:
         assert f.read() == b"".join(pieces)
-    assert digest == _file_sha(path) and not out.direct
+    assert digest == file_digest(path) and not out.direct
     if staged_file.O_DIRECT:                       # Linux: the first direct write was refused
         assert refused
 
