@@ -22,6 +22,8 @@ from shmopt.engine import checkpoint as ckpt
 from shmopt.engine.checkpoint_files import TEMP_PREFIX, file_digest
 from shmopt.engine.control import PAUSED, SLOT
 from shmopt.engine.supervisor import Engine
+from shmopt.memory.semaphores import stale_semaphores
+from shmopt.memory.shm import SHM_DIR
 from shmopt.problems import load_problem
 
 
@@ -172,6 +174,7 @@ def _writing(folder, pid: int) -> list[str]:
 def test_a_supervisor_killed_during_a_background_write_leaves_the_last_checkpoint(quad, tmp_path):
     script, path = tmp_path / "wide.py", tmp_path / "run.ckpt"
     script.write_text(SCRIPT)
+    sems_before = set(os.listdir(SHM_DIR))
     proc = subprocess.Popen([sys.executable, str(script), str(path)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -193,6 +196,8 @@ def test_a_supervisor_killed_during_a_background_write_leaves_the_last_checkpoin
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        for name in set(stale_semaphores(grace_s=0)) - sems_before:   # what the killed run held
+            os.unlink(os.path.join(SHM_DIR, name))
     assert left and set(left) <= set(os.listdir(tmp_path))
     side = json.loads((tmp_path / "run.ckpt.json").read_text())
     assert file_digest(str(path)) == side["sha256"]           # the last good one, intact
