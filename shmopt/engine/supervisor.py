@@ -109,7 +109,7 @@ class Engine(Checkpointing):
                               f"a metrics function returning {{'accuracy': ...}})")
         self._ckpt_skip = checkpoint_skip(self.plan, len(self._train))
         self._ckpt_files, self._writer = None, BackgroundWriter()
-        self._staged: dict[str, torch.Tensor] | None = None     # a paused checkpoint's private copy
+        self._staged: dict[str, torch.Tensor] | None = None     # a staged checkpoint's private copy, kept
         if self.plan.supervisor.checkpoint:    # room for this run's checkpoints, before any start
             sp = self.plan.supervisor
             check_space(sp.checkpoint, size_of(self.layout, self._ckpt_skip), sp.keep)
